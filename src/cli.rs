@@ -1,0 +1,371 @@
+//! The command line. The only module that uses `anyhow`: below it, errors are typed.
+//!
+//! Exit codes: 0 success; 1 the work failed (a server unreachable, a disk error); 2 the
+//! configuration or the command line is wrong (systemd is told not to restart on 2).
+
+use std::io::{IsTerminal, Read};
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use tokio::sync::watch;
+
+use crate::config::{Config, ConfigError, LogFormat};
+use crate::courier::SmtpCourier;
+use crate::mailbox::ImapMailbox;
+use crate::pipeline::Pipeline;
+use crate::reply::Replier;
+use crate::store::{Ledger, SqliteLedger};
+use crate::understand::{Rules, Understood, understand};
+
+const AFTER_HELP: &str = "\
+Configuration: a TOML file (default /etc/mailroom/mailroom.toml, or $MAILROOM_CONFIG); any key
+can be overridden from the environment as MAILROOM__SECTION__KEY, e.g. MAILROOM__IMAP__PORT=993.
+See config/mailroom.example.toml for every key with its default.
+
+Examples:
+  mailroom check-config --config ./mailroom.toml
+  mailroom once         # file everything new, send acknowledgements, exit
+  mailroom run          # keep watching (this is what mailroom.service runs)
+  mailroom inspect message.eml --json
+
+Exit codes: 0 ok, 1 the work failed (see the log), 2 bad configuration or usage.";
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "mailroom",
+    version,
+    about = "Files job applications that arrive by email, and acknowledges them.",
+    long_about = "mailroom watches a contact mailbox over IMAP, files every application (CV, cover letter, \
+                  the original message and a metadata.json) into one folder per candidate, and answers each \
+                  candidate with a templated acknowledgement over SMTP. Robots, lists and bounces are never answered.",
+    after_help = AFTER_HELP
+)]
+struct Cli {
+    /// Configuration file.
+    #[arg(long, short, global = true, env = "MAILROOM_CONFIG", default_value = crate::config::DEFAULT_PATH)]
+    config: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Process every message not yet handled, send the acknowledgements, and exit.
+    ///
+    /// Safe to run again at any time: what was committed is never filed or answered twice.
+    Once,
+    /// Keep watching the mailbox (every imap.poll_interval_secs) until SIGTERM or Ctrl-C.
+    Run,
+    /// Load and validate the configuration, then print it with secrets redacted.
+    CheckConfig,
+    /// Show what mailroom understands of one message, without filing or sending anything.
+    Inspect {
+        /// The message (.eml), or - for standard input.
+        file: PathBuf,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// A failure the CLI maps to exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UsageError(String);
+
+pub fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match dispatch(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            let usage = e.downcast_ref::<UsageError>().is_some()
+                || e.downcast_ref::<ConfigError>().is_some();
+            eprintln!("mailroom: error: {e:#}");
+            if usage {
+                ExitCode::from(2)
+            } else {
+                ExitCode::from(1)
+            }
+        }
+    }
+}
+
+fn load_config(path: &Path) -> anyhow::Result<Config> {
+    Config::load(path)
+        .map_err(|e| anyhow::Error::new(e).context(format!("configuration {}", path.display())))
+}
+
+fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::CheckConfig => {
+            let cfg = load_config(&cli.config)?;
+            Replier::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+            println!("{cfg:#?}");
+            eprintln!("configuration {} is valid", cli.config.display());
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Inspect { file, json } => inspect(&cli.config, &file, json),
+        Command::Once => {
+            let cfg = load_config(&cli.config)?;
+            init_logging(&cfg);
+            runtime()?.block_on(once(cfg))
+        }
+        Command::Run => {
+            let cfg = load_config(&cli.config)?;
+            init_logging(&cfg);
+            runtime()?.block_on(run(cfg))
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .max_blocking_threads(4)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")
+}
+
+fn init_logging(cfg: &Config) {
+    use tracing_subscriber::EnvFilter;
+    let filter =
+        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    let _ = match cfg.log.format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Text | LogFormat::Auto => builder
+            .with_ansi(std::io::stderr().is_terminal())
+            .try_init(),
+    };
+}
+
+/// The one cancellation path: SIGINT or SIGTERM turns the watch to true; a second one exits at once.
+fn shutdown_signal() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    tokio::spawn(async move {
+        #[cfg(unix)]
+        let mut term =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        for n in 0.. {
+            #[cfg(unix)]
+            let got = tokio::select! {
+                r = tokio::signal::ctrl_c() => r.is_ok(),
+                r = async { match term.as_mut() { Some(t) => t.recv().await, None => std::future::pending().await } } => r.is_some(),
+            };
+            #[cfg(not(unix))]
+            let got = tokio::signal::ctrl_c().await.is_ok();
+            if !got {
+                return;
+            }
+            if n == 0 {
+                tracing::info!(
+                    "stopping at the next safe point (send the signal again to exit at once)"
+                );
+                let _ = tx.send(true);
+            } else {
+                std::process::exit(130);
+            }
+        }
+    });
+    rx
+}
+
+fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<SqliteLedger>> {
+    let replier = Replier::new(cfg).map_err(|e| UsageError(e.to_string()))?;
+    let mut ledger = SqliteLedger::open(&cfg.storage.state_path)?;
+    let uncertain = ledger.recover_interrupted()?;
+    if uncertain > 0 {
+        tracing::warn!(
+            count = uncertain,
+            "acknowledgements interrupted mid-send by a crash are marked uncertain and not resent"
+        );
+    }
+    std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
+        format!(
+            "cannot create storage.data_dir {}",
+            cfg.storage.data_dir.display()
+        )
+    })?;
+    Ok(Pipeline::new(cfg, replier, ledger))
+}
+
+async fn once(cfg: Config) -> anyhow::Result<ExitCode> {
+    let pipeline = open_pipeline(&cfg)?;
+    let courier = SmtpCourier::new(&cfg)?;
+    let stop = shutdown_signal();
+    let mut mailbox = ImapMailbox::connect(&cfg).await?;
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, stop).await?;
+    crate::mailbox::Mailbox::logout(&mut mailbox).await;
+    let totals = crate::courier::lock(pipeline.ledger()).totals()?;
+    println!(
+        "fetched {}, filed {}, quarantined {}, duplicates {}; replies queued {}, skipped {}; sent {}, retrying {}, failed {}; outbox waiting {}",
+        report.fetched,
+        report.filed,
+        report.quarantined,
+        report.duplicates,
+        report.replies_queued,
+        report.replies_skipped,
+        sent.sent,
+        sent.retrying,
+        sent.failed,
+        totals.outbox_pending
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
+    let pipeline = open_pipeline(&cfg)?;
+    let courier = SmtpCourier::new(&cfg)?;
+    let stop = shutdown_signal();
+    tracing::info!(
+        poll_interval_s = cfg.imap.poll_interval_secs,
+        "watching the mailbox"
+    );
+    let connect_cfg = cfg.clone();
+    pipeline
+        .run(
+            || ImapMailbox::connect(&connect_cfg),
+            &courier,
+            Duration::from_secs(cfg.imap.poll_interval_secs),
+            stop,
+        )
+        .await;
+    tracing::info!("stopped");
+    Ok(ExitCode::SUCCESS)
+}
+
+/// JSON shape of `mailroom inspect --json`.
+#[derive(serde::Serialize)]
+struct Inspection {
+    outcome: &'static str,
+    reason: Option<String>,
+    sha256: String,
+    message_id: Option<String>,
+    candidate: Option<crate::understand::Candidate>,
+    posting: Option<crate::understand::PostingRef>,
+    documents: Vec<crate::understand::Document>,
+    missing: Vec<crate::understand::DocKind>,
+    reply: String,
+}
+
+fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
+    let raw = if file.as_os_str() == "-" {
+        let mut buf = Vec::new();
+        std::io::stdin()
+            .read_to_end(&mut buf)
+            .context("cannot read standard input")?;
+        buf
+    } else {
+        std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
+    };
+    // Without a config, postings and limits take their defaults: inspect still says what it can.
+    let rules = match Config::load(config) {
+        Ok(cfg) => Rules::from_config(&cfg),
+        Err(ConfigError::Load { .. }) if !config.exists() => Rules {
+            postings: Vec::new(),
+            limits: Default::default(),
+            default_language: "fr".into(),
+            own_addresses: Vec::new(),
+        },
+        Err(e) => {
+            return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display())));
+        }
+    };
+    let report = match understand(&raw, None, &rules) {
+        Understood::Quarantine(q) => Inspection {
+            outcome: "quarantined",
+            reason: Some(q.reason),
+            sha256: q.sha256,
+            message_id: q.message_id,
+            candidate: None,
+            posting: None,
+            documents: Vec::new(),
+            missing: Vec::new(),
+            reply: "none: quarantined".into(),
+        },
+        Understood::Application(app) => {
+            let reply = match &app.automated {
+                Some(why) => format!("none: {why}"),
+                None if app.missing.is_empty() => "acknowledgement: complete".into(),
+                None => format!(
+                    "acknowledgement: missing {}",
+                    app.missing
+                        .iter()
+                        .map(|k| k.as_str())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+            };
+            let app = *app;
+            Inspection {
+                outcome: "filed",
+                reason: None,
+                sha256: app.sha256,
+                message_id: app.message_id,
+                candidate: Some(app.candidate),
+                posting: Some(app.posting),
+                missing: app.missing,
+                documents: app.documents,
+                reply,
+            }
+        }
+    };
+    if json {
+        println!("{}", serde_json::to_string_pretty(&report)?);
+    } else {
+        println!(
+            "outcome:   {}{}",
+            report.outcome,
+            report
+                .reason
+                .as_deref()
+                .map(|r| format!(" ({r})"))
+                .unwrap_or_default()
+        );
+        if let Some(c) = &report.candidate {
+            println!("candidate: {} <{}>", c.display(), c.email);
+        }
+        if let Some(p) = &report.posting {
+            println!("posting:   {} [{}] ({})", p.title, p.slug, p.matched_by);
+        }
+        for d in &report.documents {
+            println!(
+                "document:  {:<12} {:<40} {:>9} bytes  {:.0}%  {}",
+                d.kind.as_str(),
+                d.original_name.as_deref().unwrap_or("(message body)"),
+                d.size,
+                d.confidence * 100.0,
+                d.reason
+            );
+        }
+        if !report.missing.is_empty() {
+            println!(
+                "missing:   {}",
+                report
+                    .missing
+                    .iter()
+                    .map(|k| k.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+        }
+        println!("reply:     {}", report.reply);
+    }
+    Ok(ExitCode::SUCCESS)
+}

@@ -1,0 +1,669 @@
+//! Configuration: one serde tree, read from a TOML file and then from `MAILROOM__SECTION__KEY`
+//! environment variables, validated once at start.
+//!
+//! Every struct carries its defaults, so an admin writes only what differs. Unknown keys are
+//! errors (a typo must not silently fall back to a default). Relative paths are resolved against
+//! the config file's directory, except `password_file`, which is resolved against
+//! `$CREDENTIALS_DIRECTORY` when systemd provides one. Secrets never appear in `Debug` output.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use chrono::NaiveDate;
+use serde::Deserialize;
+
+/// The default place an installed mailroom reads its configuration from.
+pub const DEFAULT_PATH: &str = "/etc/mailroom/mailroom.toml";
+
+/// A configuration problem, naming the key (or file) at fault. The CLI exits 2 on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{path}: {message}")]
+    Load { path: PathBuf, message: String },
+    #[error("{key}: {message}")]
+    Invalid { key: String, message: String },
+}
+
+fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    ConfigError::Invalid {
+        key: key.into(),
+        message: message.into(),
+    }
+}
+
+/// A password or other secret: readable by the code that needs it, redacted everywhere else.
+#[derive(Clone, Default, Deserialize, PartialEq, Eq)]
+#[serde(transparent)]
+pub struct Secret(String);
+
+impl Secret {
+    pub fn new(value: impl Into<String>) -> Self {
+        Secret(value.into())
+    }
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl fmt::Debug for Secret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("\"[redacted]\"")
+    }
+}
+
+/// How a connection is secured. There is deliberately no plaintext mode: a password never
+/// crosses the wire in clear.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TlsMode {
+    /// TLS from the first byte (IMAP 993, SMTP submissions 465).
+    Implicit,
+    /// Plain greeting, then STARTTLS before anything else (IMAP 143, SMTP submission 587).
+    Starttls,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    pub imap: ImapConfig,
+    pub smtp: SmtpConfig,
+    pub identity: Identity,
+    #[serde(default)]
+    pub storage: Storage,
+    #[serde(default)]
+    pub replies: Replies,
+    #[serde(default)]
+    pub limits: Limits,
+    #[serde(default)]
+    pub log: Log,
+    #[serde(default)]
+    pub postings: Vec<Posting>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImapConfig {
+    pub host: String,
+    #[serde(default = "defaults::imap_port")]
+    pub port: u16,
+    #[serde(default = "defaults::tls")]
+    pub tls: TlsMode,
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted besides the system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::folder")]
+    pub folder: String,
+    /// Keyword set on a message once it is committed, so people see what mailroom has handled.
+    #[serde(default = "defaults::filed_keyword")]
+    pub filed_keyword: String,
+    #[serde(default = "defaults::poll_interval_secs")]
+    pub poll_interval_secs: u64,
+    /// Deadline for connecting and for every single IMAP command.
+    #[serde(default = "defaults::timeout_secs")]
+    pub timeout_secs: u64,
+    /// A fetch brings at most this many messages...
+    #[serde(default = "defaults::batch_messages")]
+    pub batch_messages: usize,
+    /// ...and at most this many bytes (one larger message still comes alone).
+    #[serde(default = "defaults::batch_bytes")]
+    pub batch_bytes: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SmtpConfig {
+    pub host: String,
+    #[serde(default = "defaults::smtp_port")]
+    pub port: u16,
+    #[serde(default = "defaults::tls")]
+    pub tls: TlsMode,
+    pub username: String,
+    #[serde(default)]
+    pub password: Option<Secret>,
+    #[serde(default)]
+    pub password_file: Option<PathBuf>,
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    #[serde(default = "defaults::timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The address replies come from (usually the contact address itself).
+    pub from: String,
+    /// The organisation's name, shown as the sender's name and in the templates.
+    pub organisation: String,
+    /// The recruiting team: digest recipients. Mail from these addresses is never acknowledged.
+    #[serde(default)]
+    pub team: Vec<String>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Storage {
+    pub data_dir: PathBuf,
+    pub state_path: PathBuf,
+}
+
+impl Default for Storage {
+    fn default() -> Self {
+        Storage {
+            data_dir: PathBuf::from("/var/lib/mailroom/applications"),
+            state_path: PathBuf::from("/var/lib/mailroom/state.sqlite3"),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Replies {
+    /// Master switch for acknowledgements. Filing happens either way.
+    pub enabled: bool,
+    /// Acknowledge messages that were already in the mailbox before mailroom's first start?
+    /// Off by default: nobody should get a surprise answer to last year's application.
+    pub acknowledge_backlog: bool,
+    /// Directory with `fr/…` and `en/…` templates overriding the built-in ones. Empty: built-in.
+    pub templates_dir: Option<PathBuf>,
+    /// Language used when the posting does not say.
+    pub default_language: String,
+    /// Privacy notice appended to every acknowledgement (who keeps the data, why, how long).
+    pub privacy_notice: String,
+}
+
+impl Default for Replies {
+    fn default() -> Self {
+        Replies {
+            enabled: true,
+            acknowledge_backlog: false,
+            templates_dir: None,
+            default_language: "fr".into(),
+            privacy_notice: String::new(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Limits {
+    /// Larger messages are quarantined from their announced size, without being downloaded.
+    pub max_message_bytes: u64,
+    pub max_parts: usize,
+    pub max_depth: usize,
+    pub max_document_bytes: u64,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            max_message_bytes: 50 * 1024 * 1024,
+            max_parts: 200,
+            max_depth: 10,
+            max_document_bytes: 40 * 1024 * 1024,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Log {
+    /// A tracing filter: `info`, `mailroom=debug`, …  `RUST_LOG` wins when set.
+    pub level: String,
+    /// `auto` (text; colours only on a terminal), `text` or `json`.
+    pub format: LogFormat,
+}
+
+impl Default for Log {
+    fn default() -> Self {
+        Log {
+            level: "info".into(),
+            format: LogFormat::Auto,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    Auto,
+    Text,
+    Json,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Posting {
+    /// Folder name and stable identifier: lower-case letters, digits and `-`.
+    pub slug: String,
+    pub title: String,
+    #[serde(default = "defaults::language")]
+    pub language: String,
+    /// Recipient addresses that mean this posting (`contact+stage@…` works for tagged addresses).
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// Words in the subject that mean this posting (case and accents ignored).
+    #[serde(default)]
+    pub subject_keywords: Vec<String>,
+    /// Applications that match nothing go to the posting marked default (or to the first one).
+    #[serde(default)]
+    pub default: bool,
+    #[serde(default)]
+    pub closing_date: Option<NaiveDate>,
+}
+
+mod defaults {
+    use super::TlsMode;
+    pub fn imap_port() -> u16 {
+        993
+    }
+    pub fn smtp_port() -> u16 {
+        465
+    }
+    pub fn tls() -> TlsMode {
+        TlsMode::Implicit
+    }
+    pub fn folder() -> String {
+        "INBOX".into()
+    }
+    pub fn filed_keyword() -> String {
+        "$MailroomFiled".into()
+    }
+    pub fn poll_interval_secs() -> u64 {
+        60
+    }
+    pub fn timeout_secs() -> u64 {
+        60
+    }
+    pub fn batch_messages() -> usize {
+        100
+    }
+    pub fn batch_bytes() -> u64 {
+        32 * 1024 * 1024
+    }
+    pub fn language() -> String {
+        "fr".into()
+    }
+}
+
+/// Languages we ship templates for.
+pub const LANGUAGES: &[&str] = &["fr", "en"];
+
+impl Config {
+    /// Reads the file, applies the environment, resolves paths and validates.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_with_env(path, std::env::vars())
+    }
+
+    /// Like [`Config::load`], with the environment given (tests do not touch the process's).
+    pub fn load_with_env(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let load_err = |message: String| ConfigError::Load {
+            path: path.to_owned(),
+            message,
+        };
+        if !path.is_file() {
+            return Err(load_err(
+                "no such file (give another with --config FILE)".into(),
+            ));
+        }
+        let overrides: config::Map<String, String> = env
+            .into_iter()
+            .filter(|(k, _)| k.starts_with("MAILROOM__"))
+            .collect();
+        let raw = config::Config::builder()
+            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(
+                config::Environment::with_prefix("MAILROOM")
+                    .prefix_separator("__")
+                    .separator("__")
+                    .list_separator(",")
+                    .with_list_parse_key("identity.team")
+                    .try_parsing(true)
+                    .source(Some(overrides)),
+            )
+            .build()
+            .map_err(|e| load_err(e.to_string()))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(e.to_string()))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(
+            base,
+            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
+        );
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    fn resolve_paths(&mut self, base: &Path, credentials: Option<PathBuf>) {
+        let rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        let secret_rel = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = credentials.as_deref().unwrap_or(base).join(&*p);
+            }
+        };
+        rel(&mut self.storage.data_dir);
+        rel(&mut self.storage.state_path);
+        for p in [
+            &mut self.imap.ca_file,
+            &mut self.smtp.ca_file,
+            &mut self.replies.templates_dir,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            rel(p);
+        }
+        for p in [&mut self.imap.password_file, &mut self.smtp.password_file]
+            .into_iter()
+            .flatten()
+        {
+            secret_rel(p);
+        }
+    }
+
+    /// Checks what serde cannot: values in range, files present, addresses well formed.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        for (section, host, port, user, pw, pw_file, ca) in [
+            (
+                "imap",
+                &self.imap.host,
+                self.imap.port,
+                &self.imap.username,
+                &self.imap.password,
+                &self.imap.password_file,
+                &self.imap.ca_file,
+            ),
+            (
+                "smtp",
+                &self.smtp.host,
+                self.smtp.port,
+                &self.smtp.username,
+                &self.smtp.password,
+                &self.smtp.password_file,
+                &self.smtp.ca_file,
+            ),
+        ] {
+            if host.trim().is_empty() {
+                return Err(invalid(format!("{section}.host"), "must not be empty"));
+            }
+            if port == 0 {
+                return Err(invalid(
+                    format!("{section}.port"),
+                    "must be between 1 and 65535",
+                ));
+            }
+            if user.trim().is_empty() {
+                return Err(invalid(format!("{section}.username"), "must not be empty"));
+            }
+            match (pw, pw_file) {
+                (Some(_), Some(_)) => {
+                    return Err(invalid(
+                        format!("{section}.password"),
+                        format!(
+                            "set either {section}.password or {section}.password_file, not both"
+                        ),
+                    ));
+                }
+                (None, None) => {
+                    return Err(invalid(
+                        format!("{section}.password"),
+                        format!("missing: set {section}.password or {section}.password_file"),
+                    ));
+                }
+                (None, Some(file)) => {
+                    read_password_file(file)
+                        .map_err(|m| invalid(format!("{section}.password_file"), m))?;
+                }
+                (Some(_), None) => {}
+            }
+            if let Some(ca) = ca {
+                crate::tls::load_ca_file(ca)
+                    .map_err(|e| invalid(format!("{section}.ca_file"), e.to_string()))?;
+            }
+        }
+        if self.imap.folder.trim().is_empty() {
+            return Err(invalid("imap.folder", "must not be empty"));
+        }
+        if !self.imap.filed_keyword.starts_with('$')
+            || !self.imap.filed_keyword[1..]
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(invalid(
+                "imap.filed_keyword",
+                "must look like $Keyword (ASCII letters, digits, _)",
+            ));
+        }
+        for (key, v) in [
+            ("imap.poll_interval_secs", self.imap.poll_interval_secs),
+            ("imap.timeout_secs", self.imap.timeout_secs),
+            ("smtp.timeout_secs", self.smtp.timeout_secs),
+            ("imap.batch_messages", self.imap.batch_messages as u64),
+            ("imap.batch_bytes", self.imap.batch_bytes),
+            ("limits.max_message_bytes", self.limits.max_message_bytes),
+            ("limits.max_parts", self.limits.max_parts as u64),
+            ("limits.max_depth", self.limits.max_depth as u64),
+            ("limits.max_document_bytes", self.limits.max_document_bytes),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        parse_address(&self.identity.from).map_err(|m| invalid("identity.from", m))?;
+        if self.identity.organisation.trim().is_empty() {
+            return Err(invalid("identity.organisation", "must not be empty"));
+        }
+        for (i, a) in self.identity.team.iter().enumerate() {
+            parse_address(a).map_err(|m| invalid(format!("identity.team[{i}]"), m))?;
+        }
+        if !LANGUAGES.contains(&self.replies.default_language.as_str()) {
+            return Err(invalid(
+                "replies.default_language",
+                format!(
+                    "unsupported language {:?} (one of {})",
+                    self.replies.default_language,
+                    LANGUAGES.join(", ")
+                ),
+            ));
+        }
+        if let Some(dir) = &self.replies.templates_dir
+            && !dir.is_dir()
+        {
+            return Err(invalid(
+                "replies.templates_dir",
+                format!("{} is not a directory", dir.display()),
+            ));
+        }
+        let mut slugs = HashSet::new();
+        for (i, p) in self.postings.iter().enumerate() {
+            let key = |k: &str| format!("postings[{i}].{k}");
+            if p.slug.is_empty()
+                || p.slug.starts_with('_')
+                || !p
+                    .slug
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+            {
+                return Err(invalid(
+                    key("slug"),
+                    "use lower-case ASCII letters, digits, - and _ (not first)",
+                ));
+            }
+            if !slugs.insert(p.slug.as_str()) {
+                return Err(invalid(key("slug"), format!("{:?} is used twice", p.slug)));
+            }
+            if p.title.trim().is_empty() {
+                return Err(invalid(key("title"), "must not be empty"));
+            }
+            if !LANGUAGES.contains(&p.language.as_str()) {
+                return Err(invalid(
+                    key("language"),
+                    format!("unsupported language {:?}", p.language),
+                ));
+            }
+            for (j, a) in p.addresses.iter().enumerate() {
+                parse_address(a)
+                    .map_err(|m| invalid(format!("postings[{i}].addresses[{j}]"), m))?;
+            }
+        }
+        if self.postings.iter().filter(|p| p.default).count() > 1 {
+            return Err(invalid(
+                "postings",
+                "at most one posting may have default = true",
+            ));
+        }
+        Ok(())
+    }
+
+    /// The IMAP password, from the config or its file.
+    pub fn imap_password(&self) -> Result<Secret, ConfigError> {
+        password(&self.imap.password, &self.imap.password_file, "imap")
+    }
+
+    pub fn smtp_password(&self) -> Result<Secret, ConfigError> {
+        password(&self.smtp.password, &self.smtp.password_file, "smtp")
+    }
+}
+
+fn password(
+    pw: &Option<Secret>,
+    file: &Option<PathBuf>,
+    section: &str,
+) -> Result<Secret, ConfigError> {
+    match (pw, file) {
+        (Some(p), _) => Ok(p.clone()),
+        (None, Some(f)) => {
+            read_password_file(f).map_err(|m| invalid(format!("{section}.password_file"), m))
+        }
+        (None, None) => Err(invalid(format!("{section}.password"), "missing")),
+    }
+}
+
+fn read_password_file(path: &Path) -> Result<Secret, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    // One trailing newline is what `echo secret > file` leaves; it is not part of the password.
+    let pw = text.strip_suffix('\n').unwrap_or(&text);
+    let pw = pw.strip_suffix('\r').unwrap_or(pw);
+    if pw.is_empty() {
+        return Err(format!("{} is empty", path.display()));
+    }
+    Ok(Secret::new(pw))
+}
+
+fn parse_address(a: &str) -> Result<lettre::Address, String> {
+    a.parse::<lettre::Address>()
+        .map_err(|e| format!("{a:?} is not an email address ({e})"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MINIMAL: &str = r#"
+[imap]
+host = "imap.example.test"
+username = "contact@example.test"
+password = "hunter2"
+[smtp]
+host = "smtp.example.test"
+username = "contact@example.test"
+password = "hunter2"
+[identity]
+from = "contact@example.test"
+organisation = "Example"
+"#;
+
+    fn write(dir: &Path, text: &str) -> PathBuf {
+        let p = dir.join("mailroom.toml");
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    fn load(text: &str, env: &[(&str, &str)]) -> Result<Config, ConfigError> {
+        let dir = tempfile::tempdir().unwrap();
+        let p = write(dir.path(), text);
+        Config::load_with_env(&p, env.iter().map(|(k, v)| (k.to_string(), v.to_string())))
+    }
+
+    #[test]
+    fn minimal_file_gets_safe_defaults() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert_eq!(c.imap.port, 993);
+        assert_eq!(c.imap.tls, TlsMode::Implicit);
+        assert_eq!(c.imap.folder, "INBOX");
+        assert!(c.replies.enabled);
+        assert!(
+            !c.replies.acknowledge_backlog,
+            "backlog must not be acknowledged by default"
+        );
+    }
+
+    #[test]
+    fn environment_overrides_the_file() {
+        let c = load(
+            MINIMAL,
+            &[
+                ("MAILROOM__IMAP__PORT", "1993"),
+                ("MAILROOM__IMAP__PASSWORD", "1234"),
+                ("MAILROOM__IMAP__TLS", "starttls"),
+            ],
+        )
+        .unwrap();
+        assert_eq!(c.imap.port, 1993);
+        assert_eq!(c.imap.tls, TlsMode::Starttls);
+        assert_eq!(c.imap_password().unwrap().expose(), "1234");
+    }
+
+    #[test]
+    fn unknown_key_is_named() {
+        let err = load(&MINIMAL.replace("[smtp]", "[smtp]\nhots = \"x\""), &[])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("hots"), "{err}");
+    }
+
+    #[test]
+    fn bad_values_name_their_key() {
+        let err = load(
+            &MINIMAL.replace("from = \"contact@example.test\"", "from = \"nope\""),
+            &[],
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.starts_with("identity.from:"), "{err}");
+        let err = load(MINIMAL, &[("MAILROOM__SMTP__PORT", "0")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.starts_with("smtp.port:"), "{err}");
+        let no_pw = MINIMAL.replacen("password = \"hunter2\"", "", 1);
+        let err = load(&no_pw, &[]).unwrap_err().to_string();
+        assert!(err.starts_with("imap.password:"), "{err}");
+    }
+
+    #[test]
+    fn password_file_is_read_without_its_newline_and_never_printed() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("imap.pw"), "s3cret\n").unwrap();
+        let text = MINIMAL.replacen("password = \"hunter2\"", "password_file = \"imap.pw\"", 1);
+        let c = Config::load_with_env(&write(dir.path(), &text), std::iter::empty()).unwrap();
+        assert_eq!(c.imap_password().unwrap().expose(), "s3cret");
+        let debug = format!("{c:?}");
+        assert!(
+            !debug.contains("hunter2") && !debug.contains("s3cret"),
+            "{debug}"
+        );
+    }
+}

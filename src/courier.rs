@@ -1,0 +1,349 @@
+//! The way out: the `Courier` trait (hands one rendered mail to the world) and its SMTP
+//! implementation, plus the outbox sender that feeds it.
+//!
+//! Nothing leaves mailroom except through the outbox: the pipeline commits a rendered reply in
+//! the same transaction as the message it answers, and [`send_due`] works from there. Replies are
+//! sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for automatic
+//! responses, so a reply that bounces can never start a loop.
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
+use lettre::message::{Mailbox, MultiPart, SinglePart};
+use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::response::Severity;
+use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use serde::{Deserialize, Serialize};
+
+use crate::config::{Config, ConfigError, SmtpConfig, TlsMode};
+use crate::error::{Classified, Retry, backoff};
+use crate::store::{Ledger, StoreError};
+
+/// A rendered reply, as stored in the outbox: plain data, so it survives a restart unchanged.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct OutgoingMail {
+    pub to: String,
+    pub to_name: Option<String>,
+    pub subject: String,
+    pub text: String,
+    pub html: Option<String>,
+    /// Without angle brackets. Derived from the application, so a duplicate is recognisable.
+    pub message_id: String,
+    pub in_reply_to: Option<String>,
+    pub references: Vec<String>,
+}
+
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct SendError {
+    pub retry: Retry,
+    pub message: String,
+}
+
+impl Classified for SendError {
+    fn retry(&self) -> Retry {
+        self.retry
+    }
+}
+
+/// The way out, by role.
+pub trait Courier {
+    fn deliver(
+        &self,
+        mail: &OutgoingMail,
+    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+}
+
+/// `Auto-Submitted: auto-replied` (RFC 3834): other responders must not answer us.
+#[derive(Debug, Clone)]
+struct AutoSubmitted;
+
+impl Header for AutoSubmitted {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("Auto-Submitted")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoSubmitted)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "auto-replied".into())
+    }
+}
+
+/// `X-Auto-Response-Suppress: All`: Exchange and Outlook must not answer us either.
+#[derive(Debug, Clone)]
+struct AutoResponseSuppress;
+
+impl Header for AutoResponseSuppress {
+    fn name() -> HeaderName {
+        HeaderName::new_from_ascii_str("X-Auto-Response-Suppress")
+    }
+    fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
+        Ok(AutoResponseSuppress)
+    }
+    fn display(&self) -> HeaderValue {
+        HeaderValue::new(Self::name(), "All".into())
+    }
+}
+
+/// Builds the MIME message. Every header goes through lettre's typed API, and names and subjects
+/// are reduced to one line first, so nothing a candidate wrote can add a header.
+pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, SendError> {
+    let permanent = |m: String| SendError {
+        retry: Retry::Permanent,
+        message: m,
+    };
+    let to: Address = mail
+        .to
+        .parse()
+        .map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let one_line = |s: &str| {
+        s.chars()
+            .map(|c| if c.is_control() { ' ' } else { c })
+            .collect::<String>()
+            .trim()
+            .to_owned()
+    };
+    let angle = |id: &str| format!("<{}>", one_line(id).trim_matches(['<', '>']));
+    let mut builder = Message::builder()
+        .from(from.clone())
+        .to(Mailbox::new(
+            mail.to_name
+                .as_deref()
+                .map(one_line)
+                .filter(|n| !n.is_empty()),
+            to,
+        ))
+        .subject(one_line(&mail.subject))
+        .message_id(Some(angle(&mail.message_id)))
+        .header(AutoSubmitted)
+        .header(AutoResponseSuppress);
+    if let Some(irt) = &mail.in_reply_to {
+        builder = builder.in_reply_to(angle(irt));
+    }
+    if !mail.references.is_empty() {
+        builder = builder.references(
+            mail.references
+                .iter()
+                .map(|r| angle(r))
+                .collect::<Vec<_>>()
+                .join(" "),
+        );
+    }
+    let built = match &mail.html {
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
+            mail.text.clone(),
+            html.clone(),
+        )),
+        None => builder.singlepart(
+            SinglePart::builder()
+                .header(ContentType::TEXT_PLAIN)
+                .body(mail.text.clone()),
+        ),
+    };
+    built.map_err(|e| permanent(format!("cannot build the reply: {e}")))
+}
+
+/// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH).
+pub struct SmtpCourier {
+    transport: AsyncSmtpTransport<Tokio1Executor>,
+    from: Mailbox,
+}
+
+impl SmtpCourier {
+    pub fn new(cfg: &Config) -> Result<SmtpCourier, ConfigError> {
+        let smtp: &SmtpConfig = &cfg.smtp;
+        let invalid = |key: &str, message: String| ConfigError::Invalid {
+            key: key.into(),
+            message,
+        };
+        let mut tls = TlsParameters::builder(smtp.host.clone());
+        if let Some(ca) = &smtp.ca_file {
+            let pem = std::fs::read(ca)
+                .map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
+            let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
+            tls = tls.add_root_certificate(cert);
+        }
+        let tls = tls
+            .build_rustls()
+            .map_err(|e| invalid("smtp.tls", e.to_string()))?;
+        let password = cfg.smtp_password()?;
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
+            .port(smtp.port)
+            .tls(match smtp.tls {
+                TlsMode::Implicit => Tls::Wrapper(tls),
+                TlsMode::Starttls => Tls::Required(tls),
+            })
+            .credentials(Credentials::new(
+                smtp.username.clone(),
+                password.expose().to_owned(),
+            ))
+            .timeout(Some(Duration::from_secs(smtp.timeout_secs)))
+            .build();
+        let from_addr: Address = cfg
+            .identity
+            .from
+            .parse()
+            .map_err(|e| invalid("identity.from", format!("{e}")))?;
+        Ok(SmtpCourier {
+            transport,
+            from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr),
+        })
+    }
+}
+
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
+    match e.status() {
+        // 5xx refuses this mail for good, except 53x: authentication, which is our configuration
+        // (or the server's) and must not condemn every queued reply.
+        Some(code)
+            if code.severity == Severity::PermanentNegativeCompletion
+                && !code.to_string().starts_with("53") =>
+        {
+            Retry::Permanent
+        }
+        _ => Retry::Transient,
+    }
+}
+
+impl Courier for SmtpCourier {
+    async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
+        let message = build_message(&self.from, mail)?;
+        let to: Address = mail.to.parse().map_err(|e| SendError {
+            retry: Retry::Permanent,
+            message: format!("{e}"),
+        })?;
+        // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
+        let envelope = lettre::address::Envelope::new(None, vec![to]).map_err(|e| SendError {
+            retry: Retry::Permanent,
+            message: e.to_string(),
+        })?;
+        self.transport
+            .send_raw(&envelope, &message.formatted())
+            .await
+            .map(|_| ())
+            .map_err(|e| SendError {
+                retry: classify_smtp(&e),
+                message: e.to_string(),
+            })
+    }
+}
+
+/// What one pass over the outbox did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendReport {
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+const RETRY_BASE: Duration = Duration::from_secs(5);
+const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
+/// After this many transient failures an entry is given up and reported.
+pub const MAX_ATTEMPTS: u32 = 50;
+
+/// Sends every outbox entry that is due. Each entry is claimed (`sending`, committed) before it
+/// is handed to SMTP, so a crash mid-send leaves it `uncertain` instead of sending it twice.
+pub async fn send_due<L: Ledger + Send + 'static, C: Courier>(
+    ledger: &Arc<Mutex<L>>,
+    courier: &C,
+) -> Result<SendReport, StoreError> {
+    let mut report = SendReport::default();
+    loop {
+        let due = lock(ledger).due_outbox(Utc::now(), 50)?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        for entry in due {
+            if !lock(ledger).claim(entry.id, Utc::now())? {
+                continue;
+            }
+            let attempt = entry.attempts + 1;
+            match courier.deliver(&entry.mail).await {
+                Ok(()) => {
+                    lock(ledger).mark_sent(entry.id, Utc::now())?;
+                    tracing::info!(outbox_id = entry.id, attempt, "acknowledgement sent");
+                    report.sent += 1;
+                }
+                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+                    let wait = backoff(attempt - 1, RETRY_BASE, RETRY_CAP);
+                    let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+                    lock(ledger).mark_retry(entry.id, &e.message, next)?;
+                    tracing::warn!(outbox_id = entry.id, attempt, retry_in_s = wait.as_secs(), error = %e, "sending failed; will retry");
+                    report.retrying += 1;
+                    // The server is likely down for all of them: stop this pass, keep the order.
+                    return Ok(report);
+                }
+                Err(e) => {
+                    lock(ledger).mark_failed(entry.id, &e.message)?;
+                    tracing::error!(outbox_id = entry.id, attempt, error = %e, "sending failed for good");
+                    report.failed += 1;
+                }
+            }
+        }
+    }
+}
+
+/// The ledger mutex is only ever held for one short store call; a panic while holding it is a
+/// bug we want to see, not hide.
+pub fn lock<L>(m: &Arc<Mutex<L>>) -> std::sync::MutexGuard<'_, L> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mail() -> OutgoingMail {
+        OutgoingMail {
+            to: "jeanne@example.test".into(),
+            to_name: Some("Jeanne\r\nBcc: victim@example.test".into()),
+            subject: "Re: Candidature\r\nBcc: victim@example.test".into(),
+            text: "Bonjour".into(),
+            html: Some("<p>Bonjour</p>".into()),
+            message_id: "mailroom.ack.1234@example.test".into(),
+            in_reply_to: Some("orig@example.test".into()),
+            references: vec!["first@example.test".into(), "orig@example.test".into()],
+        }
+    }
+
+    #[test]
+    fn replies_carry_the_loop_breaking_headers() {
+        let from = Mailbox::new(
+            Some("Example".into()),
+            "contact@example.test".parse().unwrap(),
+        );
+        let text = String::from_utf8(build_message(&from, &mail()).unwrap().formatted()).unwrap();
+        assert!(text.contains("Auto-Submitted: auto-replied\r\n"), "{text}");
+        assert!(text.contains("X-Auto-Response-Suppress: All\r\n"), "{text}");
+        assert!(
+            text.contains("In-Reply-To: <orig@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("References: <first@example.test> <orig@example.test>\r\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("Message-ID: <mailroom.ack.1234@example.test>\r\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn crlf_in_name_or_subject_cannot_inject_a_header() {
+        let from = Mailbox::new(None, "contact@example.test".parse().unwrap());
+        let text = String::from_utf8(build_message(&from, &mail()).unwrap().formatted()).unwrap();
+        let header = text.split("\r\n\r\n").next().unwrap();
+        assert!(
+            !header
+                .lines()
+                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
+            "{header}"
+        );
+    }
+}

@@ -1,0 +1,524 @@
+//! Stage 3, file: the candidate's folder under the data root.
+//!
+//! ```text
+//! <data_dir>/<posting>/<Family-Given>--<hash of address>/
+//!     CV - Jeanne Dupré.pdf
+//!     Lettre de motivation - Jeanne Dupré.pdf
+//!     message-20261123T101500Z-1a2b3c4d.eml
+//!     metadata.json
+//! <data_dir>/_quarantine/20261123T101500Z-1a2b3c4d.eml (+ .reason.txt)
+//! ```
+//!
+//! May: write below the data root, nowhere else. Every name that comes from a message goes
+//! through [`safe_component`], so no attachment name can climb out of its folder.
+//! May not: decide anything about the message (understand did that) or record it (the store
+//! does, after this). Because the commit point comes after this stage, filing must be
+//! idempotent: a message filed again after a crash lands on the same paths, a document whose
+//! bytes are already in the folder is not written twice, and its metadata entry is replaced.
+//! Files are written atomically (temporary file, fsync, rename); the directories touched are
+//! fsynced together by [`Filer::sync`] before the store commits (one group fsync per batch).
+
+use std::collections::{BTreeSet, HashMap};
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::path::{Path, PathBuf};
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use unicode_normalization::UnicodeNormalization;
+
+use crate::error::{Classified, Retry};
+use crate::understand::{Application, DocKind, Quarantine, sha256_hex};
+
+/// Longest name we create, in bytes: room below every filesystem's 255 for a version suffix
+/// and the temporary-file prefix.
+pub const MAX_NAME_BYTES: usize = 180;
+pub const QUARANTINE_DIR: &str = "_quarantine";
+pub const METADATA_FILE: &str = "metadata.json";
+
+#[derive(Debug, thiserror::Error)]
+#[error("{path}: {source}")]
+pub struct FilingError {
+    pub path: PathBuf,
+    #[source]
+    pub source: io::Error,
+}
+
+impl Classified for FilingError {
+    // A full disk or a permission fixed by the admin: worth trying again later. The message
+    // itself is never at fault here (understand has vetted it), so it is never quarantined for this.
+    fn retry(&self) -> Retry {
+        Retry::Transient
+    }
+}
+
+trait IoContext<T> {
+    fn at(self, path: &Path) -> Result<T, FilingError>;
+}
+
+impl<T> IoContext<T> for io::Result<T> {
+    fn at(self, path: &Path) -> Result<T, FilingError> {
+        self.map_err(|source| FilingError {
+            path: path.to_owned(),
+            source,
+        })
+    }
+}
+
+/// Makes any string safe as one path component on every common filesystem: NFC, no control or
+/// bidi characters, no separators or characters Windows refuses, no leading dots, not a reserved
+/// device name, at most `max_bytes` long (cut on a character boundary, extension kept).
+/// Never empty, never `.` or `..`, never contains `/`.
+pub fn safe_component(name: &str, max_bytes: usize) -> String {
+    let mut out = String::with_capacity(name.len());
+    for c in name.nfc() {
+        let bidi_or_invisible = matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2066}'..='\u{2069}' | '\u{FEFF}' | '\u{061C}');
+        if c.is_control() || bidi_or_invisible {
+            continue;
+        }
+        let c = match c {
+            '/' | '\\' | ':' | '*' | '?' | '"' | '<' | '>' | '|' => '_',
+            c if c.is_whitespace() => ' ',
+            c => c,
+        };
+        if c == ' ' && out.ends_with(' ') {
+            continue;
+        }
+        out.push(c);
+    }
+    // Leading dots hide files (and make `..`); trailing dots and spaces are dropped by Windows.
+    let trimmed = out
+        .trim_start_matches(['.', ' '])
+        .trim_end_matches(['.', ' ']);
+    let mut out = trimmed.to_owned();
+    if out.is_empty() {
+        out = "unnamed".into();
+    }
+    let stem = out
+        .split('.')
+        .next()
+        .unwrap_or_default()
+        .trim_end()
+        .to_ascii_uppercase();
+    const RESERVED: &[&str] = &["CON", "PRN", "AUX", "NUL"];
+    let device = RESERVED.contains(&stem.as_str())
+        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
+            && stem.len() == 4
+            && stem.as_bytes()[3].is_ascii_digit());
+    if device {
+        out.insert(0, '_');
+    }
+    truncate_keeping_extension(&out, max_bytes.max(16))
+}
+
+fn truncate_keeping_extension(name: &str, max_bytes: usize) -> String {
+    if name.len() <= max_bytes {
+        return name.to_owned();
+    }
+    let (stem, ext) = match name.rsplit_once('.') {
+        Some((s, e)) if !s.is_empty() && e.len() <= 10 => (s, Some(e)),
+        _ => (name, None),
+    };
+    let room = max_bytes - ext.map_or(0, |e| e.len() + 1);
+    let mut cut = room.min(stem.len());
+    while !stem.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    let stem = stem[..cut].trim_end_matches(['.', ' ']);
+    let stem = if stem.is_empty() { "unnamed" } else { stem };
+    match ext {
+        Some(e) => format!("{stem}.{e}"),
+        None => stem.to_owned(),
+    }
+}
+
+/// How a document is listed in `metadata.json` (and returned to the store).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FiledDocument {
+    pub kind: DocKind,
+    /// The file's name in the candidate folder; `None` for ignored parts, which are not filed.
+    pub filename: Option<String>,
+    pub original_name: Option<String>,
+    pub content_type: String,
+    pub size: u64,
+    pub sha256: String,
+    pub confidence: f32,
+    pub reason: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FiledApplication {
+    pub sha256: String,
+    pub message_id: Option<String>,
+    pub subject: String,
+    pub received_at: DateTime<Utc>,
+    /// The original message, relative to the candidate folder.
+    pub eml: String,
+    /// An earlier application from the same address was already in this folder.
+    pub repeat: bool,
+    pub posting: String,
+    pub documents: Vec<FiledDocument>,
+    pub missing: Vec<DocKind>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct CandidateMetadata {
+    pub email: String,
+    pub name: Option<String>,
+    pub given_name: Option<String>,
+    pub family_name: Option<String>,
+}
+
+/// `metadata.json`: who the candidate is and every application they sent, oldest first.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct FolderMetadata {
+    pub candidate: CandidateMetadata,
+    pub applications: Vec<FiledApplication>,
+}
+
+/// What the file stage hands to the next: where things went.
+#[derive(Debug, Clone)]
+pub struct Filed {
+    /// The candidate folder, relative to the data root, `/`-separated.
+    pub folder: String,
+    pub application: FiledApplication,
+}
+
+/// Writes below one data root and remembers which directories need an fsync.
+#[derive(Debug)]
+pub struct Filer {
+    root: PathBuf,
+    dirty: BTreeSet<PathBuf>,
+}
+
+impl Filer {
+    pub fn new(root: impl Into<PathBuf>) -> Filer {
+        Filer {
+            root: root.into(),
+            dirty: BTreeSet::new(),
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// The candidate folder, relative to the root: `<posting>/<Family-Given>--<8 hex of address>`.
+    pub fn candidate_folder(app: &Application) -> PathBuf {
+        let c = &app.candidate;
+        let person = match (&c.family_name, &c.given_name) {
+            (Some(f), Some(g)) => format!("{f}-{g}"),
+            (Some(n), None) | (None, Some(n)) => n.clone(),
+            (None, None) => c.email.split('@').next().unwrap_or("candidate").to_owned(),
+        };
+        let person = safe_component(&person.replace(' ', "-"), 80);
+        let hash = &sha256_hex(c.email.as_bytes())[..8];
+        PathBuf::from(safe_component(&app.posting.slug, 64)).join(format!("{person}--{hash}"))
+    }
+
+    /// Files one application. Safe to call again for the same message.
+    pub fn file_application(
+        &mut self,
+        app: &Application,
+        raw: &[u8],
+    ) -> Result<Filed, FilingError> {
+        let rel = Self::candidate_folder(app);
+        let dir = self.root.join(&rel);
+        self.create_dirs(&dir)?;
+        let meta_path = dir.join(METADATA_FILE);
+        let mut meta = match fs::read(&meta_path) {
+            Ok(bytes) => serde_json::from_slice::<FolderMetadata>(&bytes).ok(),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
+            Err(e) => return Err(e).at(&meta_path),
+        }
+        .unwrap_or_else(|| FolderMetadata {
+            candidate: CandidateMetadata {
+                email: app.candidate.email.clone(),
+                name: app.candidate.name.clone(),
+                given_name: app.candidate.given_name.clone(),
+                family_name: app.candidate.family_name.clone(),
+            },
+            applications: Vec::new(),
+        });
+        // Filing again after a crash: forget our own earlier entry, keep everyone else's.
+        meta.applications.retain(|a| a.sha256 != app.sha256);
+        let repeat = !meta.applications.is_empty();
+        let known: HashMap<String, String> = meta
+            .applications
+            .iter()
+            .flat_map(|a| a.documents.iter())
+            .filter_map(|d| Some((d.filename.clone()?, d.sha256.clone())))
+            .collect();
+
+        let who = app.candidate.display();
+        let mut documents = Vec::new();
+        let mut taken: Vec<String> = Vec::new();
+        for doc in &app.documents {
+            let filename = if doc.kind == DocKind::Ignored {
+                None
+            } else {
+                let base = match doc.kind {
+                    DocKind::Cv => format!("CV - {who}.{}", doc.extension),
+                    DocKind::CoverLetter => format!(
+                        "{} - {who}.{}",
+                        letter_label(&app.posting.language),
+                        doc.extension
+                    ),
+                    _ => doc
+                        .original_name
+                        .clone()
+                        .unwrap_or_else(|| format!("document.{}", doc.extension)),
+                };
+                let name = self.place(
+                    &dir,
+                    &safe_component(&base, MAX_NAME_BYTES),
+                    &doc.sha256,
+                    &known,
+                    &taken,
+                )?;
+                if !dir.join(&name).exists() {
+                    self.write_atomic(&dir, &name, &doc.bytes)?;
+                }
+                taken.push(name.clone());
+                Some(name)
+            };
+            documents.push(FiledDocument {
+                kind: doc.kind,
+                filename,
+                original_name: doc.original_name.clone(),
+                content_type: doc.content_type.clone(),
+                size: doc.size,
+                sha256: doc.sha256.clone(),
+                confidence: doc.confidence,
+                reason: doc.reason.clone(),
+            });
+        }
+        let eml = format!(
+            "message-{}-{}.eml",
+            app.received_at.format("%Y%m%dT%H%M%SZ"),
+            &app.sha256[..8]
+        );
+        self.write_atomic(&dir, &eml, raw)?;
+        let filed = FiledApplication {
+            sha256: app.sha256.clone(),
+            message_id: app.message_id.clone(),
+            subject: app.subject.clone(),
+            received_at: app.received_at,
+            eml,
+            repeat,
+            posting: app.posting.slug.clone(),
+            documents,
+            missing: app.missing.clone(),
+        };
+        meta.applications.push(filed.clone());
+        meta.applications.sort_by(|a, b| {
+            a.received_at
+                .cmp(&b.received_at)
+                .then(a.sha256.cmp(&b.sha256))
+        });
+        let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
+        self.write_atomic(&dir, METADATA_FILE, &json)?;
+        Ok(Filed {
+            folder: path_to_slash(&rel),
+            application: filed,
+        })
+    }
+
+    /// Puts a message we could not understand aside, with the reason next to it.
+    pub fn file_quarantine(
+        &mut self,
+        q: &Quarantine,
+        raw: Option<&[u8]>,
+    ) -> Result<String, FilingError> {
+        let dir = self.root.join(QUARANTINE_DIR);
+        self.create_dirs(&dir)?;
+        let stem = format!(
+            "{}-{}",
+            q.received_at.format("%Y%m%dT%H%M%SZ"),
+            &q.sha256[..8]
+        );
+        if let Some(raw) = raw {
+            self.write_atomic(&dir, &format!("{stem}.eml"), raw)?;
+        }
+        let reason = format!(
+            "reason: {}\nmessage-id: {}\nsha256: {}\nreceived: {}\n",
+            q.reason,
+            q.message_id.as_deref().unwrap_or("(none)"),
+            q.sha256,
+            q.received_at.to_rfc3339()
+        );
+        self.write_atomic(&dir, &format!("{stem}.reason.txt"), reason.as_bytes())?;
+        Ok(format!("{QUARANTINE_DIR}/{stem}"))
+    }
+
+    /// Fsyncs every directory written since the last call: after this, renames are durable.
+    pub fn sync(&mut self) -> Result<(), FilingError> {
+        for dir in std::mem::take(&mut self.dirty) {
+            File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+        }
+        Ok(())
+    }
+
+    /// The name for a document: the base name, or the same bytes' existing name, or `base (N)`.
+    fn place(
+        &self,
+        dir: &Path,
+        base: &str,
+        sha256: &str,
+        known: &HashMap<String, String>,
+        taken: &[String],
+    ) -> Result<String, FilingError> {
+        let (stem, ext) = match base.rsplit_once('.') {
+            Some((s, e)) => (s.to_owned(), format!(".{e}")),
+            None => (base.to_owned(), String::new()),
+        };
+        if let Some((name, _)) = known.iter().find(|(_, sha)| *sha == sha256) {
+            return Ok(name.clone());
+        }
+        for n in 1.. {
+            let name = if n == 1 {
+                base.to_owned()
+            } else {
+                format!("{stem} ({n}){ext}")
+            };
+            if taken.contains(&name) {
+                continue;
+            }
+            let path = dir.join(&name);
+            match known.get(&name) {
+                Some(sha) if sha == sha256 => return Ok(name),
+                Some(_) => continue,
+                None if !path.exists() => return Ok(name),
+                // On disk but in no metadata: left by a crash between writing it and the metadata.
+                None => {
+                    if sha256_hex(&fs::read(&path).at(&path)?) == sha256 {
+                        return Ok(name);
+                    }
+                }
+            }
+        }
+        unreachable!("the loop above returns")
+    }
+
+    fn create_dirs(&mut self, dir: &Path) -> Result<(), FilingError> {
+        if dir.is_dir() {
+            return Ok(());
+        }
+        fs::create_dir_all(dir).at(dir)?;
+        // New directories must be durable in their parents too.
+        let mut d = dir.to_path_buf();
+        while d != self.root {
+            if let Some(parent) = d.parent() {
+                self.dirty.insert(parent.to_path_buf());
+                d = parent.to_path_buf();
+            } else {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    fn write_atomic(&mut self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FilingError> {
+        debug_assert_eq!(Path::new(name).components().count(), 1, "{name}");
+        let target = dir.join(name);
+        let tmp = dir.join(format!(
+            ".tmp-{}-{:08x}",
+            std::process::id(),
+            fastrand::u32(..)
+        ));
+        let result = (|| {
+            let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
+            f.write_all(bytes)?;
+            f.sync_all()?;
+            fs::rename(&tmp, &target)
+        })();
+        if result.is_err() {
+            let _ = fs::remove_file(&tmp);
+        }
+        result.at(&target)?;
+        self.dirty.insert(dir.to_path_buf());
+        Ok(())
+    }
+}
+
+fn letter_label(language: &str) -> &'static str {
+    match language {
+        "en" => "Cover letter",
+        _ => "Lettre de motivation",
+    }
+}
+
+fn path_to_slash(p: &Path) -> String {
+    p.components()
+        .map(|c| c.as_os_str().to_string_lossy().into_owned())
+        .collect::<Vec<_>>()
+        .join("/")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn assert_safe(out: &str, max: usize) {
+        assert!(!out.is_empty());
+        assert!(out != "." && out != "..");
+        assert!(
+            !out.contains('/') && !out.contains('\\') && !out.contains('\0'),
+            "{out:?}"
+        );
+        assert!(!out.starts_with('.'), "{out:?}");
+        assert!(out.len() <= max, "{} > {max}: {out:?}", out.len());
+        assert!(!out.chars().any(|c| c.is_control()), "{out:?}");
+        assert_eq!(Path::new(out).components().count(), 1, "{out:?}");
+    }
+
+    #[test]
+    fn traversal_and_absolute_paths_stay_one_component() {
+        for evil in [
+            "../../etc/passwd",
+            "..",
+            ".",
+            "/etc/shadow",
+            "..\\..\\windows\\system32",
+            "a/../../b",
+            "./.././",
+        ] {
+            let out = safe_component(evil, MAX_NAME_BYTES);
+            assert_safe(&out, MAX_NAME_BYTES);
+        }
+        assert_eq!(safe_component("../../etc/passwd", 100), "_.._etc_passwd");
+    }
+
+    #[test]
+    fn control_bidi_and_reserved() {
+        assert_eq!(safe_component("CV\r\nBcc: x\u{0}.pdf", 100), "CVBcc_ x.pdf");
+        // U+202E would show "fdp.exe" as "exe.pdf".
+        assert_eq!(safe_component("CV\u{202E}fdp.exe", 100), "CVfdp.exe");
+        assert_eq!(safe_component("con.pdf", 100), "_con.pdf");
+        assert_eq!(safe_component("LPT1", 100), "_LPT1");
+        assert_eq!(safe_component("COMMENT.pdf", 100), "COMMENT.pdf");
+    }
+
+    #[test]
+    fn empty_and_blank_names() {
+        for blank in ["", "   ", "\u{202E}", "...", "\t\n"] {
+            assert_eq!(safe_component(blank, 100), "unnamed", "{blank:?}");
+        }
+    }
+
+    #[test]
+    fn long_names_are_cut_on_a_char_boundary_keeping_the_extension() {
+        let long = format!("{}.pdf", "é".repeat(300));
+        let out = safe_component(&long, MAX_NAME_BYTES);
+        assert_safe(&out, MAX_NAME_BYTES);
+        assert!(out.ends_with(".pdf"));
+        let no_ext = "x".repeat(1000);
+        assert_safe(&safe_component(&no_ext, 50), 50);
+    }
+
+    #[test]
+    fn nfc_and_whitespace() {
+        // "e" + combining acute becomes one "é".
+        assert_eq!(safe_component("Dupre\u{301}   CV.pdf", 100), "Dupré CV.pdf");
+    }
+}

@@ -1,0 +1,401 @@
+//! Stage 1, fetch: the `Mailbox` trait (where applications arrive) and its IMAP implementation.
+//!
+//! May: read the configured folder and set our keyword on messages that are committed.
+//! May not: mark anything `\Seen`, move or delete mail (bodies are fetched with `BODY.PEEK[]`),
+//! or decide anything about a message. It hands raw bytes, the UID and the server's arrival time
+//! to the next stage. Every command has a deadline; a password only ever crosses a TLS connection
+//! (there is no plaintext mode).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_imap::{Client, Session};
+use chrono::{DateTime, Utc};
+use futures::TryStreamExt;
+use rustls_pki_types::ServerName;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsConnector;
+use tokio_rustls::client::TlsStream;
+
+use crate::config::{Config, ImapConfig, Secret, TlsMode};
+use crate::error::{Classified, Retry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailboxError {
+    #[error("cannot connect to {server}: {message}")]
+    Connect { server: String, message: String },
+    #[error("TLS with {server}: {message}")]
+    Tls { server: String, message: String },
+    #[error("login as {user} refused: {message}")]
+    Auth { user: String, message: String },
+    #[error("cannot select folder {folder:?}: {message}")]
+    Select { folder: String, message: String },
+    #[error("IMAP {command}: {message}")]
+    Protocol {
+        command: &'static str,
+        message: String,
+    },
+    #[error("IMAP {command}: no answer within {seconds} s")]
+    Timeout { command: &'static str, seconds: u64 },
+}
+
+impl Classified for MailboxError {
+    fn retry(&self) -> Retry {
+        match self {
+            // Wrong password or folder, untrusted certificate: the admin must act.
+            MailboxError::Auth { .. } | MailboxError::Select { .. } | MailboxError::Tls { .. } => {
+                Retry::Permanent
+            }
+            _ => Retry::Transient,
+        }
+    }
+}
+
+/// The folder's state after SELECT.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Selected {
+    pub uid_validity: u32,
+    pub exists: u32,
+}
+
+/// What is known of a message before downloading it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Envelope {
+    pub uid: u32,
+    pub size: u64,
+    pub internal_date: Option<DateTime<Utc>>,
+}
+
+/// A downloaded message.
+#[derive(Debug, Clone)]
+pub struct RawMessage {
+    pub uid: u32,
+    pub internal_date: Option<DateTime<Utc>>,
+    pub raw: Vec<u8>,
+}
+
+/// Where applications arrive, by role. One value is one open session on one folder.
+pub trait Mailbox {
+    /// `user@host/folder`: with UIDVALIDITY, the key of the folder's UIDs in the store.
+    fn name(&self) -> &str;
+    fn select(&mut self) -> impl std::future::Future<Output = Result<Selected, MailboxError>>;
+    /// Messages with a UID above `after`, in UID order, without their bodies.
+    fn list_after(
+        &mut self,
+        after: u32,
+    ) -> impl std::future::Future<Output = Result<Vec<Envelope>, MailboxError>>;
+    /// Downloads these messages without marking them seen.
+    fn fetch(
+        &mut self,
+        uids: &[u32],
+    ) -> impl std::future::Future<Output = Result<Vec<RawMessage>, MailboxError>>;
+    /// Sets a keyword (`$MailroomFiled`) on these messages.
+    fn add_keyword(
+        &mut self,
+        uids: &[u32],
+        keyword: &str,
+    ) -> impl std::future::Future<Output = Result<(), MailboxError>>;
+    fn logout(&mut self) -> impl std::future::Future<Output = ()>;
+}
+
+/// `1:3,5,7:9`: a compact UID set.
+pub fn uid_set(uids: &[u32]) -> String {
+    let mut sorted = uids.to_vec();
+    sorted.sort_unstable();
+    sorted.dedup();
+    let mut out = String::new();
+    let mut i = 0;
+    while i < sorted.len() {
+        let start = sorted[i];
+        let mut end = start;
+        while i + 1 < sorted.len() && sorted[i + 1] == end + 1 {
+            i += 1;
+            end = sorted[i];
+        }
+        if !out.is_empty() {
+            out.push(',');
+        }
+        if start == end {
+            out.push_str(&start.to_string());
+        } else {
+            out.push_str(&format!("{start}:{end}"));
+        }
+        i += 1;
+    }
+    out
+}
+
+type Stream = TlsStream<TcpStream>;
+
+/// An IMAP session over TLS (implicit or STARTTLS) with rustls.
+pub struct ImapMailbox {
+    session: Session<Stream>,
+    name: String,
+    folder: String,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for ImapMailbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ImapMailbox")
+            .field("name", &self.name)
+            .finish_non_exhaustive()
+    }
+}
+
+async fn deadline<T, E: std::fmt::Display>(
+    timeout: Duration,
+    command: &'static str,
+    fut: impl std::future::Future<Output = Result<T, E>>,
+) -> Result<T, MailboxError> {
+    match tokio::time::timeout(timeout, fut).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(MailboxError::Protocol {
+            command,
+            message: e.to_string(),
+        }),
+        Err(_) => Err(MailboxError::Timeout {
+            command,
+            seconds: timeout.as_secs(),
+        }),
+    }
+}
+
+impl ImapMailbox {
+    /// Connects, secures, logs in. Does not select (see [`Mailbox::select`]).
+    pub async fn connect(cfg: &Config) -> Result<ImapMailbox, MailboxError> {
+        let imap: &ImapConfig = &cfg.imap;
+        let password: Secret = cfg.imap_password().map_err(|e| MailboxError::Auth {
+            user: imap.username.clone(),
+            message: e.to_string(),
+        })?;
+        let server = format!("{}:{}", imap.host, imap.port);
+        let timeout = Duration::from_secs(imap.timeout_secs);
+        let tls_config =
+            crate::tls::client_config(imap.ca_file.as_deref()).map_err(|e| MailboxError::Tls {
+                server: server.clone(),
+                message: e.to_string(),
+            })?;
+        let connector = TlsConnector::from(Arc::clone(&tls_config));
+        let server_name =
+            ServerName::try_from(imap.host.clone()).map_err(|e| MailboxError::Tls {
+                server: server.clone(),
+                message: e.to_string(),
+            })?;
+
+        let connect_err = |message: String| MailboxError::Connect {
+            server: server.clone(),
+            message,
+        };
+        let tcp = match tokio::time::timeout(
+            timeout,
+            TcpStream::connect((imap.host.as_str(), imap.port)),
+        )
+        .await
+        {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => return Err(connect_err(e.to_string())),
+            Err(_) => {
+                return Err(connect_err(format!(
+                    "no answer within {} s",
+                    timeout.as_secs()
+                )));
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        // A silently dead peer (NAT timeout, pulled cable) is noticed by the kernel, not never.
+        let keepalive = socket2::TcpKeepalive::new()
+            .with_time(Duration::from_secs(60))
+            .with_interval(Duration::from_secs(15))
+            .with_retries(4);
+        let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+
+        let tcp = match imap.tls {
+            TlsMode::Implicit => tcp,
+            TlsMode::Starttls => {
+                let mut plain = Client::new(tcp);
+                deadline(timeout, "greeting", async {
+                    plain.read_response().await.map_err(|e| e.to_string())
+                })
+                .await?;
+                deadline(
+                    timeout,
+                    "STARTTLS",
+                    plain.run_command_and_check_ok("STARTTLS", None),
+                )
+                .await?;
+                plain.into_inner()
+            }
+        };
+        let tls = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                return Err(MailboxError::Tls {
+                    server: server.clone(),
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => return Err(connect_err("TLS handshake timed out".into())),
+        };
+        let mut client = Client::new(tls);
+        if imap.tls == TlsMode::Implicit {
+            deadline(timeout, "greeting", async {
+                client.read_response().await.map_err(|e| e.to_string())
+            })
+            .await?;
+        }
+        let session =
+            match tokio::time::timeout(timeout, client.login(&imap.username, password.expose()))
+                .await
+            {
+                Ok(Ok(s)) => s,
+                Ok(Err((e, _))) => {
+                    return Err(MailboxError::Auth {
+                        user: imap.username.clone(),
+                        message: e.to_string(),
+                    });
+                }
+                Err(_) => {
+                    return Err(MailboxError::Timeout {
+                        command: "LOGIN",
+                        seconds: timeout.as_secs(),
+                    });
+                }
+            };
+        Ok(ImapMailbox {
+            session,
+            name: format!("{}@{}/{}", imap.username, imap.host, imap.folder),
+            folder: imap.folder.clone(),
+            timeout,
+        })
+    }
+}
+
+impl Mailbox for ImapMailbox {
+    fn name(&self) -> &str {
+        &self.name
+    }
+
+    async fn select(&mut self) -> Result<Selected, MailboxError> {
+        let folder = self.folder.clone();
+        let mailbox = match tokio::time::timeout(self.timeout, self.session.select(&folder)).await {
+            Ok(Ok(m)) => m,
+            Ok(Err(async_imap::error::Error::No(msg))) => {
+                return Err(MailboxError::Select {
+                    folder,
+                    message: msg,
+                });
+            }
+            Ok(Err(e)) => {
+                return Err(MailboxError::Protocol {
+                    command: "SELECT",
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(MailboxError::Timeout {
+                    command: "SELECT",
+                    seconds: self.timeout.as_secs(),
+                });
+            }
+        };
+        let uid_validity = mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
+            command: "SELECT",
+            message: "the server sent no UIDVALIDITY".into(),
+        })?;
+        Ok(Selected {
+            uid_validity,
+            exists: mailbox.exists,
+        })
+    }
+
+    async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
+        let start = after.saturating_add(1);
+        let session = &mut self.session;
+        let mut out: Vec<Envelope> = deadline(self.timeout, "UID FETCH (list)", async {
+            let stream = session
+                .uid_fetch(format!("{start}:*"), "(UID RFC822.SIZE INTERNALDATE)")
+                .await?;
+            let fetches: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(
+                fetches
+                    .iter()
+                    .filter_map(|f| {
+                        Some(Envelope {
+                            uid: f.uid?,
+                            size: f.size.unwrap_or(0) as u64,
+                            internal_date: f.internal_date().map(|d| d.with_timezone(&Utc)),
+                        })
+                    })
+                    .collect(),
+            )
+        })
+        .await?;
+        // `N:*` always returns the last message, even when its UID is below N.
+        out.retain(|e| e.uid > after);
+        out.sort_by_key(|e| e.uid);
+        out.dedup_by_key(|e| e.uid);
+        Ok(out)
+    }
+
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let session = &mut self.session;
+        let mut out: Vec<RawMessage> = deadline(self.timeout, "UID FETCH (bodies)", async {
+            let mut stream = session
+                .uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])")
+                .await?;
+            let mut out = Vec::new();
+            while let Some(f) = stream.try_next().await? {
+                let (Some(uid), Some(body)) = (f.uid, f.body()) else {
+                    continue;
+                };
+                out.push(RawMessage {
+                    uid,
+                    internal_date: f.internal_date().map(|d| d.with_timezone(&Utc)),
+                    raw: body.to_vec(),
+                });
+            }
+            Ok::<_, async_imap::error::Error>(out)
+        })
+        .await?;
+        out.retain(|m| uids.contains(&m.uid));
+        out.sort_by_key(|m| m.uid);
+        Ok(out)
+    }
+
+    async fn add_keyword(&mut self, uids: &[u32], keyword: &str) -> Result<(), MailboxError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        let session = &mut self.session;
+        deadline(self.timeout, "UID STORE", async {
+            let stream = session
+                .uid_store(&set, format!("+FLAGS.SILENT ({keyword})"))
+                .await?;
+            let _: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await
+    }
+
+    async fn logout(&mut self) {
+        let _ = tokio::time::timeout(Duration::from_secs(5), self.session.logout()).await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn uid_sets_are_compact_and_sorted() {
+        assert_eq!(uid_set(&[5, 1, 2, 3, 9, 7, 8, 3]), "1:3,5,7:9");
+        assert_eq!(uid_set(&[42]), "42");
+        assert_eq!(uid_set(&[]), "");
+    }
+}

@@ -1,0 +1,565 @@
+//! The pipeline: **fetch → understand → file → acknowledge → record**, then flag and send.
+//!
+//! This is the only place that knows the order of the stages. Messages travel in batches
+//! (bounded by count and bytes) so that a large backlog costs one IMAP round trip and one fsync of
+//! the store per batch, not per message. For each batch:
+//!
+//! 1. **fetch** ([`crate::mailbox`]): bodies of the UIDs above the high-water mark; a message over
+//!    `limits.max_message_bytes` is never downloaded, its announced size is enough to quarantine it;
+//! 2. **understand** ([`crate::understand`]): pure, one typed outcome per message;
+//! 3. **file** ([`crate::filing`]): documents, `.eml`, metadata, or the quarantine; then one
+//!    group fsync of the directories touched;
+//! 4. **acknowledge** ([`crate::reply`]): decide and render; nothing is sent yet;
+//! 5. **record** ([`crate::store`]): one transaction with every row, outbox entry and the new
+//!    high-water mark. This is the commit point.
+//!
+//! After the commit the messages get our keyword on the server and the outbox sender is woken.
+//! A crash anywhere before the commit replays the batch: filing is idempotent and nothing was
+//! sent. A crash after it replays nothing.
+
+use std::collections::HashSet;
+use std::future::Future;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use chrono::Utc;
+use tokio::sync::{Notify, watch};
+
+use crate::config::Config;
+use crate::courier::{Courier, SendReport, lock, send_due};
+use crate::error::{Classified, Retry, backoff};
+use crate::filing::{Filer, FilingError};
+use crate::mailbox::{Envelope, Mailbox, MailboxError};
+use crate::reply::{Replier, ReplyDecision};
+use crate::store::{Batch, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
+use crate::understand::{Quarantine, Rules, Understood, sha256_hex, understand};
+
+#[derive(Debug, thiserror::Error)]
+pub enum PipelineError {
+    #[error(transparent)]
+    Mailbox(#[from] MailboxError),
+    #[error("filing: {0}")]
+    Filing(#[from] FilingError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("a pipeline worker stopped: {0}")]
+    Worker(String),
+}
+
+impl Classified for PipelineError {
+    fn retry(&self) -> Retry {
+        match self {
+            PipelineError::Mailbox(e) => e.retry(),
+            PipelineError::Filing(e) => e.retry(),
+            PipelineError::Store(e) => e.retry(),
+            PipelineError::Worker(_) => Retry::Permanent,
+        }
+    }
+}
+
+/// How batches are cut.
+#[derive(Debug, Clone, Copy)]
+pub struct BatchLimits {
+    pub messages: usize,
+    pub bytes: u64,
+    pub max_message_bytes: u64,
+}
+
+/// What a pass (or a whole run) did, in counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Report {
+    pub fetched: usize,
+    pub filed: usize,
+    pub quarantined: usize,
+    pub duplicates: usize,
+    pub replies_queued: usize,
+    pub replies_skipped: usize,
+}
+
+impl Report {
+    fn add(&mut self, o: Report) {
+        self.fetched += o.fetched;
+        self.filed += o.filed;
+        self.quarantined += o.quarantined;
+        self.duplicates += o.duplicates;
+        self.replies_queued += o.replies_queued;
+        self.replies_skipped += o.replies_skipped;
+    }
+}
+
+/// The pure and local stages, shared with the blocking worker that runs them.
+struct Stages {
+    rules: Rules,
+    replier: Replier,
+}
+
+/// One message as it enters understanding.
+enum Incoming {
+    Downloaded {
+        uid: u32,
+        internal_date: Option<chrono::DateTime<Utc>>,
+        raw: Vec<u8>,
+    },
+    /// Over the size limit: judged from its envelope, never downloaded.
+    TooLarge(Envelope),
+}
+
+impl Incoming {
+    fn uid(&self) -> u32 {
+        match self {
+            Incoming::Downloaded { uid, .. } => *uid,
+            Incoming::TooLarge(e) => e.uid,
+        }
+    }
+}
+
+/// The pipeline over one store and one data root.
+pub struct Pipeline<L: Ledger> {
+    stages: Arc<Stages>,
+    filer: Arc<Mutex<Filer>>,
+    ledger: Arc<Mutex<L>>,
+    limits: BatchLimits,
+    keyword: String,
+    /// Woken after each commit that queued a reply.
+    outbox_ready: Arc<Notify>,
+}
+
+impl<L: Ledger + Send + 'static> Pipeline<L> {
+    pub fn new(cfg: &Config, replier: Replier, ledger: L) -> Pipeline<L> {
+        Pipeline {
+            stages: Arc::new(Stages {
+                rules: Rules::from_config(cfg),
+                replier,
+            }),
+            filer: Arc::new(Mutex::new(Filer::new(&cfg.storage.data_dir))),
+            ledger: Arc::new(Mutex::new(ledger)),
+            limits: BatchLimits {
+                messages: cfg.imap.batch_messages,
+                bytes: cfg.imap.batch_bytes,
+                max_message_bytes: cfg.limits.max_message_bytes,
+            },
+            keyword: cfg.imap.filed_keyword.clone(),
+            outbox_ready: Arc::new(Notify::new()),
+        }
+    }
+
+    pub fn ledger(&self) -> &Arc<Mutex<L>> {
+        &self.ledger
+    }
+
+    /// One pass over the folder: everything above the high-water mark, batch after batch.
+    /// Stops early, between batches, when `stop` turns true.
+    pub async fn pass<M: Mailbox>(
+        &self,
+        mailbox: &mut M,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<Report, PipelineError> {
+        let selected = mailbox.select().await?;
+        let key = MailboxKey {
+            name: mailbox.name().to_owned(),
+            uidvalidity: selected.uid_validity,
+        };
+        let high_water = {
+            let mut ledger = lock(&self.ledger);
+            ledger.record_contact(&key, Utc::now())?;
+            ledger.high_water(&key)?
+        };
+        let envelopes = mailbox.list_after(high_water).await?;
+        let mut report = Report::default();
+        if envelopes.is_empty() {
+            return Ok(report);
+        }
+        let total = envelopes.len();
+        tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
+        let mut done = 0;
+        for batch in plan_batches(&envelopes, self.limits) {
+            if *stop.borrow() {
+                tracing::info!(done, total, "stopping between batches");
+                break;
+            }
+            let wanted: Vec<u32> = batch
+                .iter()
+                .filter(|e| e.size <= self.limits.max_message_bytes)
+                .map(|e| e.uid)
+                .collect();
+            let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
+            let mut items = Vec::with_capacity(batch.len());
+            for env in batch {
+                if env.size > self.limits.max_message_bytes {
+                    items.push(Incoming::TooLarge(*env));
+                } else if let Some(m) = downloaded.by_ref().find(|m| m.uid == env.uid) {
+                    items.push(Incoming::Downloaded {
+                        uid: m.uid,
+                        internal_date: m.internal_date.or(env.internal_date),
+                        raw: m.raw,
+                    });
+                }
+                // A message expunged between listing and fetching is simply gone.
+            }
+            let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
+            let (batch_report, committed) = self.process(key.clone(), high_water, items).await?;
+            done += batch.len();
+            report.add(batch_report);
+            tracing::info!(
+                done,
+                total,
+                filed = batch_report.filed,
+                quarantined = batch_report.quarantined,
+                "batch committed"
+            );
+            if batch_report.replies_queued > 0 {
+                self.outbox_ready.notify_one();
+            }
+            // The keyword is a courtesy to people reading the mailbox; the store is the truth.
+            if let Err(e) = mailbox.add_keyword(&committed, &self.keyword).await {
+                tracing::warn!(error = %e, "could not set the filed keyword; continuing");
+            }
+        }
+        Ok(report)
+    }
+
+    /// Stages 2–5 for one batch, on a blocking thread (parsing, hashing and fsync are not async).
+    async fn process(
+        &self,
+        key: MailboxKey,
+        high_water: u32,
+        items: Vec<Incoming>,
+    ) -> Result<(Report, Vec<u32>), PipelineError> {
+        let stages = Arc::clone(&self.stages);
+        let filer = Arc::clone(&self.filer);
+        let ledger = Arc::clone(&self.ledger);
+        tokio::task::spawn_blocking(move || {
+            let mut filer = lock(&filer);
+            process_batch(&stages, &mut filer, &ledger, key, high_water, items)
+        })
+        .await
+        .map_err(|e| PipelineError::Worker(e.to_string()))?
+    }
+
+    /// Sends what is due in the outbox, until `stop` turns true; sleeps until the next due entry
+    /// or until a commit queues a new reply.
+    pub async fn sender<C: Courier>(
+        &self,
+        courier: &C,
+        mut stop: watch::Receiver<bool>,
+    ) -> SendReport {
+        let mut total = SendReport::default();
+        loop {
+            match send_due(&self.ledger, courier).await {
+                Ok(r) => {
+                    total.sent += r.sent;
+                    total.retrying += r.retrying;
+                    total.failed += r.failed;
+                }
+                Err(e) => tracing::error!(error = %e, "outbox: store error"),
+            }
+            if *stop.borrow() {
+                return total;
+            }
+            let next = lock(&self.ledger).next_outbox_due().ok().flatten();
+            let wait = next
+                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+                .unwrap_or(Duration::from_secs(3600))
+                .max(Duration::from_millis(50));
+            tokio::select! {
+                _ = self.outbox_ready.notified() => {}
+                _ = tokio::time::sleep(wait) => {}
+                _ = stop.changed() => {}
+            }
+        }
+    }
+
+    /// `mailroom once`: one pass, then one last chance for the outbox.
+    pub async fn once<M: Mailbox, C: Courier>(
+        &self,
+        mailbox: &mut M,
+        courier: &C,
+        stop: watch::Receiver<bool>,
+    ) -> Result<(Report, SendReport), PipelineError> {
+        let (done_tx, done_rx) = watch::channel(false);
+        let work = async {
+            let r = self.pass(mailbox, &stop).await;
+            let _ = done_tx.send(true);
+            r
+        };
+        let (report, sent) = tokio::join!(work, self.sender(courier, done_rx));
+        Ok((report?, sent))
+    }
+
+    /// `mailroom run`: passes every `poll_interval`, reconnecting with backoff for ever, until
+    /// `stop` turns true. Errors are logged once per change of state, not once per try.
+    pub async fn run<M, C, F, Fut>(
+        &self,
+        mut connect: F,
+        courier: &C,
+        poll_interval: Duration,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        M: Mailbox,
+        C: Courier,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<M, MailboxError>>,
+    {
+        let sender_stop = stop.clone();
+        let watcher = async {
+            let mut failures: u32 = 0;
+            let mut last_error: Option<String> = None;
+            while !*stop.borrow() {
+                let result = async {
+                    let mut mailbox = connect().await?;
+                    if failures > 0 || last_error.is_some() {
+                        tracing::info!("connected again");
+                    }
+                    failures = 0;
+                    last_error = None;
+                    loop {
+                        self.pass(&mut mailbox, &stop).await?;
+                        tokio::select! {
+                            _ = tokio::time::sleep(poll_interval) => {}
+                            _ = stop.changed() => { mailbox.logout().await; return Ok::<(), PipelineError>(()); }
+                        }
+                        if *stop.borrow() {
+                            mailbox.logout().await;
+                            return Ok(());
+                        }
+                    }
+                }
+                .await;
+                if let Err(e) = result {
+                    let text = e.to_string();
+                    if last_error.as_deref() != Some(&text) {
+                        tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
+                        last_error = Some(text);
+                    }
+                    let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
+                    failures = failures.saturating_add(1);
+                    tokio::select! {
+                        _ = tokio::time::sleep(wait) => {}
+                        _ = stop.changed() => {}
+                    }
+                }
+            }
+        };
+        tokio::join!(watcher, self.sender(courier, sender_stop));
+    }
+}
+
+/// Cuts the envelopes into batches of at most `messages` messages and `bytes` bytes
+/// (a single larger message makes a batch of its own).
+fn plan_batches(envelopes: &[Envelope], limits: BatchLimits) -> Vec<&[Envelope]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    let mut bytes = 0u64;
+    for (i, e) in envelopes.iter().enumerate() {
+        let size = if e.size > limits.max_message_bytes {
+            0
+        } else {
+            e.size
+        };
+        let count = i - start;
+        if count > 0 && (count >= limits.messages || bytes + size > limits.bytes) {
+            out.push(&envelopes[start..i]);
+            start = i;
+            bytes = 0;
+        }
+        bytes += size;
+    }
+    if start < envelopes.len() {
+        out.push(&envelopes[start..]);
+    }
+    out
+}
+
+fn process_batch<L: Ledger>(
+    stages: &Stages,
+    filer: &mut Filer,
+    ledger: &Arc<Mutex<L>>,
+    mailbox: MailboxKey,
+    high_water: u32,
+    items: Vec<Incoming>,
+) -> Result<(Report, Vec<u32>), PipelineError> {
+    let first_start = lock(ledger).first_start();
+    let mut report = Report::default();
+    let mut records = Vec::with_capacity(items.len());
+    let mut seen_sha: HashSet<String> = HashSet::new();
+    let mut seen_mid: HashSet<String> = HashSet::new();
+    for item in items {
+        report.fetched += 1;
+        let uid = item.uid();
+        let (understood, raw) = match item {
+            Incoming::Downloaded {
+                internal_date, raw, ..
+            } => (understand(&raw, internal_date, &stages.rules), Some(raw)),
+            Incoming::TooLarge(env) => (
+                Understood::Quarantine(Quarantine {
+                    sha256: sha256_hex(
+                        format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes(),
+                    ),
+                    message_id: None,
+                    received_at: env.internal_date.unwrap_or_else(Utc::now),
+                    reason: format!(
+                        "announced size {} bytes is over limits.max_message_bytes; not downloaded, left in the mailbox",
+                        env.size
+                    ),
+                }),
+                None,
+            ),
+        };
+        let sha = understood.sha256().to_owned();
+        let mid = understood.message_id().map(str::to_owned);
+        let dup_in_batch =
+            seen_sha.contains(&sha) || mid.as_ref().is_some_and(|m| seen_mid.contains(m));
+        let dup_of = if dup_in_batch {
+            Some(-1)
+        } else {
+            lock(ledger).find_duplicate(&sha, mid.as_deref())?
+        };
+        seen_sha.insert(sha.clone());
+        if let Some(m) = &mid {
+            seen_mid.insert(m.clone());
+        }
+        let span = tracing::info_span!("message", uid, sha = &sha[..12]);
+        let _enter = span.enter();
+        let record = if let Some(original) = dup_of {
+            report.duplicates += 1;
+            tracing::info!(
+                outcome = "duplicate",
+                "already recorded; not filed or answered again"
+            );
+            MessageRecord {
+                uid,
+                sha256: sha,
+                message_id: mid,
+                received_at: Utc::now(),
+                outcome: Outcome::Duplicate,
+                reason: Some(if original < 0 {
+                    "same message twice in one fetch".into()
+                } else {
+                    format!("same message as record {original}")
+                }),
+                candidate: None,
+                posting: None,
+                path: None,
+                reply: "skipped: duplicate".into(),
+                documents: Vec::new(),
+                outbox: None,
+            }
+        } else {
+            match understood {
+                Understood::Quarantine(q) => {
+                    let path = filer.file_quarantine(&q, raw.as_deref())?;
+                    report.quarantined += 1;
+                    tracing::warn!(outcome = "quarantined", reason = %q.reason, "message quarantined");
+                    MessageRecord {
+                        uid,
+                        sha256: q.sha256,
+                        message_id: q.message_id,
+                        received_at: q.received_at,
+                        outcome: Outcome::Quarantined,
+                        reason: Some(q.reason),
+                        candidate: None,
+                        posting: None,
+                        path: Some(path),
+                        reply: "skipped: quarantined".into(),
+                        documents: Vec::new(),
+                        outbox: None,
+                    }
+                }
+                Understood::Application(app) => {
+                    let raw = raw.as_deref().unwrap_or_default();
+                    let filed = filer.file_application(&app, raw)?;
+                    let decision = stages.replier.decide(&app, &filed, first_start);
+                    let kind = if app.missing.is_empty() {
+                        "complete".to_owned()
+                    } else {
+                        format!(
+                            "missing {}",
+                            app.missing
+                                .iter()
+                                .map(|k| k.as_str())
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    report.filed += 1;
+                    let outbox = match &decision {
+                        ReplyDecision::Queue(mail) => {
+                            report.replies_queued += 1;
+                            Some((**mail).clone())
+                        }
+                        ReplyDecision::Skip(_) => {
+                            report.replies_skipped += 1;
+                            None
+                        }
+                    };
+                    tracing::info!(outcome = "filed", documents = filed.application.documents.len(), state = %kind, reply = outbox.is_some(), "application filed");
+                    MessageRecord {
+                        uid,
+                        sha256: app.sha256.clone(),
+                        message_id: app.message_id.clone(),
+                        received_at: app.received_at,
+                        outcome: Outcome::Filed,
+                        reason: None,
+                        candidate: Some(app.candidate.email.clone()),
+                        posting: Some(app.posting.slug.clone()),
+                        path: Some(filed.folder.clone()),
+                        reply: decision.note(&kind),
+                        documents: filed.application.documents.clone(),
+                        outbox,
+                    }
+                }
+            }
+        };
+        records.push(record);
+    }
+    filer.sync()?;
+    let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
+    lock(ledger).commit(&Batch {
+        mailbox,
+        high_water,
+        records,
+    })?;
+    Ok((report, committed))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(uid: u32, size: u64) -> Envelope {
+        Envelope {
+            uid,
+            size,
+            internal_date: None,
+        }
+    }
+
+    #[test]
+    fn batches_respect_count_and_bytes() {
+        let limits = BatchLimits {
+            messages: 3,
+            bytes: 100,
+            max_message_bytes: 1000,
+        };
+        let envs: Vec<_> = (1..=7).map(|u| env(u, 10)).collect();
+        let sizes: Vec<usize> = plan_batches(&envs, limits)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(sizes, vec![3, 3, 1]);
+        let envs = vec![env(1, 60), env(2, 60), env(3, 500), env(4, 10)];
+        let sizes: Vec<usize> = plan_batches(&envs, limits)
+            .iter()
+            .map(|b| b.len())
+            .collect();
+        assert_eq!(
+            sizes,
+            vec![1, 1, 1, 1],
+            "60+60 > 100 splits; a message over the byte budget is a batch of its own"
+        );
+        // Oversize messages are not downloaded, so they cost nothing in the byte budget.
+        let envs = vec![env(1, 90), env(2, 5000), env(3, 5)];
+        assert_eq!(plan_batches(&envs, limits).len(), 1);
+        assert!(plan_batches(&[], limits).is_empty());
+    }
+}
