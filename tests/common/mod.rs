@@ -1,0 +1,285 @@
+//! Helpers shared by the integration tests: building application emails, configs, and (for the
+//! end-to-end tier) talking to the local mail stack started by `scripts/mailstack`.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// An attachment: file name, content type, bytes.
+pub type Attachment<'a> = (&'a str, &'a str, &'a [u8]);
+
+fn b64(bytes: &[u8]) -> String {
+    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(3).enumerate() {
+        if i > 0 && i % 19 == 0 {
+            out.push_str("\r\n");
+        }
+        let n = chunk.len();
+        let v = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        for j in 0..4 {
+            if j <= n {
+                out.push(T[(v >> (18 - 6 * j) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A MIME application as a mail client writes it (multipart/mixed, base64 attachments, RFC 2231 names).
+pub fn application_eml(
+    from: &str,
+    to: &str,
+    subject: &str,
+    message_id: &str,
+    extra_headers: &[(&str, &str)],
+    body: &str,
+    attachments: &[Attachment],
+) -> Vec<u8> {
+    let mut m = String::new();
+    m.push_str(&format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"));
+    m.push_str("Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n");
+    for (n, v) in extra_headers {
+        m.push_str(&format!("{n}: {v}\r\n"));
+    }
+    m.push_str("Content-Type: multipart/mixed; boundary=\"=-boundary-42\"\r\n\r\n");
+    m.push_str("--=-boundary-42\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Transfer-Encoding: 8bit\r\n\r\n");
+    m.push_str(body);
+    m.push_str("\r\n");
+    for (name, ctype, bytes) in attachments {
+        let encoded: String = name.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        m.push_str(&format!(
+            "--=-boundary-42\r\nContent-Type: {ctype}\r\nContent-Disposition: attachment; filename*=utf-8''{encoded}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+            b64(bytes)
+        ));
+    }
+    m.push_str("--=-boundary-42--\r\n");
+    m.into_bytes()
+}
+
+/// A small but real PDF, so filed documents look like what candidates send.
+pub fn pdf(text: &str) -> Vec<u8> {
+    format!("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% {text}\ntrailer << /Root 1 0 R >>\n%%EOF\n").into_bytes()
+}
+
+/// A config file in `dir`, with the given [imap]/[smtp] connection lines.
+pub fn write_config(dir: &Path, imap: &str, smtp: &str, extra: &str) -> PathBuf {
+    let text = format!(
+        r#"[imap]
+{imap}
+poll_interval_secs = 1
+timeout_secs = 20
+
+[smtp]
+{smtp}
+
+[identity]
+from = "contact@example.test"
+organisation = "La 27e Région (test)"
+team = ["team@example.test"]
+
+[storage]
+data_dir = "data"
+state_path = "state/mailroom.sqlite3"
+
+{extra}
+
+[[postings]]
+slug = "stage-gestion-projet"
+title = "Stage – Assistant·e gestion de projet"
+language = "fr"
+subject_keywords = ["stage", "candidature"]
+default = true
+
+[[postings]]
+slug = "design-internship"
+title = "Service design internship"
+language = "en"
+subject_keywords = ["design internship"]
+"#
+    );
+    let path = dir.join("mailroom.toml");
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Waits for `condition` with a deadline, polling; never a fixed sleep.
+pub fn wait_for<T>(what: &str, deadline: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+    let start = Instant::now();
+    let mut pause = Duration::from_millis(20);
+    loop {
+        if let Some(v) = condition() {
+            return v;
+        }
+        if start.elapsed() > deadline {
+            panic!("timed out after {deadline:?} waiting for {what}");
+        }
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_millis(250));
+    }
+}
+
+/// The local mail stack's connection facts, from the `MAILSTACK_*` environment that
+/// `scripts/test` exports (see `scripts/mailstack env`).
+#[derive(Debug, Clone)]
+pub struct Stack {
+    pub vars: HashMap<String, String>,
+}
+
+impl Stack {
+    /// The stack, or `None` outside `scripts/test`. Under CI (`CI=true`) a missing stack is a
+    /// failure, never a silent skip.
+    pub fn get() -> Option<Stack> {
+        let vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MAILSTACK_")).collect();
+        if vars.contains_key("MAILSTACK_IMAPS_PORT") {
+            return Some(Stack { vars });
+        }
+        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+            panic!("CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test.");
+        }
+        eprintln!("SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier");
+        None
+    }
+
+    pub fn var(&self, k: &str) -> &str {
+        self.vars.get(k).unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
+    }
+
+    pub fn port(&self, k: &str) -> u16 {
+        self.var(k).parse().unwrap()
+    }
+
+    pub fn password(&self) -> &str {
+        self.var("MAILSTACK_PASSWORD")
+    }
+
+    pub fn ca(&self) -> &str {
+        self.var("MAILSTACK_CA_FILE")
+    }
+
+    /// `[imap]` lines for a user and folder; `starttls` picks the port and mode.
+    pub fn imap_lines(&self, user: &str, folder: &str, starttls: bool) -> String {
+        let (port, tls) =
+            if starttls { (self.port("MAILSTACK_IMAP_PORT"), "starttls") } else { (self.port("MAILSTACK_IMAPS_PORT"), "implicit") };
+        format!(
+            "host = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\nfolder = \"{folder}\"",
+            self.password(),
+            self.ca()
+        )
+    }
+
+    pub fn smtp_lines(&self, user: &str, starttls: bool) -> String {
+        let (port, tls) = if starttls {
+            (self.port("MAILSTACK_SUBMISSION_PORT"), "starttls")
+        } else {
+            (self.port("MAILSTACK_SUBMISSIONS_PORT"), "implicit")
+        };
+        format!(
+            "host = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"",
+            self.password(),
+            self.ca()
+        )
+    }
+
+    /// Sends a raw message through authenticated submission, as the candidate's mail client does.
+    pub fn submit(&self, user: &str, recipients: &[&str], raw: &[u8]) {
+        let status = std::process::Command::new("swaks")
+            .args(["--server", &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT"))])
+            .args(["--tls", "--tls-ca-path", self.ca(), "--tls-verify"])
+            .args(["--auth", "PLAIN", "--auth-user", user, "--auth-password", self.password()])
+            .args(["--from", user])
+            .args(["--to", &recipients.join(",")])
+            .args(["--data", "-", "--silent", "2"])
+            .stdin_bytes(raw)
+            .status_checked();
+        assert!(status, "swaks submission as {user} failed");
+    }
+
+    /// Runs doveadm against the stack's Dovecot.
+    pub fn doveadm(&self, args: &[&str]) -> String {
+        let out = std::process::Command::new("doveadm")
+            .args(["-c", self.var("MAILSTACK_DOVECOT_CONF")])
+            .args(args)
+            .output()
+            .expect("doveadm runs");
+        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Creates a fresh folder in a user's mailbox; mail to `user+folder@` lands there.
+    pub fn fresh_folder(&self, user: &str, prefix: &str) -> String {
+        let folder = format!("{prefix}{}{:04x}", std::process::id(), rand16());
+        self.doveadm(&["mailbox", "create", "-u", user, &folder]);
+        folder
+    }
+
+    /// Full raw messages in a user's folder whose header matches `header: value`.
+    pub fn messages_with(&self, user: &str, folder: &str, header: &str, value: &str) -> Vec<String> {
+        let guids = self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value]);
+        guids
+            .lines()
+            .filter_map(|l| {
+                let uid = l.split_whitespace().last()?;
+                let text = self.doveadm(&["-f", "flow", "fetch", "-u", user, "text", "mailbox", folder, "uid", uid]);
+                Some(text.strip_prefix("text=").unwrap_or(&text).to_owned())
+            })
+            .collect()
+    }
+
+    pub fn count(&self, user: &str, folder: &str) -> usize {
+        self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"]).lines().count()
+    }
+
+    /// True when Postfix has nothing left to deliver.
+    pub fn postfix_queue_empty(&self) -> bool {
+        let out = std::process::Command::new("postqueue")
+            .args(["-c", self.var("MAILSTACK_POSTFIX_DIR"), "-j"])
+            .output()
+            .expect("postqueue runs");
+        out.status.success() && out.stdout.iter().all(|b| b.is_ascii_whitespace())
+    }
+}
+
+fn rand16() -> u16 {
+    use std::hash::{BuildHasher, Hasher};
+    let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.finish() as u16
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, bytes: &[u8]) -> StdinRun<'_>;
+}
+
+pub struct StdinRun<'a> {
+    cmd: &'a mut std::process::Command,
+    bytes: Vec<u8>,
+}
+
+impl StdinBytes for std::process::Command {
+    fn stdin_bytes(&mut self, bytes: &[u8]) -> StdinRun<'_> {
+        StdinRun { cmd: self, bytes: bytes.to_vec() }
+    }
+}
+
+impl StdinRun<'_> {
+    fn status_checked(self) -> bool {
+        use std::io::Write;
+        let mut child = self
+            .cmd
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("swaks is installed (scripts/mailstack up installs it)");
+        child.stdin.take().unwrap().write_all(&self.bytes).unwrap();
+        child.wait().map(|s| s.success()).unwrap_or(false)
+    }
+}
+
+/// Runs the mailroom binary.
+pub fn mailroom(args: &[&str]) -> std::process::Output {
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom")).args(args).env_remove("RUST_LOG").output().expect("mailroom runs")
+}

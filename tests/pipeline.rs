@@ -1,0 +1,290 @@
+//! Pipeline tier: the real stages, store and filing on a temporary disk, with a fake mailbox and
+//! a fake courier in place of the network. The end-to-end tier (tests/e2e.rs) repeats the main
+//! paths on the real Dovecot and Postfix.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::Mutex;
+
+use chrono::{DateTime, Duration, Utc};
+use mailroom::config::Config;
+use mailroom::courier::{Courier, OutgoingMail, SendError, lock};
+use mailroom::error::Retry;
+use mailroom::mailbox::{Envelope, Mailbox, MailboxError, RawMessage, Selected};
+use mailroom::pipeline::Pipeline;
+use mailroom::reply::Replier;
+use mailroom::store::{Ledger, SqliteLedger};
+use tokio::sync::watch;
+
+use common::{application_eml, pdf, write_config};
+
+#[derive(Default)]
+struct FakeMailbox {
+    uid_validity: u32,
+    messages: BTreeMap<u32, (DateTime<Utc>, Vec<u8>)>,
+    keywords: Vec<u32>,
+    fetched_uids: Vec<u32>,
+}
+
+impl FakeMailbox {
+    fn with(messages: Vec<Vec<u8>>, at: DateTime<Utc>) -> FakeMailbox {
+        FakeMailbox {
+            uid_validity: 7,
+            messages: messages.into_iter().enumerate().map(|(i, m)| (i as u32 + 1, (at, m))).collect(),
+            ..Default::default()
+        }
+    }
+}
+
+impl Mailbox for FakeMailbox {
+    fn name(&self) -> &str {
+        "contact@fake/INBOX"
+    }
+    async fn select(&mut self) -> Result<Selected, MailboxError> {
+        Ok(Selected { uid_validity: self.uid_validity, exists: self.messages.len() as u32 })
+    }
+    async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
+        Ok(self
+            .messages
+            .range(after + 1..)
+            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
+            .collect())
+    }
+    async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
+        self.fetched_uids.extend_from_slice(uids);
+        Ok(uids
+            .iter()
+            .filter_map(|u| self.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() }))
+            .collect())
+    }
+    async fn add_keyword(&mut self, uids: &[u32], _: &str) -> Result<(), MailboxError> {
+        self.keywords.extend_from_slice(uids);
+        Ok(())
+    }
+    async fn logout(&mut self) {}
+}
+
+#[derive(Default)]
+struct FakeCourier {
+    sent: Mutex<Vec<OutgoingMail>>,
+    /// Fail this many deliveries with a transient error first.
+    transient_failures: Mutex<u32>,
+}
+
+impl Courier for FakeCourier {
+    async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
+        let mut left = self.transient_failures.lock().unwrap();
+        if *left > 0 {
+            *left -= 1;
+            return Err(SendError { retry: Retry::Transient, message: "421 try again later".into() });
+        }
+        self.sent.lock().unwrap().push(mail.clone());
+        Ok(())
+    }
+}
+
+struct World {
+    dir: tempfile::TempDir,
+    cfg: Config,
+}
+
+impl World {
+    fn new(extra: &str) -> World {
+        let dir = tempfile::tempdir().unwrap();
+        let imap = "host = \"imap.invalid\"\nusername = \"contact@example.test\"\npassword = \"x\"";
+        let smtp = "host = \"smtp.invalid\"\nusername = \"contact@example.test\"\npassword = \"x\"";
+        let path = write_config(dir.path(), imap, smtp, extra);
+        let cfg = Config::load_with_env(&path, std::iter::empty()).unwrap();
+        World { dir, cfg }
+    }
+
+    fn pipeline(&self) -> Pipeline<SqliteLedger> {
+        let ledger = SqliteLedger::open(&self.cfg.storage.state_path).unwrap();
+        Pipeline::new(&self.cfg, Replier::new(&self.cfg).unwrap(), ledger)
+    }
+
+    fn files(&self) -> Vec<String> {
+        let mut out = Vec::new();
+        let root = &self.cfg.storage.data_dir;
+        let mut stack = vec![root.clone()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p);
+                } else {
+                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+                }
+            }
+        }
+        out.sort();
+        out
+    }
+}
+
+fn never() -> watch::Receiver<bool> {
+    let (tx, rx) = watch::channel(false);
+    std::mem::forget(tx);
+    rx
+}
+
+fn jeanne(n: u32) -> Vec<u8> {
+    application_eml(
+        "Jeanne Dupré <jeanne.dupre@example.test>",
+        "contact@example.test",
+        "Candidature stage gestion de projet",
+        &format!("jeanne-{n}@example.test"),
+        &[("Return-Path", "<jeanne.dupre@example.test>")],
+        "Bonjour, veuillez trouver ci-joint mon CV et ma lettre de motivation.",
+        &[("CV Jeanne Dupré.pdf", "application/pdf", &pdf(&format!("cv {n}"))), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    )
+}
+
+fn robot() -> Vec<u8> {
+    application_eml(
+        "Jobs Digest <jobs@example.test>",
+        "contact@example.test",
+        "Weekly digest",
+        "digest-1@example.test",
+        &[("Return-Path", "<bounces@example.test>"), ("List-Id", "<jobs.example.test>"), ("Precedence", "bulk")],
+        "New offers this week.",
+        &[],
+    )
+}
+
+#[tokio::test]
+async fn files_each_message_once_and_answers_only_people_once() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let arrived = Utc::now() + Duration::seconds(1);
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1), robot(), b"\x00\x01 not mail".to_vec()], arrived);
+    let courier = FakeCourier::default();
+
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.fetched, report.filed, report.quarantined), (3, 2, 1));
+    assert_eq!((report.replies_queued, report.replies_skipped), (1, 1));
+    assert_eq!(sent.sent, 1);
+    let sent_mail = courier.sent.lock().unwrap().clone();
+    assert_eq!(sent_mail.len(), 1);
+    assert_eq!(sent_mail[0].to, "jeanne.dupre@example.test");
+    assert_eq!(sent_mail[0].in_reply_to.as_deref(), Some("jeanne-1@example.test"));
+    assert!(sent_mail[0].subject.contains("bien été reçue"), "{}", sent_mail[0].subject);
+    assert_eq!(mailbox.keywords, vec![1, 2, 3]);
+
+    let files = world.files();
+    let folder = "stage-gestion-projet/Dupré-Jeanne--";
+    assert!(files.iter().any(|f| f.starts_with(folder) && f.ends_with("/CV - Jeanne Dupré.pdf")), "{files:#?}");
+    assert!(files.iter().any(|f| f.starts_with(folder) && f.ends_with("/Lettre de motivation - Jeanne Dupré.pdf")), "{files:#?}");
+    assert!(files.iter().any(|f| f.starts_with(folder) && f.ends_with(".eml")), "{files:#?}");
+    assert!(files.iter().any(|f| f.starts_with("_quarantine/") && f.ends_with(".reason.txt")), "{files:#?}");
+
+    // Again, and again after a restart: nothing is filed or sent twice.
+    let before = world.files();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.fetched, sent.sent), (0, 0));
+    drop(pipeline);
+    let pipeline = world.pipeline();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.fetched, sent.sent), (0, 0));
+    assert_eq!(world.files(), before);
+    assert_eq!(courier.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn backlog_found_at_first_start_is_filed_but_not_answered() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
+    let courier = FakeCourier::default();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.filed, report.replies_queued, sent.sent), (1, 0, 0));
+    let rows = lock(pipeline.ledger()).messages().unwrap();
+    assert!(rows[0].2.starts_with("skipped: backlog"), "{rows:?}");
+
+    // The setting turns it on.
+    let world = World::new("[replies]\nacknowledge_backlog = true");
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!(sent.sent, 1);
+}
+
+#[tokio::test]
+async fn uidvalidity_reset_files_and_answers_nobody_twice() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let at = Utc::now() + Duration::seconds(1);
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1), jeanne(2)], at);
+    let courier = FakeCourier::default();
+    pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let files = world.files();
+
+    // The server renumbers everything (a restore, a migration): same messages, new UIDs.
+    let mut renumbered = FakeMailbox::with(vec![jeanne(2), jeanne(1), jeanne(3)], at);
+    renumbered.uid_validity = 8;
+    let (report, sent) = pipeline.once(&mut renumbered, &courier, never()).await.unwrap();
+    assert_eq!((report.fetched, report.duplicates, report.filed), (3, 2, 1));
+    assert_eq!(sent.sent, 1, "only the new message is answered");
+    assert_eq!(courier.sent.lock().unwrap().len(), 3);
+    // The repeat application went into the same folder, as a new version of the CV.
+    let new_files: Vec<_> = world.files().into_iter().filter(|f| !files.contains(f)).collect();
+    assert!(new_files.iter().any(|f| f.ends_with("CV - Jeanne Dupré (3).pdf")), "{new_files:#?}");
+}
+
+#[tokio::test]
+async fn transient_smtp_failure_waits_in_the_outbox_and_goes_out_once() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier { transient_failures: Mutex::new(1), ..Default::default() };
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((sent.sent, sent.retrying), (0, 1));
+    let totals = lock(pipeline.ledger()).totals().unwrap();
+    assert_eq!(totals.outbox_pending, 1);
+    // Make the retry due now instead of waiting out the backoff.
+    let due = lock(pipeline.ledger()).next_outbox_due().unwrap().unwrap();
+    assert!(due > Utc::now(), "a retry is scheduled in the future");
+    lock(pipeline.ledger()).mark_retry(1, "test: due now", Utc::now()).unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!(sent.sent, 1);
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!(sent.sent, 0);
+    assert_eq!(courier.sent.lock().unwrap().len(), 1);
+}
+
+#[tokio::test]
+async fn a_reply_caught_mid_send_by_a_crash_is_never_sent_again() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    // File and queue, but "crash" (stop) before the sender runs: claim it by hand as a sender would.
+    pipeline.pass(&mut mailbox, &stop_rx).await.unwrap();
+    assert!(lock(pipeline.ledger()).claim(1, Utc::now()).unwrap());
+    drop(stop_tx);
+    drop(pipeline);
+
+    let mut ledger = SqliteLedger::open(&world.cfg.storage.state_path).unwrap();
+    assert_eq!(ledger.recover_interrupted().unwrap(), 1);
+    let pipeline = Pipeline::new(&world.cfg, Replier::new(&world.cfg).unwrap(), ledger);
+    let courier = FakeCourier::default();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!(sent.sent, 0);
+    assert_eq!(lock(pipeline.ledger()).totals().unwrap().outbox_uncertain, 1);
+    let _ = world.dir.path();
+}
+
+#[tokio::test]
+async fn oversized_messages_are_quarantined_without_being_downloaded() {
+    let world = World::new("[limits]\nmax_message_bytes = 500");
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier::default();
+    let (report, _) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.quarantined, report.filed), (1, 0));
+    assert!(mailbox.fetched_uids.is_empty(), "{:?}", mailbox.fetched_uids);
+    let files = world.files();
+    assert!(files.iter().all(|f| !f.ends_with(".eml")), "nothing downloaded, so no .eml: {files:?}");
+    assert!(files.iter().any(|f| f.ends_with(".reason.txt")));
+}
