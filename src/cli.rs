@@ -284,7 +284,9 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             own_addresses: Vec::new(),
         },
         Err(e) => {
-            return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display())));
+            return Err(
+                anyhow::Error::new(e).context(format!("configuration {}", config.display()))
+            );
         }
     };
     let report = match understand(&raw, None, &rules) {

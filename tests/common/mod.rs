@@ -17,7 +17,9 @@ fn b64(bytes: &[u8]) -> String {
             out.push_str("\r\n");
         }
         let n = chunk.len();
-        let v = (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
+        let v = (chunk[0] as u32) << 16
+            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
+            | *chunk.get(2).unwrap_or(&0) as u32;
         for j in 0..4 {
             if j <= n {
                 out.push(T[(v >> (18 - 6 * j) & 63) as usize] as char);
@@ -40,7 +42,9 @@ pub fn application_eml(
     attachments: &[Attachment],
 ) -> Vec<u8> {
     let mut m = String::new();
-    m.push_str(&format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"));
+    m.push_str(&format!(
+        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"
+    ));
     m.push_str("Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n");
     for (n, v) in extra_headers {
         m.push_str(&format!("{n}: {v}\r\n"));
@@ -50,7 +54,16 @@ pub fn application_eml(
     m.push_str(body);
     m.push_str("\r\n");
     for (name, ctype, bytes) in attachments {
-        let encoded: String = name.bytes().map(|b| if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }).collect();
+        let encoded: String = name
+            .bytes()
+            .map(|b| {
+                if b.is_ascii_alphanumeric() || b"._-".contains(&b) {
+                    (b as char).to_string()
+                } else {
+                    format!("%{b:02X}")
+                }
+            })
+            .collect();
         m.push_str(&format!(
             "--=-boundary-42\r\nContent-Type: {ctype}\r\nContent-Disposition: attachment; filename*=utf-8''{encoded}\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
             b64(bytes)
@@ -133,19 +146,27 @@ impl Stack {
     /// The stack, or `None` outside `scripts/test`. Under CI (`CI=true`) a missing stack is a
     /// failure, never a silent skip.
     pub fn get() -> Option<Stack> {
-        let vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MAILSTACK_")).collect();
+        let vars: HashMap<String, String> = std::env::vars()
+            .filter(|(k, _)| k.starts_with("MAILSTACK_"))
+            .collect();
         if vars.contains_key("MAILSTACK_IMAPS_PORT") {
             return Some(Stack { vars });
         }
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!("CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test.");
+            panic!(
+                "CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test."
+            );
         }
-        eprintln!("SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier");
+        eprintln!(
+            "SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier"
+        );
         None
     }
 
     pub fn var(&self, k: &str) -> &str {
-        self.vars.get(k).unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
+        self.vars
+            .get(k)
+            .unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
     }
 
     pub fn port(&self, k: &str) -> u16 {
@@ -162,8 +183,11 @@ impl Stack {
 
     /// `[imap]` lines for a user and folder; `starttls` picks the port and mode.
     pub fn imap_lines(&self, user: &str, folder: &str, starttls: bool) -> String {
-        let (port, tls) =
-            if starttls { (self.port("MAILSTACK_IMAP_PORT"), "starttls") } else { (self.port("MAILSTACK_IMAPS_PORT"), "implicit") };
+        let (port, tls) = if starttls {
+            (self.port("MAILSTACK_IMAP_PORT"), "starttls")
+        } else {
+            (self.port("MAILSTACK_IMAPS_PORT"), "implicit")
+        };
         format!(
             "host = \"localhost\"\nport = {port}\ntls = \"{tls}\"\nusername = \"{user}\"\npassword = \"{}\"\nca_file = \"{}\"\nfolder = \"{folder}\"",
             self.password(),
@@ -187,9 +211,19 @@ impl Stack {
     /// Sends a raw message through authenticated submission, as the candidate's mail client does.
     pub fn submit(&self, user: &str, recipients: &[&str], raw: &[u8]) {
         let status = std::process::Command::new("swaks")
-            .args(["--server", &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT"))])
+            .args([
+                "--server",
+                &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT")),
+            ])
             .args(["--tls", "--tls-ca-path", self.ca(), "--tls-verify"])
-            .args(["--auth", "PLAIN", "--auth-user", user, "--auth-password", self.password()])
+            .args([
+                "--auth",
+                "PLAIN",
+                "--auth-user",
+                user,
+                "--auth-password",
+                self.password(),
+            ])
             .args(["--from", user])
             .args(["--to", &recipients.join(",")])
             .args(["--data", "-", "--silent", "2"])
@@ -205,7 +239,11 @@ impl Stack {
             .args(args)
             .output()
             .expect("doveadm runs");
-        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.status.success(),
+            "doveadm {args:?}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -217,20 +255,32 @@ impl Stack {
     }
 
     /// Full raw messages in a user's folder whose header matches `header: value`.
-    pub fn messages_with(&self, user: &str, folder: &str, header: &str, value: &str) -> Vec<String> {
-        let guids = self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value]);
+    pub fn messages_with(
+        &self,
+        user: &str,
+        folder: &str,
+        header: &str,
+        value: &str,
+    ) -> Vec<String> {
+        let guids = self.doveadm(&[
+            "-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value,
+        ]);
         guids
             .lines()
             .filter_map(|l| {
                 let uid = l.split_whitespace().last()?;
-                let text = self.doveadm(&["-f", "flow", "fetch", "-u", user, "text", "mailbox", folder, "uid", uid]);
+                let text = self.doveadm(&[
+                    "-f", "flow", "fetch", "-u", user, "text", "mailbox", folder, "uid", uid,
+                ]);
                 Some(text.strip_prefix("text=").unwrap_or(&text).to_owned())
             })
             .collect()
     }
 
     pub fn count(&self, user: &str, folder: &str) -> usize {
-        self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"]).lines().count()
+        self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"])
+            .lines()
+            .count()
     }
 
     /// True when Postfix has nothing left to deliver.
@@ -246,7 +296,12 @@ impl Stack {
 fn rand16() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
+    h.write_u128(
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_nanos(),
+    );
     h.finish() as u16
 }
 
@@ -261,7 +316,10 @@ pub struct StdinRun<'a> {
 
 impl StdinBytes for std::process::Command {
     fn stdin_bytes(&mut self, bytes: &[u8]) -> StdinRun<'_> {
-        StdinRun { cmd: self, bytes: bytes.to_vec() }
+        StdinRun {
+            cmd: self,
+            bytes: bytes.to_vec(),
+        }
     }
 }
 
@@ -281,5 +339,9 @@ impl StdinRun<'_> {
 
 /// Runs the mailroom binary.
 pub fn mailroom(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom")).args(args).env_remove("RUST_LOG").output().expect("mailroom runs")
+    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(args)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("mailroom runs")
 }

@@ -1,0 +1,115 @@
+//! The example configuration is the admin's reference: it must load, and the defaults it states
+//! must be the defaults the code has.
+
+use mailroom::config::{Config, Limits};
+
+#[test]
+fn example_config_loads_and_states_the_real_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let example = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/config/mailroom.example.toml"
+    ))
+    .unwrap();
+    let path = dir.path().join("mailroom.toml");
+    std::fs::write(&path, &example).unwrap();
+    std::fs::write(dir.path().join("imap-password"), "secret\n").unwrap();
+    std::fs::write(dir.path().join("smtp-password"), "secret\n").unwrap();
+    let cfg =
+        Config::load_with_env(&path, std::iter::empty()).expect("the example config is valid");
+
+    let d = Limits::default();
+    assert_eq!(cfg.limits.max_message_bytes, d.max_message_bytes);
+    assert_eq!(cfg.limits.max_parts, d.max_parts);
+    assert_eq!(cfg.limits.max_depth, d.max_depth);
+    assert_eq!(cfg.limits.max_document_bytes, d.max_document_bytes);
+    let replies = mailroom::config::Replies::default();
+    assert_eq!(cfg.replies.enabled, replies.enabled);
+    assert_eq!(cfg.replies.acknowledge_backlog, replies.acknowledge_backlog);
+    assert_eq!(cfg.replies.default_language, replies.default_language);
+    let storage = mailroom::config::Storage::default();
+    assert_eq!(cfg.storage.data_dir, storage.data_dir);
+    assert_eq!(cfg.storage.state_path, storage.state_path);
+
+    // The same file with only the required keys gives the same values: the comments do not lie.
+    let minimal = r#"
+[imap]
+host = "imap.example.test"
+username = "contact@example.test"
+password_file = "imap-password"
+[smtp]
+host = "smtp.example.test"
+username = "contact@example.test"
+password_file = "smtp-password"
+[identity]
+from = "contact@example.test"
+organisation = "La 27e Région"
+"#;
+    let min_path = dir.path().join("minimal.toml");
+    std::fs::write(&min_path, minimal).unwrap();
+    let min = Config::load_with_env(&min_path, std::iter::empty()).unwrap();
+    assert_eq!(
+        (
+            min.imap.port,
+            min.imap.tls,
+            &min.imap.folder,
+            &min.imap.filed_keyword,
+            min.imap.poll_interval_secs
+        ),
+        (
+            cfg.imap.port,
+            cfg.imap.tls,
+            &cfg.imap.folder,
+            &cfg.imap.filed_keyword,
+            cfg.imap.poll_interval_secs
+        )
+    );
+    assert_eq!(
+        (
+            min.imap.timeout_secs,
+            min.imap.batch_messages,
+            min.imap.batch_bytes
+        ),
+        (
+            cfg.imap.timeout_secs,
+            cfg.imap.batch_messages,
+            cfg.imap.batch_bytes
+        )
+    );
+    assert_eq!(
+        (min.smtp.port, min.smtp.tls, min.smtp.timeout_secs),
+        (cfg.smtp.port, cfg.smtp.tls, cfg.smtp.timeout_secs)
+    );
+    assert_eq!(
+        (&min.log.level, min.log.format),
+        (&cfg.log.level, cfg.log.format)
+    );
+
+    // And the templates it would use compile.
+    mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
+}
+
+#[test]
+fn check_config_exits_2_naming_the_key() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("bad.toml");
+    std::fs::write(
+        &path,
+        "[imap]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\nport = 0\n[smtp]\nhost = \"h\"\nusername = \"u\"\npassword = \"p\"\n[identity]\nfrom = \"a@example.test\"\norganisation = \"O\"\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["check-config", "--config", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("imap.port"), "{err}");
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+        .args(["check-config", "--config", "/nonexistent/mailroom.toml"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/mailroom.toml"));
+}
