@@ -11,7 +11,7 @@
 
 use std::path::Path;
 
-use chrono::{DateTime, Utc};
+use chrono::{DateTime, Timelike, Utc};
 use minijinja::{Environment, context};
 use serde::Serialize;
 
@@ -166,7 +166,9 @@ impl Replier {
         if let Some(why) = &app.automated {
             return ReplyDecision::Skip(why.clone());
         }
-        if !self.acknowledge_backlog && app.received_at < first_start {
+        // INTERNALDATE has whole seconds: mail from the first start's own second is new mail.
+        let first_second = first_start.with_nanosecond(0).unwrap_or(first_start);
+        if !self.acknowledge_backlog && app.received_at < first_second {
             return ReplyDecision::Skip("backlog: arrived before mailroom's first start (replies.acknowledge_backlog = false)".into());
         }
         if app.candidate.email.parse::<lettre::Address>().is_err() {

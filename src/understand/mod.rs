@@ -237,6 +237,17 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
     let documents = find_documents(&mail);
+    // A bounce, a newsletter or a robot with nothing to file is not an application: keep it out
+    // of the candidate folders. (A job board relay that attaches a CV is filed, unanswered.)
+    if let Some(why) = &automated
+        && documents.iter().all(|d| d.kind == DocKind::Ignored)
+    {
+        return quarantine(
+            format!("not an application: {why}, and no document"),
+            message_id,
+            at,
+        );
+    }
     let missing = missing_kinds(&documents);
     Understood::Application(Box::new(Application {
         sha256,
