@@ -81,31 +81,21 @@ pub fn main() -> ExitCode {
         Ok(c) => c,
         Err(e) => {
             let _ = e.print();
-            return if e.use_stderr() {
-                ExitCode::from(2)
-            } else {
-                ExitCode::SUCCESS
-            };
+            return if e.use_stderr() { ExitCode::from(2) } else { ExitCode::SUCCESS };
         }
     };
     match dispatch(cli) {
         Ok(code) => code,
         Err(e) => {
-            let usage = e.downcast_ref::<UsageError>().is_some()
-                || e.downcast_ref::<ConfigError>().is_some();
+            let usage = e.downcast_ref::<UsageError>().is_some() || e.downcast_ref::<ConfigError>().is_some();
             eprintln!("mailroom: error: {e:#}");
-            if usage {
-                ExitCode::from(2)
-            } else {
-                ExitCode::from(1)
-            }
+            if usage { ExitCode::from(2) } else { ExitCode::from(1) }
         }
     }
 }
 
 fn load_config(path: &Path) -> anyhow::Result<Config> {
-    Config::load(path)
-        .map_err(|e| anyhow::Error::new(e).context(format!("configuration {}", path.display())))
+    Config::load(path).map_err(|e| anyhow::Error::new(e).context(format!("configuration {}", path.display())))
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -142,16 +132,11 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
 
 fn init_logging(cfg: &Config) {
     use tracing_subscriber::EnvFilter;
-    let filter =
-        EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
     let _ = match cfg.log.format {
         LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text | LogFormat::Auto => builder
-            .with_ansi(std::io::stderr().is_terminal())
-            .try_init(),
+        LogFormat::Text | LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
     };
 }
 
@@ -160,8 +145,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
     let (tx, rx) = watch::channel(false);
     tokio::spawn(async move {
         #[cfg(unix)]
-        let mut term =
-            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
+        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         for n in 0.. {
             #[cfg(unix)]
             let got = tokio::select! {
@@ -174,9 +158,7 @@ fn shutdown_signal() -> watch::Receiver<bool> {
                 return;
             }
             if n == 0 {
-                tracing::info!(
-                    "stopping at the next safe point (send the signal again to exit at once)"
-                );
+                tracing::info!("stopping at the next safe point (send the signal again to exit at once)");
                 let _ = tx.send(true);
             } else {
                 std::process::exit(130);
@@ -196,12 +178,8 @@ fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<SqliteLedger>> {
             "acknowledgements interrupted mid-send by a crash are marked uncertain and not resent"
         );
     }
-    std::fs::create_dir_all(&cfg.storage.data_dir).with_context(|| {
-        format!(
-            "cannot create storage.data_dir {}",
-            cfg.storage.data_dir.display()
-        )
-    })?;
+    std::fs::create_dir_all(&cfg.storage.data_dir)
+        .with_context(|| format!("cannot create storage.data_dir {}", cfg.storage.data_dir.display()))?;
     Ok(Pipeline::new(cfg, replier, ledger))
 }
 
@@ -233,18 +211,10 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let pipeline = open_pipeline(&cfg)?;
     let courier = SmtpCourier::new(&cfg)?;
     let stop = shutdown_signal();
-    tracing::info!(
-        poll_interval_s = cfg.imap.poll_interval_secs,
-        "watching the mailbox"
-    );
+    tracing::info!(poll_interval_s = cfg.imap.poll_interval_secs, "watching the mailbox");
     let connect_cfg = cfg.clone();
     pipeline
-        .run(
-            || ImapMailbox::connect(&connect_cfg),
-            &courier,
-            Duration::from_secs(cfg.imap.poll_interval_secs),
-            stop,
-        )
+        .run(|| ImapMailbox::connect(&connect_cfg), &courier, Duration::from_secs(cfg.imap.poll_interval_secs), stop)
         .await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -267,9 +237,7 @@ struct Inspection {
 fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let raw = if file.as_os_str() == "-" {
         let mut buf = Vec::new();
-        std::io::stdin()
-            .read_to_end(&mut buf)
-            .context("cannot read standard input")?;
+        std::io::stdin().read_to_end(&mut buf).context("cannot read standard input")?;
         buf
     } else {
         std::fs::read(file).with_context(|| format!("cannot read {}", file.display()))?
@@ -284,9 +252,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             own_addresses: Vec::new(),
         },
         Err(e) => {
-            return Err(
-                anyhow::Error::new(e).context(format!("configuration {}", config.display()))
-            );
+            return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display())));
         }
     };
     let report = match understand(&raw, None, &rules) {
@@ -307,11 +273,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 None if app.missing.is_empty() => "acknowledgement: complete".into(),
                 None => format!(
                     "acknowledgement: missing {}",
-                    app.missing
-                        .iter()
-                        .map(|k| k.as_str())
-                        .collect::<Vec<_>>()
-                        .join(", ")
+                    app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             };
             let app = *app;
@@ -334,11 +296,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!(
             "outcome:   {}{}",
             report.outcome,
-            report
-                .reason
-                .as_deref()
-                .map(|r| format!(" ({r})"))
-                .unwrap_or_default()
+            report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
         );
         if let Some(c) = &report.candidate {
             println!("candidate: {} <{}>", c.display(), c.email);
@@ -357,15 +315,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             );
         }
         if !report.missing.is_empty() {
-            println!(
-                "missing:   {}",
-                report
-                    .missing
-                    .iter()
-                    .map(|k| k.as_str())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            );
+            println!("missing:   {}", report.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "));
         }
         println!("reply:     {}", report.reply);
     }

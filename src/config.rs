@@ -26,10 +26,7 @@ pub enum ConfigError {
 }
 
 fn invalid(key: impl Into<String>, message: impl Into<String>) -> ConfigError {
-    ConfigError::Invalid {
-        key: key.into(),
-        message: message.into(),
-    }
+    ConfigError::Invalid { key: key.into(), message: message.into() }
 }
 
 /// A password or other secret: readable by the code that needs it, redacted everywhere else.
@@ -222,10 +219,7 @@ pub struct Log {
 
 impl Default for Log {
     fn default() -> Self {
-        Log {
-            level: "info".into(),
-            format: LogFormat::Auto,
-        }
+        Log { level: "info".into(), format: LogFormat::Auto }
     }
 }
 
@@ -302,23 +296,13 @@ impl Config {
     }
 
     /// Like [`Config::load`], with the environment given (tests do not touch the process's).
-    pub fn load_with_env(
-        path: &Path,
-        env: impl IntoIterator<Item = (String, String)>,
-    ) -> Result<Config, ConfigError> {
-        let load_err = |message: String| ConfigError::Load {
-            path: path.to_owned(),
-            message,
-        };
+    pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        let load_err = |message: String| ConfigError::Load { path: path.to_owned(), message };
         if !path.is_file() {
-            return Err(load_err(
-                "no such file (give another with --config FILE)".into(),
-            ));
+            return Err(load_err("no such file (give another with --config FILE)".into()));
         }
-        let overrides: config::Map<String, String> = env
-            .into_iter()
-            .filter(|(k, _)| k.starts_with("MAILROOM__"))
-            .collect();
+        let overrides: config::Map<String, String> =
+            env.into_iter().filter(|(k, _)| k.starts_with("MAILROOM__")).collect();
         let raw = config::Config::builder()
             .add_source(config::File::from(path).format(config::FileFormat::Toml))
             .add_source(
@@ -334,10 +318,7 @@ impl Config {
             .map_err(|e| load_err(e.to_string()))?;
         let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(e.to_string()))?;
         let base = path.parent().unwrap_or(Path::new("."));
-        cfg.resolve_paths(
-            base,
-            std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from),
-        );
+        cfg.resolve_paths(base, std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
         cfg.validate()?;
         Ok(cfg)
     }
@@ -355,20 +336,11 @@ impl Config {
         };
         rel(&mut self.storage.data_dir);
         rel(&mut self.storage.state_path);
-        for p in [
-            &mut self.imap.ca_file,
-            &mut self.smtp.ca_file,
-            &mut self.replies.templates_dir,
-        ]
-        .into_iter()
-        .flatten()
+        for p in [&mut self.imap.ca_file, &mut self.smtp.ca_file, &mut self.replies.templates_dir].into_iter().flatten()
         {
             rel(p);
         }
-        for p in [&mut self.imap.password_file, &mut self.smtp.password_file]
-            .into_iter()
-            .flatten()
-        {
+        for p in [&mut self.imap.password_file, &mut self.smtp.password_file].into_iter().flatten() {
             secret_rel(p);
         }
     }
@@ -399,10 +371,7 @@ impl Config {
                 return Err(invalid(format!("{section}.host"), "must not be empty"));
             }
             if port == 0 {
-                return Err(invalid(
-                    format!("{section}.port"),
-                    "must be between 1 and 65535",
-                ));
+                return Err(invalid(format!("{section}.port"), "must be between 1 and 65535"));
             }
             if user.trim().is_empty() {
                 return Err(invalid(format!("{section}.username"), "must not be empty"));
@@ -411,9 +380,7 @@ impl Config {
                 (Some(_), Some(_)) => {
                     return Err(invalid(
                         format!("{section}.password"),
-                        format!(
-                            "set either {section}.password or {section}.password_file, not both"
-                        ),
+                        format!("set either {section}.password or {section}.password_file, not both"),
                     ));
                 }
                 (None, None) => {
@@ -423,28 +390,21 @@ impl Config {
                     ));
                 }
                 (None, Some(file)) => {
-                    read_password_file(file)
-                        .map_err(|m| invalid(format!("{section}.password_file"), m))?;
+                    read_password_file(file).map_err(|m| invalid(format!("{section}.password_file"), m))?;
                 }
                 (Some(_), None) => {}
             }
             if let Some(ca) = ca {
-                crate::tls::load_ca_file(ca)
-                    .map_err(|e| invalid(format!("{section}.ca_file"), e.to_string()))?;
+                crate::tls::load_ca_file(ca).map_err(|e| invalid(format!("{section}.ca_file"), e.to_string()))?;
             }
         }
         if self.imap.folder.trim().is_empty() {
             return Err(invalid("imap.folder", "must not be empty"));
         }
         if !self.imap.filed_keyword.starts_with('$')
-            || !self.imap.filed_keyword[1..]
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '_')
+            || !self.imap.filed_keyword[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
-            return Err(invalid(
-                "imap.filed_keyword",
-                "must look like $Keyword (ASCII letters, digits, _)",
-            ));
+            return Err(invalid("imap.filed_keyword", "must look like $Keyword (ASCII letters, digits, _)"));
         }
         for (key, v) in [
             ("imap.poll_interval_secs", self.imap.poll_interval_secs),
@@ -471,35 +431,22 @@ impl Config {
         if !LANGUAGES.contains(&self.replies.default_language.as_str()) {
             return Err(invalid(
                 "replies.default_language",
-                format!(
-                    "unsupported language {:?} (one of {})",
-                    self.replies.default_language,
-                    LANGUAGES.join(", ")
-                ),
+                format!("unsupported language {:?} (one of {})", self.replies.default_language, LANGUAGES.join(", ")),
             ));
         }
         if let Some(dir) = &self.replies.templates_dir
             && !dir.is_dir()
         {
-            return Err(invalid(
-                "replies.templates_dir",
-                format!("{} is not a directory", dir.display()),
-            ));
+            return Err(invalid("replies.templates_dir", format!("{} is not a directory", dir.display())));
         }
         let mut slugs = HashSet::new();
         for (i, p) in self.postings.iter().enumerate() {
             let key = |k: &str| format!("postings[{i}].{k}");
             if p.slug.is_empty()
                 || p.slug.starts_with('_')
-                || !p
-                    .slug
-                    .chars()
-                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
+                || !p.slug.chars().all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_')
             {
-                return Err(invalid(
-                    key("slug"),
-                    "use lower-case ASCII letters, digits, - and _ (not first)",
-                ));
+                return Err(invalid(key("slug"), "use lower-case ASCII letters, digits, - and _ (not first)"));
             }
             if !slugs.insert(p.slug.as_str()) {
                 return Err(invalid(key("slug"), format!("{:?} is used twice", p.slug)));
@@ -508,21 +455,14 @@ impl Config {
                 return Err(invalid(key("title"), "must not be empty"));
             }
             if !LANGUAGES.contains(&p.language.as_str()) {
-                return Err(invalid(
-                    key("language"),
-                    format!("unsupported language {:?}", p.language),
-                ));
+                return Err(invalid(key("language"), format!("unsupported language {:?}", p.language)));
             }
             for (j, a) in p.addresses.iter().enumerate() {
-                parse_address(a)
-                    .map_err(|m| invalid(format!("postings[{i}].addresses[{j}]"), m))?;
+                parse_address(a).map_err(|m| invalid(format!("postings[{i}].addresses[{j}]"), m))?;
             }
         }
         if self.postings.iter().filter(|p| p.default).count() > 1 {
-            return Err(invalid(
-                "postings",
-                "at most one posting may have default = true",
-            ));
+            return Err(invalid("postings", "at most one posting may have default = true"));
         }
         Ok(())
     }
@@ -537,23 +477,16 @@ impl Config {
     }
 }
 
-fn password(
-    pw: &Option<Secret>,
-    file: &Option<PathBuf>,
-    section: &str,
-) -> Result<Secret, ConfigError> {
+fn password(pw: &Option<Secret>, file: &Option<PathBuf>, section: &str) -> Result<Secret, ConfigError> {
     match (pw, file) {
         (Some(p), _) => Ok(p.clone()),
-        (None, Some(f)) => {
-            read_password_file(f).map_err(|m| invalid(format!("{section}.password_file"), m))
-        }
+        (None, Some(f)) => read_password_file(f).map_err(|m| invalid(format!("{section}.password_file"), m)),
         (None, None) => Err(invalid(format!("{section}.password"), "missing")),
     }
 }
 
 fn read_password_file(path: &Path) -> Result<Secret, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
     // One trailing newline is what `echo secret > file` leaves; it is not part of the password.
     let pw = text.strip_suffix('\n').unwrap_or(&text);
     let pw = pw.strip_suffix('\r').unwrap_or(pw);
@@ -564,8 +497,7 @@ fn read_password_file(path: &Path) -> Result<Secret, String> {
 }
 
 fn parse_address(a: &str) -> Result<lettre::Address, String> {
-    a.parse::<lettre::Address>()
-        .map_err(|e| format!("{a:?} is not an email address ({e})"))
+    a.parse::<lettre::Address>().map_err(|e| format!("{a:?} is not an email address ({e})"))
 }
 
 #[cfg(test)]
@@ -605,10 +537,7 @@ organisation = "Example"
         assert_eq!(c.imap.tls, TlsMode::Implicit);
         assert_eq!(c.imap.folder, "INBOX");
         assert!(c.replies.enabled);
-        assert!(
-            !c.replies.acknowledge_backlog,
-            "backlog must not be acknowledged by default"
-        );
+        assert!(!c.replies.acknowledge_backlog, "backlog must not be acknowledged by default");
     }
 
     #[test]
@@ -629,24 +558,16 @@ organisation = "Example"
 
     #[test]
     fn unknown_key_is_named() {
-        let err = load(&MINIMAL.replace("[smtp]", "[smtp]\nhots = \"x\""), &[])
-            .unwrap_err()
-            .to_string();
+        let err = load(&MINIMAL.replace("[smtp]", "[smtp]\nhots = \"x\""), &[]).unwrap_err().to_string();
         assert!(err.contains("hots"), "{err}");
     }
 
     #[test]
     fn bad_values_name_their_key() {
-        let err = load(
-            &MINIMAL.replace("from = \"contact@example.test\"", "from = \"nope\""),
-            &[],
-        )
-        .unwrap_err()
-        .to_string();
+        let err =
+            load(&MINIMAL.replace("from = \"contact@example.test\"", "from = \"nope\""), &[]).unwrap_err().to_string();
         assert!(err.starts_with("identity.from:"), "{err}");
-        let err = load(MINIMAL, &[("MAILROOM__SMTP__PORT", "0")])
-            .unwrap_err()
-            .to_string();
+        let err = load(MINIMAL, &[("MAILROOM__SMTP__PORT", "0")]).unwrap_err().to_string();
         assert!(err.starts_with("smtp.port:"), "{err}");
         let no_pw = MINIMAL.replacen("password = \"hunter2\"", "", 1);
         let err = load(&no_pw, &[]).unwrap_err().to_string();
@@ -661,9 +582,6 @@ organisation = "Example"
         let c = Config::load_with_env(&write(dir.path(), &text), std::iter::empty()).unwrap();
         assert_eq!(c.imap_password().unwrap().expose(), "s3cret");
         let debug = format!("{c:?}");
-        assert!(
-            !debug.contains("hunter2") && !debug.contains("s3cret"),
-            "{debug}"
-        );
+        assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
     }
 }

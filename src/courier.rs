@@ -51,10 +51,7 @@ impl Classified for SendError {
 
 /// The way out, by role.
 pub trait Courier {
-    fn deliver(
-        &self,
-        mail: &OutgoingMail,
-    ) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+    fn deliver(&self, mail: &OutgoingMail) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
 }
 
 /// `Auto-Submitted: auto-replied` (RFC 3834): other responders must not answer us.
@@ -92,31 +89,14 @@ impl Header for AutoResponseSuppress {
 /// Builds the MIME message. Every header goes through lettre's typed API, and names and subjects
 /// are reduced to one line first, so nothing a candidate wrote can add a header.
 pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, SendError> {
-    let permanent = |m: String| SendError {
-        retry: Retry::Permanent,
-        message: m,
-    };
-    let to: Address = mail
-        .to
-        .parse()
-        .map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
-    let one_line = |s: &str| {
-        s.chars()
-            .map(|c| if c.is_control() { ' ' } else { c })
-            .collect::<String>()
-            .trim()
-            .to_owned()
-    };
+    let permanent = |m: String| SendError { retry: Retry::Permanent, message: m };
+    let to: Address = mail.to.parse().map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let one_line =
+        |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned();
     let angle = |id: &str| format!("<{}>", one_line(id).trim_matches(['<', '>']));
     let mut builder = Message::builder()
         .from(from.clone())
-        .to(Mailbox::new(
-            mail.to_name
-                .as_deref()
-                .map(one_line)
-                .filter(|n| !n.is_empty()),
-            to,
-        ))
+        .to(Mailbox::new(mail.to_name.as_deref().map(one_line).filter(|n| !n.is_empty()), to))
         .subject(one_line(&mail.subject))
         .message_id(Some(angle(&mail.message_id)))
         .header(AutoSubmitted)
@@ -125,24 +105,11 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
         builder = builder.in_reply_to(angle(irt));
     }
     if !mail.references.is_empty() {
-        builder = builder.references(
-            mail.references
-                .iter()
-                .map(|r| angle(r))
-                .collect::<Vec<_>>()
-                .join(" "),
-        );
+        builder = builder.references(mail.references.iter().map(|r| angle(r)).collect::<Vec<_>>().join(" "));
     }
     let built = match &mail.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(
-            mail.text.clone(),
-            html.clone(),
-        )),
-        None => builder.singlepart(
-            SinglePart::builder()
-                .header(ContentType::TEXT_PLAIN)
-                .body(mail.text.clone()),
-        ),
+        Some(html) => builder.multipart(MultiPart::alternative_plain_html(mail.text.clone(), html.clone())),
+        None => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone())),
     };
     built.map_err(|e| permanent(format!("cannot build the reply: {e}")))
 }
@@ -156,21 +123,15 @@ pub struct SmtpCourier {
 impl SmtpCourier {
     pub fn new(cfg: &Config) -> Result<SmtpCourier, ConfigError> {
         let smtp: &SmtpConfig = &cfg.smtp;
-        let invalid = |key: &str, message: String| ConfigError::Invalid {
-            key: key.into(),
-            message,
-        };
+        let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
         let mut tls = TlsParameters::builder(smtp.host.clone());
         if let Some(ca) = &smtp.ca_file {
-            let pem = std::fs::read(ca)
-                .map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
+            let pem = std::fs::read(ca).map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
             let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
                 .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
             tls = tls.add_root_certificate(cert);
         }
-        let tls = tls
-            .build_rustls()
-            .map_err(|e| invalid("smtp.tls", e.to_string()))?;
+        let tls = tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?;
         let password = cfg.smtp_password()?;
         let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
             .port(smtp.port)
@@ -178,21 +139,11 @@ impl SmtpCourier {
                 TlsMode::Implicit => Tls::Wrapper(tls),
                 TlsMode::Starttls => Tls::Required(tls),
             })
-            .credentials(Credentials::new(
-                smtp.username.clone(),
-                password.expose().to_owned(),
-            ))
+            .credentials(Credentials::new(smtp.username.clone(), password.expose().to_owned()))
             .timeout(Some(Duration::from_secs(smtp.timeout_secs)))
             .build();
-        let from_addr: Address = cfg
-            .identity
-            .from
-            .parse()
-            .map_err(|e| invalid("identity.from", format!("{e}")))?;
-        Ok(SmtpCourier {
-            transport,
-            from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr),
-        })
+        let from_addr: Address = cfg.identity.from.parse().map_err(|e| invalid("identity.from", format!("{e}")))?;
+        Ok(SmtpCourier { transport, from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr) })
     }
 }
 
@@ -200,10 +151,7 @@ fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
     match e.status() {
         // 5xx refuses this mail for good, except 53x: authentication, which is our configuration
         // (or the server's) and must not condemn every queued reply.
-        Some(code)
-            if code.severity == Severity::PermanentNegativeCompletion
-                && !code.to_string().starts_with("53") =>
-        {
+        Some(code) if code.severity == Severity::PermanentNegativeCompletion && !code.to_string().starts_with("53") => {
             Retry::Permanent
         }
         _ => Retry::Transient,
@@ -213,23 +161,16 @@ fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
 impl Courier for SmtpCourier {
     async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
         let message = build_message(&self.from, mail)?;
-        let to: Address = mail.to.parse().map_err(|e| SendError {
-            retry: Retry::Permanent,
-            message: format!("{e}"),
-        })?;
+        let to: Address =
+            mail.to.parse().map_err(|e| SendError { retry: Retry::Permanent, message: format!("{e}") })?;
         // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
-        let envelope = lettre::address::Envelope::new(None, vec![to]).map_err(|e| SendError {
-            retry: Retry::Permanent,
-            message: e.to_string(),
-        })?;
+        let envelope = lettre::address::Envelope::new(None, vec![to])
+            .map_err(|e| SendError { retry: Retry::Permanent, message: e.to_string() })?;
         self.transport
             .send_raw(&envelope, &message.formatted())
             .await
             .map(|_| ())
-            .map_err(|e| SendError {
-                retry: classify_smtp(&e),
-                message: e.to_string(),
-            })
+            .map_err(|e| SendError { retry: classify_smtp(&e), message: e.to_string() })
     }
 }
 
@@ -313,25 +254,13 @@ mod tests {
 
     #[test]
     fn replies_carry_the_loop_breaking_headers() {
-        let from = Mailbox::new(
-            Some("Example".into()),
-            "contact@example.test".parse().unwrap(),
-        );
+        let from = Mailbox::new(Some("Example".into()), "contact@example.test".parse().unwrap());
         let text = String::from_utf8(build_message(&from, &mail()).unwrap().formatted()).unwrap();
         assert!(text.contains("Auto-Submitted: auto-replied\r\n"), "{text}");
         assert!(text.contains("X-Auto-Response-Suppress: All\r\n"), "{text}");
-        assert!(
-            text.contains("In-Reply-To: <orig@example.test>\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("References: <first@example.test> <orig@example.test>\r\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("Message-ID: <mailroom.ack.1234@example.test>\r\n"),
-            "{text}"
-        );
+        assert!(text.contains("In-Reply-To: <orig@example.test>\r\n"), "{text}");
+        assert!(text.contains("References: <first@example.test> <orig@example.test>\r\n"), "{text}");
+        assert!(text.contains("Message-ID: <mailroom.ack.1234@example.test>\r\n"), "{text}");
     }
 
     #[test]
@@ -339,11 +268,6 @@ mod tests {
         let from = Mailbox::new(None, "contact@example.test".parse().unwrap());
         let text = String::from_utf8(build_message(&from, &mail()).unwrap().formatted()).unwrap();
         let header = text.split("\r\n\r\n").next().unwrap();
-        assert!(
-            !header
-                .lines()
-                .any(|l| l.to_ascii_lowercase().starts_with("bcc:")),
-            "{header}"
-        );
+        assert!(!header.lines().any(|l| l.to_ascii_lowercase().starts_with("bcc:")), "{header}");
     }
 }

@@ -58,10 +58,7 @@ trait IoContext<T> {
 
 impl<T> IoContext<T> for io::Result<T> {
     fn at(self, path: &Path) -> Result<T, FilingError> {
-        self.map_err(|source| FilingError {
-            path: path.to_owned(),
-            source,
-        })
+        self.map_err(|source| FilingError { path: path.to_owned(), source })
     }
 }
 
@@ -87,19 +84,12 @@ pub fn safe_component(name: &str, max_bytes: usize) -> String {
         out.push(c);
     }
     // Leading dots hide files (and make `..`); trailing dots and spaces are dropped by Windows.
-    let trimmed = out
-        .trim_start_matches(['.', ' '])
-        .trim_end_matches(['.', ' ']);
+    let trimmed = out.trim_start_matches(['.', ' ']).trim_end_matches(['.', ' ']);
     let mut out = trimmed.to_owned();
     if out.is_empty() {
         out = "unnamed".into();
     }
-    let stem = out
-        .split('.')
-        .next()
-        .unwrap_or_default()
-        .trim_end()
-        .to_ascii_uppercase();
+    let stem = out.split('.').next().unwrap_or_default().trim_end().to_ascii_uppercase();
     const RESERVED: &[&str] = &["CON", "PRN", "AUX", "NUL"];
     let device = RESERVED.contains(&stem.as_str())
         || ((stem.starts_with("COM") || stem.starts_with("LPT"))
@@ -193,10 +183,7 @@ pub struct Filer {
 
 impl Filer {
     pub fn new(root: impl Into<PathBuf>) -> Filer {
-        Filer {
-            root: root.into(),
-            dirty: BTreeSet::new(),
-        }
+        Filer { root: root.into(), dirty: BTreeSet::new() }
     }
 
     pub fn root(&self) -> &Path {
@@ -217,11 +204,7 @@ impl Filer {
     }
 
     /// Files one application. Safe to call again for the same message.
-    pub fn file_application(
-        &mut self,
-        app: &Application,
-        raw: &[u8],
-    ) -> Result<Filed, FilingError> {
+    pub fn file_application(&mut self, app: &Application, raw: &[u8]) -> Result<Filed, FilingError> {
         let rel = Self::candidate_folder(app);
         let dir = self.root.join(&rel);
         self.create_dirs(&dir)?;
@@ -259,23 +242,12 @@ impl Filer {
             } else {
                 let base = match doc.kind {
                     DocKind::Cv => format!("CV - {who}.{}", doc.extension),
-                    DocKind::CoverLetter => format!(
-                        "{} - {who}.{}",
-                        letter_label(&app.posting.language),
-                        doc.extension
-                    ),
-                    _ => doc
-                        .original_name
-                        .clone()
-                        .unwrap_or_else(|| format!("document.{}", doc.extension)),
+                    DocKind::CoverLetter => {
+                        format!("{} - {who}.{}", letter_label(&app.posting.language), doc.extension)
+                    }
+                    _ => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
                 };
-                let name = self.place(
-                    &dir,
-                    &safe_component(&base, MAX_NAME_BYTES),
-                    &doc.sha256,
-                    &known,
-                    &taken,
-                )?;
+                let name = self.place(&dir, &safe_component(&base, MAX_NAME_BYTES), &doc.sha256, &known, &taken)?;
                 if !dir.join(&name).exists() {
                     self.write_atomic(&dir, &name, &doc.bytes)?;
                 }
@@ -293,11 +265,7 @@ impl Filer {
                 reason: doc.reason.clone(),
             });
         }
-        let eml = format!(
-            "message-{}-{}.eml",
-            app.received_at.format("%Y%m%dT%H%M%SZ"),
-            &app.sha256[..8]
-        );
+        let eml = format!("message-{}-{}.eml", app.received_at.format("%Y%m%dT%H%M%SZ"), &app.sha256[..8]);
         self.write_atomic(&dir, &eml, raw)?;
         let filed = FiledApplication {
             sha256: app.sha256.clone(),
@@ -311,32 +279,17 @@ impl Filer {
             missing: app.missing.clone(),
         };
         meta.applications.push(filed.clone());
-        meta.applications.sort_by(|a, b| {
-            a.received_at
-                .cmp(&b.received_at)
-                .then(a.sha256.cmp(&b.sha256))
-        });
+        meta.applications.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         self.write_atomic(&dir, METADATA_FILE, &json)?;
-        Ok(Filed {
-            folder: path_to_slash(&rel),
-            application: filed,
-        })
+        Ok(Filed { folder: path_to_slash(&rel), application: filed })
     }
 
     /// Puts a message we could not understand aside, with the reason next to it.
-    pub fn file_quarantine(
-        &mut self,
-        q: &Quarantine,
-        raw: Option<&[u8]>,
-    ) -> Result<String, FilingError> {
+    pub fn file_quarantine(&mut self, q: &Quarantine, raw: Option<&[u8]>) -> Result<String, FilingError> {
         let dir = self.root.join(QUARANTINE_DIR);
         self.create_dirs(&dir)?;
-        let stem = format!(
-            "{}-{}",
-            q.received_at.format("%Y%m%dT%H%M%SZ"),
-            &q.sha256[..8]
-        );
+        let stem = format!("{}-{}", q.received_at.format("%Y%m%dT%H%M%SZ"), &q.sha256[..8]);
         if let Some(raw) = raw {
             self.write_atomic(&dir, &format!("{stem}.eml"), raw)?;
         }
@@ -376,11 +329,7 @@ impl Filer {
             return Ok(name.clone());
         }
         for n in 1.. {
-            let name = if n == 1 {
-                base.to_owned()
-            } else {
-                format!("{stem} ({n}){ext}")
-            };
+            let name = if n == 1 { base.to_owned() } else { format!("{stem} ({n}){ext}") };
             if taken.contains(&name) {
                 continue;
             }
@@ -421,11 +370,7 @@ impl Filer {
     fn write_atomic(&mut self, dir: &Path, name: &str, bytes: &[u8]) -> Result<(), FilingError> {
         debug_assert_eq!(Path::new(name).components().count(), 1, "{name}");
         let target = dir.join(name);
-        let tmp = dir.join(format!(
-            ".tmp-{}-{:08x}",
-            std::process::id(),
-            fastrand::u32(..)
-        ));
+        let tmp = dir.join(format!(".tmp-{}-{:08x}", std::process::id(), fastrand::u32(..)));
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
@@ -449,10 +394,7 @@ fn letter_label(language: &str) -> &'static str {
 }
 
 fn path_to_slash(p: &Path) -> String {
-    p.components()
-        .map(|c| c.as_os_str().to_string_lossy().into_owned())
-        .collect::<Vec<_>>()
-        .join("/")
+    p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
 
 #[cfg(test)]
@@ -462,10 +404,7 @@ mod tests {
     fn assert_safe(out: &str, max: usize) {
         assert!(!out.is_empty());
         assert!(out != "." && out != "..");
-        assert!(
-            !out.contains('/') && !out.contains('\\') && !out.contains('\0'),
-            "{out:?}"
-        );
+        assert!(!out.contains('/') && !out.contains('\\') && !out.contains('\0'), "{out:?}");
         assert!(!out.starts_with('.'), "{out:?}");
         assert!(out.len() <= max, "{} > {max}: {out:?}", out.len());
         assert!(!out.chars().any(|c| c.is_control()), "{out:?}");
@@ -474,15 +413,8 @@ mod tests {
 
     #[test]
     fn traversal_and_absolute_paths_stay_one_component() {
-        for evil in [
-            "../../etc/passwd",
-            "..",
-            ".",
-            "/etc/shadow",
-            "..\\..\\windows\\system32",
-            "a/../../b",
-            "./.././",
-        ] {
+        for evil in ["../../etc/passwd", "..", ".", "/etc/shadow", "..\\..\\windows\\system32", "a/../../b", "./.././"]
+        {
             let out = safe_component(evil, MAX_NAME_BYTES);
             assert_safe(&out, MAX_NAME_BYTES);
         }

@@ -31,10 +31,7 @@ pub enum MailboxError {
     #[error("cannot select folder {folder:?}: {message}")]
     Select { folder: String, message: String },
     #[error("IMAP {command}: {message}")]
-    Protocol {
-        command: &'static str,
-        message: String,
-    },
+    Protocol { command: &'static str, message: String },
     #[error("IMAP {command}: no answer within {seconds} s")]
     Timeout { command: &'static str, seconds: u64 },
 }
@@ -43,9 +40,7 @@ impl Classified for MailboxError {
     fn retry(&self) -> Retry {
         match self {
             // Wrong password or folder, untrusted certificate: the admin must act.
-            MailboxError::Auth { .. } | MailboxError::Select { .. } | MailboxError::Tls { .. } => {
-                Retry::Permanent
-            }
+            MailboxError::Auth { .. } | MailboxError::Select { .. } | MailboxError::Tls { .. } => Retry::Permanent,
             _ => Retry::Transient,
         }
     }
@@ -80,15 +75,9 @@ pub trait Mailbox {
     fn name(&self) -> &str;
     fn select(&mut self) -> impl std::future::Future<Output = Result<Selected, MailboxError>>;
     /// Messages with a UID above `after`, in UID order, without their bodies.
-    fn list_after(
-        &mut self,
-        after: u32,
-    ) -> impl std::future::Future<Output = Result<Vec<Envelope>, MailboxError>>;
+    fn list_after(&mut self, after: u32) -> impl std::future::Future<Output = Result<Vec<Envelope>, MailboxError>>;
     /// Downloads these messages without marking them seen.
-    fn fetch(
-        &mut self,
-        uids: &[u32],
-    ) -> impl std::future::Future<Output = Result<Vec<RawMessage>, MailboxError>>;
+    fn fetch(&mut self, uids: &[u32]) -> impl std::future::Future<Output = Result<Vec<RawMessage>, MailboxError>>;
     /// Sets a keyword (`$MailroomFiled`) on these messages.
     fn add_keyword(
         &mut self,
@@ -137,9 +126,7 @@ pub struct ImapMailbox {
 
 impl std::fmt::Debug for ImapMailbox {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("ImapMailbox")
-            .field("name", &self.name)
-            .finish_non_exhaustive()
+        f.debug_struct("ImapMailbox").field("name", &self.name).finish_non_exhaustive()
     }
 }
 
@@ -150,14 +137,8 @@ async fn deadline<T, E: std::fmt::Display>(
 ) -> Result<T, MailboxError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(MailboxError::Protocol {
-            command,
-            message: e.to_string(),
-        }),
-        Err(_) => Err(MailboxError::Timeout {
-            command,
-            seconds: timeout.as_secs(),
-        }),
+        Ok(Err(e)) => Err(MailboxError::Protocol { command, message: e.to_string() }),
+        Err(_) => Err(MailboxError::Timeout { command, seconds: timeout.as_secs() }),
     }
 }
 
@@ -165,41 +146,23 @@ impl ImapMailbox {
     /// Connects, secures, logs in. Does not select (see [`Mailbox::select`]).
     pub async fn connect(cfg: &Config) -> Result<ImapMailbox, MailboxError> {
         let imap: &ImapConfig = &cfg.imap;
-        let password: Secret = cfg.imap_password().map_err(|e| MailboxError::Auth {
-            user: imap.username.clone(),
-            message: e.to_string(),
-        })?;
+        let password: Secret = cfg
+            .imap_password()
+            .map_err(|e| MailboxError::Auth { user: imap.username.clone(), message: e.to_string() })?;
         let server = format!("{}:{}", imap.host, imap.port);
         let timeout = Duration::from_secs(imap.timeout_secs);
-        let tls_config =
-            crate::tls::client_config(imap.ca_file.as_deref()).map_err(|e| MailboxError::Tls {
-                server: server.clone(),
-                message: e.to_string(),
-            })?;
+        let tls_config = crate::tls::client_config(imap.ca_file.as_deref())
+            .map_err(|e| MailboxError::Tls { server: server.clone(), message: e.to_string() })?;
         let connector = TlsConnector::from(Arc::clone(&tls_config));
-        let server_name =
-            ServerName::try_from(imap.host.clone()).map_err(|e| MailboxError::Tls {
-                server: server.clone(),
-                message: e.to_string(),
-            })?;
+        let server_name = ServerName::try_from(imap.host.clone())
+            .map_err(|e| MailboxError::Tls { server: server.clone(), message: e.to_string() })?;
 
-        let connect_err = |message: String| MailboxError::Connect {
-            server: server.clone(),
-            message,
-        };
-        let tcp = match tokio::time::timeout(
-            timeout,
-            TcpStream::connect((imap.host.as_str(), imap.port)),
-        )
-        .await
-        {
+        let connect_err = |message: String| MailboxError::Connect { server: server.clone(), message };
+        let tcp = match tokio::time::timeout(timeout, TcpStream::connect((imap.host.as_str(), imap.port))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(connect_err(e.to_string())),
             Err(_) => {
-                return Err(connect_err(format!(
-                    "no answer within {} s",
-                    timeout.as_secs()
-                )));
+                return Err(connect_err(format!("no answer within {} s", timeout.as_secs())));
             }
         };
         let _ = tcp.set_nodelay(true);
@@ -214,54 +177,31 @@ impl ImapMailbox {
             TlsMode::Implicit => tcp,
             TlsMode::Starttls => {
                 let mut plain = Client::new(tcp);
-                deadline(timeout, "greeting", async {
-                    plain.read_response().await.map_err(|e| e.to_string())
-                })
-                .await?;
-                deadline(
-                    timeout,
-                    "STARTTLS",
-                    plain.run_command_and_check_ok("STARTTLS", None),
-                )
-                .await?;
+                deadline(timeout, "greeting", async { plain.read_response().await.map_err(|e| e.to_string()) }).await?;
+                deadline(timeout, "STARTTLS", plain.run_command_and_check_ok("STARTTLS", None)).await?;
                 plain.into_inner()
             }
         };
         let tls = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => {
-                return Err(MailboxError::Tls {
-                    server: server.clone(),
-                    message: e.to_string(),
-                });
+                return Err(MailboxError::Tls { server: server.clone(), message: e.to_string() });
             }
             Err(_) => return Err(connect_err("TLS handshake timed out".into())),
         };
         let mut client = Client::new(tls);
         if imap.tls == TlsMode::Implicit {
-            deadline(timeout, "greeting", async {
-                client.read_response().await.map_err(|e| e.to_string())
-            })
-            .await?;
+            deadline(timeout, "greeting", async { client.read_response().await.map_err(|e| e.to_string()) }).await?;
         }
-        let session =
-            match tokio::time::timeout(timeout, client.login(&imap.username, password.expose()))
-                .await
-            {
-                Ok(Ok(s)) => s,
-                Ok(Err((e, _))) => {
-                    return Err(MailboxError::Auth {
-                        user: imap.username.clone(),
-                        message: e.to_string(),
-                    });
-                }
-                Err(_) => {
-                    return Err(MailboxError::Timeout {
-                        command: "LOGIN",
-                        seconds: timeout.as_secs(),
-                    });
-                }
-            };
+        let session = match tokio::time::timeout(timeout, client.login(&imap.username, password.expose())).await {
+            Ok(Ok(s)) => s,
+            Ok(Err((e, _))) => {
+                return Err(MailboxError::Auth { user: imap.username.clone(), message: e.to_string() });
+            }
+            Err(_) => {
+                return Err(MailboxError::Timeout { command: "LOGIN", seconds: timeout.as_secs() });
+            }
+        };
         Ok(ImapMailbox {
             session,
             name: format!("{}@{}/{}", imap.username, imap.host, imap.folder),
@@ -281,41 +221,27 @@ impl Mailbox for ImapMailbox {
         let mailbox = match tokio::time::timeout(self.timeout, self.session.select(&folder)).await {
             Ok(Ok(m)) => m,
             Ok(Err(async_imap::error::Error::No(msg))) => {
-                return Err(MailboxError::Select {
-                    folder,
-                    message: msg,
-                });
+                return Err(MailboxError::Select { folder, message: msg });
             }
             Ok(Err(e)) => {
-                return Err(MailboxError::Protocol {
-                    command: "SELECT",
-                    message: e.to_string(),
-                });
+                return Err(MailboxError::Protocol { command: "SELECT", message: e.to_string() });
             }
             Err(_) => {
-                return Err(MailboxError::Timeout {
-                    command: "SELECT",
-                    seconds: self.timeout.as_secs(),
-                });
+                return Err(MailboxError::Timeout { command: "SELECT", seconds: self.timeout.as_secs() });
             }
         };
         let uid_validity = mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
             command: "SELECT",
             message: "the server sent no UIDVALIDITY".into(),
         })?;
-        Ok(Selected {
-            uid_validity,
-            exists: mailbox.exists,
-        })
+        Ok(Selected { uid_validity, exists: mailbox.exists })
     }
 
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
         let start = after.saturating_add(1);
         let session = &mut self.session;
         let mut out: Vec<Envelope> = deadline(self.timeout, "UID FETCH (list)", async {
-            let stream = session
-                .uid_fetch(format!("{start}:*"), "(UID RFC822.SIZE INTERNALDATE)")
-                .await?;
+            let stream = session.uid_fetch(format!("{start}:*"), "(UID RFC822.SIZE INTERNALDATE)").await?;
             let fetches: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(
                 fetches
@@ -345,9 +271,7 @@ impl Mailbox for ImapMailbox {
         let set = uid_set(uids);
         let session = &mut self.session;
         let mut out: Vec<RawMessage> = deadline(self.timeout, "UID FETCH (bodies)", async {
-            let mut stream = session
-                .uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])")
-                .await?;
+            let mut stream = session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])").await?;
             let mut out = Vec::new();
             while let Some(f) = stream.try_next().await? {
                 let (Some(uid), Some(body)) = (f.uid, f.body()) else {
@@ -374,9 +298,7 @@ impl Mailbox for ImapMailbox {
         let set = uid_set(uids);
         let session = &mut self.session;
         deadline(self.timeout, "UID STORE", async {
-            let stream = session
-                .uid_store(&set, format!("+FLAGS.SILENT ({keyword})"))
-                .await?;
+            let stream = session.uid_store(&set, format!("+FLAGS.SILENT ({keyword})")).await?;
             let _: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(())
         })

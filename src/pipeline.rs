@@ -127,10 +127,7 @@ pub struct Pipeline<L: Ledger> {
 impl<L: Ledger + Send + 'static> Pipeline<L> {
     pub fn new(cfg: &Config, replier: Replier, ledger: L) -> Pipeline<L> {
         Pipeline {
-            stages: Arc::new(Stages {
-                rules: Rules::from_config(cfg),
-                replier,
-            }),
+            stages: Arc::new(Stages { rules: Rules::from_config(cfg), replier }),
             filer: Arc::new(Mutex::new(Filer::new(&cfg.storage.data_dir))),
             ledger: Arc::new(Mutex::new(ledger)),
             limits: BatchLimits {
@@ -155,10 +152,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         stop: &watch::Receiver<bool>,
     ) -> Result<Report, PipelineError> {
         let selected = mailbox.select().await?;
-        let key = MailboxKey {
-            name: mailbox.name().to_owned(),
-            uidvalidity: selected.uid_validity,
-        };
+        let key = MailboxKey { name: mailbox.name().to_owned(), uidvalidity: selected.uid_validity };
         let high_water = {
             let mut ledger = lock(&self.ledger);
             ledger.record_contact(&key, Utc::now())?;
@@ -177,11 +171,8 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
                 tracing::info!(done, total, "stopping between batches");
                 break;
             }
-            let wanted: Vec<u32> = batch
-                .iter()
-                .filter(|e| e.size <= self.limits.max_message_bytes)
-                .map(|e| e.uid)
-                .collect();
+            let wanted: Vec<u32> =
+                batch.iter().filter(|e| e.size <= self.limits.max_message_bytes).map(|e| e.uid).collect();
             let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
             let mut items = Vec::with_capacity(batch.len());
             for env in batch {
@@ -238,11 +229,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
 
     /// Sends what is due in the outbox, until `stop` turns true; sleeps until the next due entry
     /// or until a commit queues a new reply.
-    pub async fn sender<C: Courier>(
-        &self,
-        courier: &C,
-        mut stop: watch::Receiver<bool>,
-    ) -> SendReport {
+    pub async fn sender<C: Courier>(&self, courier: &C, mut stop: watch::Receiver<bool>) -> SendReport {
         let mut total = SendReport::default();
         loop {
             match send_due(&self.ledger, courier).await {
@@ -351,11 +338,7 @@ fn plan_batches(envelopes: &[Envelope], limits: BatchLimits) -> Vec<&[Envelope]>
     let mut start = 0;
     let mut bytes = 0u64;
     for (i, e) in envelopes.iter().enumerate() {
-        let size = if e.size > limits.max_message_bytes {
-            0
-        } else {
-            e.size
-        };
+        let size = if e.size > limits.max_message_bytes { 0 } else { e.size };
         let count = i - start;
         if count > 0 && (count >= limits.messages || bytes + size > limits.bytes) {
             out.push(&envelopes[start..i]);
@@ -387,14 +370,12 @@ fn process_batch<L: Ledger>(
         report.fetched += 1;
         let uid = item.uid();
         let (understood, raw) = match item {
-            Incoming::Downloaded {
-                internal_date, raw, ..
-            } => (understand(&raw, internal_date, &stages.rules), Some(raw)),
+            Incoming::Downloaded { internal_date, raw, .. } => {
+                (understand(&raw, internal_date, &stages.rules), Some(raw))
+            }
             Incoming::TooLarge(env) => (
                 Understood::Quarantine(Quarantine {
-                    sha256: sha256_hex(
-                        format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes(),
-                    ),
+                    sha256: sha256_hex(format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes()),
                     message_id: None,
                     received_at: env.internal_date.unwrap_or_else(Utc::now),
                     reason: format!(
@@ -407,13 +388,8 @@ fn process_batch<L: Ledger>(
         };
         let sha = understood.sha256().to_owned();
         let mid = understood.message_id().map(str::to_owned);
-        let dup_in_batch =
-            seen_sha.contains(&sha) || mid.as_ref().is_some_and(|m| seen_mid.contains(m));
-        let dup_of = if dup_in_batch {
-            Some(-1)
-        } else {
-            lock(ledger).find_duplicate(&sha, mid.as_deref())?
-        };
+        let dup_in_batch = seen_sha.contains(&sha) || mid.as_ref().is_some_and(|m| seen_mid.contains(m));
+        let dup_of = if dup_in_batch { Some(-1) } else { lock(ledger).find_duplicate(&sha, mid.as_deref())? };
         seen_sha.insert(sha.clone());
         if let Some(m) = &mid {
             seen_mid.insert(m.clone());
@@ -422,10 +398,7 @@ fn process_batch<L: Ledger>(
         let _enter = span.enter();
         let record = if let Some(original) = dup_of {
             report.duplicates += 1;
-            tracing::info!(
-                outcome = "duplicate",
-                "already recorded; not filed or answered again"
-            );
+            tracing::info!(outcome = "duplicate", "already recorded; not filed or answered again");
             MessageRecord {
                 uid,
                 sha256: sha,
@@ -472,14 +445,7 @@ fn process_batch<L: Ledger>(
                     let kind = if app.missing.is_empty() {
                         "complete".to_owned()
                     } else {
-                        format!(
-                            "missing {}",
-                            app.missing
-                                .iter()
-                                .map(|k| k.as_str())
-                                .collect::<Vec<_>>()
-                                .join(", ")
-                        )
+                        format!("missing {}", app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
                     };
                     report.filed += 1;
                     let outbox = match &decision {
@@ -514,11 +480,7 @@ fn process_batch<L: Ledger>(
     }
     filer.sync()?;
     let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
-    lock(ledger).commit(&Batch {
-        mailbox,
-        high_water,
-        records,
-    })?;
+    lock(ledger).commit(&Batch { mailbox, high_water, records })?;
     Ok((report, committed))
 }
 
@@ -527,36 +489,18 @@ mod tests {
     use super::*;
 
     fn env(uid: u32, size: u64) -> Envelope {
-        Envelope {
-            uid,
-            size,
-            internal_date: None,
-        }
+        Envelope { uid, size, internal_date: None }
     }
 
     #[test]
     fn batches_respect_count_and_bytes() {
-        let limits = BatchLimits {
-            messages: 3,
-            bytes: 100,
-            max_message_bytes: 1000,
-        };
+        let limits = BatchLimits { messages: 3, bytes: 100, max_message_bytes: 1000 };
         let envs: Vec<_> = (1..=7).map(|u| env(u, 10)).collect();
-        let sizes: Vec<usize> = plan_batches(&envs, limits)
-            .iter()
-            .map(|b| b.len())
-            .collect();
+        let sizes: Vec<usize> = plan_batches(&envs, limits).iter().map(|b| b.len()).collect();
         assert_eq!(sizes, vec![3, 3, 1]);
         let envs = vec![env(1, 60), env(2, 60), env(3, 500), env(4, 10)];
-        let sizes: Vec<usize> = plan_batches(&envs, limits)
-            .iter()
-            .map(|b| b.len())
-            .collect();
-        assert_eq!(
-            sizes,
-            vec![1, 1, 1, 1],
-            "60+60 > 100 splits; a message over the byte budget is a batch of its own"
-        );
+        let sizes: Vec<usize> = plan_batches(&envs, limits).iter().map(|b| b.len()).collect();
+        assert_eq!(sizes, vec![1, 1, 1, 1], "60+60 > 100 splits; a message over the byte budget is a batch of its own");
         // Oversize messages are not downloaded, so they cost nothing in the byte budget.
         let envs = vec![env(1, 90), env(2, 5000), env(3, 5)];
         assert_eq!(plan_batches(&envs, limits).len(), 1);

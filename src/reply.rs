@@ -22,30 +22,12 @@ use crate::understand::{Application, DocKind};
 
 /// The templates shipped with mailroom, as `(name, source)`.
 const BUILT_IN: &[(&str, &str)] = &[
-    (
-        "fr/acknowledgement.subject.j2",
-        include_str!("../templates/fr/acknowledgement.subject.j2"),
-    ),
-    (
-        "fr/acknowledgement.txt.j2",
-        include_str!("../templates/fr/acknowledgement.txt.j2"),
-    ),
-    (
-        "fr/acknowledgement.html.j2",
-        include_str!("../templates/fr/acknowledgement.html.j2"),
-    ),
-    (
-        "en/acknowledgement.subject.j2",
-        include_str!("../templates/en/acknowledgement.subject.j2"),
-    ),
-    (
-        "en/acknowledgement.txt.j2",
-        include_str!("../templates/en/acknowledgement.txt.j2"),
-    ),
-    (
-        "en/acknowledgement.html.j2",
-        include_str!("../templates/en/acknowledgement.html.j2"),
-    ),
+    ("fr/acknowledgement.subject.j2", include_str!("../templates/fr/acknowledgement.subject.j2")),
+    ("fr/acknowledgement.txt.j2", include_str!("../templates/fr/acknowledgement.txt.j2")),
+    ("fr/acknowledgement.html.j2", include_str!("../templates/fr/acknowledgement.html.j2")),
+    ("en/acknowledgement.subject.j2", include_str!("../templates/en/acknowledgement.subject.j2")),
+    ("en/acknowledgement.txt.j2", include_str!("../templates/en/acknowledgement.txt.j2")),
+    ("en/acknowledgement.html.j2", include_str!("../templates/en/acknowledgement.html.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -92,9 +74,7 @@ pub struct Replier {
 
 impl std::fmt::Debug for Replier {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Replier")
-            .field("enabled", &self.enabled)
-            .finish_non_exhaustive()
+        f.debug_struct("Replier").field("enabled", &self.enabled).finish_non_exhaustive()
     }
 }
 
@@ -121,10 +101,7 @@ impl Replier {
                 None => builtin.to_string(),
             };
             env.add_template_owned(name.to_string(), source)
-                .map_err(|e| TemplateError {
-                    name: template_location(cfg, name),
-                    message: describe(&e),
-                })?;
+                .map_err(|e| TemplateError { name: template_location(cfg, name), message: describe(&e) })?;
         }
         let replier = Replier {
             env,
@@ -132,34 +109,20 @@ impl Replier {
             acknowledge_backlog: cfg.replies.acknowledge_backlog,
             organisation: cfg.identity.organisation.clone(),
             contact: cfg.identity.from.clone(),
-            domain: cfg
-                .identity
-                .from
-                .rsplit('@')
-                .next()
-                .unwrap_or("localhost")
-                .to_owned(),
+            domain: cfg.identity.from.rsplit('@').next().unwrap_or("localhost").to_owned(),
             privacy_notice: cfg.replies.privacy_notice.clone(),
         };
         // Render every template once with a sample, so an error in a branch shows now, not at 3 a.m.
         for lang in LANGUAGES {
             replier
                 .render_parts(lang, &sample_context(lang))
-                .map_err(|e| TemplateError {
-                    name: template_location(cfg, &e.name),
-                    message: e.message,
-                })?;
+                .map_err(|e| TemplateError { name: template_location(cfg, &e.name), message: e.message })?;
         }
         Ok(replier)
     }
 
     /// Decides for one filed application. `first_start`: mail older than this is backlog.
-    pub fn decide(
-        &self,
-        app: &Application,
-        filed: &Filed,
-        first_start: DateTime<Utc>,
-    ) -> ReplyDecision {
+    pub fn decide(&self, app: &Application, filed: &Filed, first_start: DateTime<Utc>) -> ReplyDecision {
         if !self.enabled {
             return ReplyDecision::Skip("replies are disabled (replies.enabled = false)".into());
         }
@@ -169,13 +132,12 @@ impl Replier {
         // INTERNALDATE has whole seconds: mail from the first start's own second is new mail.
         let first_second = first_start.with_nanosecond(0).unwrap_or(first_start);
         if !self.acknowledge_backlog && app.received_at < first_second {
-            return ReplyDecision::Skip("backlog: arrived before mailroom's first start (replies.acknowledge_backlog = false)".into());
+            return ReplyDecision::Skip(
+                "backlog: arrived before mailroom's first start (replies.acknowledge_backlog = false)".into(),
+            );
         }
         if app.candidate.email.parse::<lettre::Address>().is_err() {
-            return ReplyDecision::Skip(format!(
-                "{:?} is not a deliverable address",
-                app.candidate.email
-            ));
+            return ReplyDecision::Skip(format!("{:?} is not a deliverable address", app.candidate.email));
         }
         let lang = app.posting.language.as_str();
         let documents: Vec<DocumentView> = filed
@@ -229,25 +191,15 @@ impl Replier {
         }
     }
 
-    fn render_parts(
-        &self,
-        lang: &str,
-        ctx: &minijinja::Value,
-    ) -> Result<(String, String, String), TemplateError> {
+    fn render_parts(&self, lang: &str, ctx: &minijinja::Value) -> Result<(String, String, String), TemplateError> {
         let render = |part: &str| {
             let name = format!("{lang}/acknowledgement.{part}.j2");
             self.env
                 .get_template(&name)
                 .and_then(|t| t.render(ctx))
-                .map_err(|e| TemplateError {
-                    name: name.clone(),
-                    message: describe(&e),
-                })
+                .map_err(|e| TemplateError { name: name.clone(), message: describe(&e) })
         };
-        let subject = render("subject")?
-            .split_whitespace()
-            .collect::<Vec<_>>()
-            .join(" ");
+        let subject = render("subject")?.split_whitespace().collect::<Vec<_>>().join(" ");
         Ok((subject, render("txt")?, render("html")?))
     }
 }
@@ -257,10 +209,7 @@ fn read_override(dir: &Path, name: &str) -> Result<Option<String>, TemplateError
     match std::fs::read_to_string(&path) {
         Ok(s) => Ok(Some(s)),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-        Err(e) => Err(TemplateError {
-            name: path.display().to_string(),
-            message: e.to_string(),
-        }),
+        Err(e) => Err(TemplateError { name: path.display().to_string(), message: e.to_string() }),
     }
 }
 
@@ -273,10 +222,7 @@ fn template_location(cfg: &Config, name: &str) -> String {
 
 fn describe(e: &minijinja::Error) -> String {
     match e.line() {
-        Some(line) => format!(
-            "line {line}: {}",
-            e.detail().unwrap_or(&e.kind().to_string())
-        ),
+        Some(line) => format!("line {line}: {}", e.detail().unwrap_or(&e.kind().to_string())),
         None => e.to_string(),
     }
 }

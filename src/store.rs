@@ -132,26 +132,16 @@ pub trait Ledger {
     fn first_start(&self) -> DateTime<Utc>;
     fn high_water(&self, mailbox: &MailboxKey) -> Result<u32, StoreError>;
     /// A message already recorded with these bytes or this Message-ID: its row id.
-    fn find_duplicate(
-        &self,
-        sha256: &str,
-        message_id: Option<&str>,
-    ) -> Result<Option<i64>, StoreError>;
+    fn find_duplicate(&self, sha256: &str, message_id: Option<&str>) -> Result<Option<i64>, StoreError>;
     /// The commit point: the batch's rows, documents, outbox entries and high-water mark, atomically.
     fn commit(&mut self, batch: &Batch) -> Result<(), StoreError>;
-    fn record_contact(&mut self, mailbox: &MailboxKey, at: DateTime<Utc>)
-    -> Result<(), StoreError>;
+    fn record_contact(&mut self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// Pending entries due at `now`, oldest first.
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// `pending → sending`, committed before the mail is handed to SMTP. False if already taken.
     fn claim(&mut self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
     fn mark_sent(&mut self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
-    fn mark_retry(
-        &mut self,
-        id: i64,
-        error: &str,
-        next_attempt: DateTime<Utc>,
-    ) -> Result<(), StoreError>;
+    fn mark_retry(&mut self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError>;
     /// At start: entries left in `sending` by a crash become `uncertain`. Returns how many.
     fn recover_interrupted(&mut self) -> Result<usize, StoreError>;
@@ -226,22 +216,16 @@ fn ts(t: DateTime<Utc>) -> String {
 }
 
 fn parse_ts(s: &str) -> DateTime<Utc> {
-    DateTime::parse_from_rfc3339(s)
-        .map(|t| t.with_timezone(&Utc))
-        .unwrap_or_default()
+    DateTime::parse_from_rfc3339(s).map(|t| t.with_timezone(&Utc)).unwrap_or_default()
 }
 
 impl SqliteLedger {
     /// Opens (creating if needed) the state for a daemon: takes the exclusive lock.
     pub fn open(path: &Path) -> Result<SqliteLedger, StoreError> {
         let shown = path.display().to_string();
-        let open_err = |message: String| StoreError::Open {
-            path: shown.clone(),
-            message,
-        };
+        let open_err = |message: String| StoreError::Open { path: shown.clone(), message };
         if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
+            std::fs::create_dir_all(dir).map_err(|e| open_err(format!("cannot create {}: {e}", dir.display())))?;
         }
         let lock_path = path.with_extension("lock");
         let lock = File::options()
@@ -254,10 +238,7 @@ impl SqliteLedger {
             Ok(()) => {}
             Err(std::fs::TryLockError::WouldBlock) => return Err(StoreError::Locked(shown)),
             Err(std::fs::TryLockError::Error(e)) => {
-                return Err(open_err(format!(
-                    "cannot lock {}: {e}",
-                    lock_path.display()
-                )));
+                return Err(open_err(format!("cannot lock {}: {e}", lock_path.display())));
             }
         }
         let mut ledger = Self::open_unlocked(path)?;
@@ -273,27 +254,14 @@ impl SqliteLedger {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
-        conn.execute(
-            "INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)",
-            params![ts(Utc::now())],
-        )?;
-        let first: String = conn.query_row(
-            "SELECT value FROM meta WHERE key = 'first_start'",
-            [],
-            |r| r.get(0),
-        )?;
-        Ok(SqliteLedger {
-            conn,
-            first_start: parse_ts(&first),
-            _lock: None,
-        })
+        conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
+        let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
+        Ok(SqliteLedger { conn, first_start: parse_ts(&first), _lock: None })
     }
 
     /// Every message row, for tests and `status`: (uid, outcome, reply).
     pub fn messages(&self) -> Result<Vec<(u32, String, String)>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT uid, outcome, reply FROM messages ORDER BY id")?;
+        let mut stmt = self.conn.prepare("SELECT uid, outcome, reply FROM messages ORDER BY id")?;
         let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
         Ok(rows.collect::<Result<_, _>>()?)
     }
@@ -316,11 +284,7 @@ impl Ledger for SqliteLedger {
             .unwrap_or(0))
     }
 
-    fn find_duplicate(
-        &self,
-        sha256: &str,
-        message_id: Option<&str>,
-    ) -> Result<Option<i64>, StoreError> {
+    fn find_duplicate(&self, sha256: &str, message_id: Option<&str>) -> Result<Option<i64>, StoreError> {
         let by_sha = self
             .conn
             .query_row(
@@ -405,11 +369,7 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
-    fn record_contact(
-        &mut self,
-        mailbox: &MailboxKey,
-        at: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    fn record_contact(&mut self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError> {
         self.conn.execute(
             "INSERT INTO mailboxes (name, uidvalidity, high_water, last_contact) VALUES (?1, ?2, 0, ?3)
              ON CONFLICT (name, uidvalidity) DO UPDATE SET last_contact = excluded.last_contact",
@@ -423,11 +383,7 @@ impl Ledger for SqliteLedger {
             "SELECT id, attempts, mail FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
         )?;
         let rows = stmt.query_map(params![ts(now), limit as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, u32>(1)?,
-                r.get::<_, String>(2)?,
-            ))
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?))
         })?;
         let mut out = Vec::new();
         for row in rows {
@@ -462,12 +418,7 @@ impl Ledger for SqliteLedger {
         Ok(())
     }
 
-    fn mark_retry(
-        &mut self,
-        id: i64,
-        error: &str,
-        next_attempt: DateTime<Utc>,
-    ) -> Result<(), StoreError> {
+    fn mark_retry(&mut self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
         self.conn.execute(
             "UPDATE outbox SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, error, ts(next_attempt)],
@@ -476,10 +427,7 @@ impl Ledger for SqliteLedger {
     }
 
     fn mark_failed(&mut self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn.execute(
-            "UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1",
-            params![id, error],
-        )?;
+        self.conn.execute("UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1", params![id, error])?;
         Ok(())
     }
 
@@ -491,25 +439,19 @@ impl Ledger for SqliteLedger {
     }
 
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
-        let next: Option<String> = self.conn.query_row(
-            "SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'",
-            [],
-            |r| r.get(0),
-        )?;
+        let next: Option<String> =
+            self.conn.query_row("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
         Ok(next.map(|s| parse_ts(&s)))
     }
 
     fn totals(&self) -> Result<Totals, StoreError> {
-        let count = |sql: &str| -> Result<u64, StoreError> {
-            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
-        };
+        let count =
+            |sql: &str| -> Result<u64, StoreError> { Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
         Ok(Totals {
             filed: count("SELECT count(*) FROM messages WHERE outcome = 'filed'")?,
             quarantined: count("SELECT count(*) FROM messages WHERE outcome = 'quarantined'")?,
             duplicates: count("SELECT count(*) FROM messages WHERE outcome = 'duplicate'")?,
-            outbox_pending: count(
-                "SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')",
-            )?,
+            outbox_pending: count("SELECT count(*) FROM outbox WHERE state IN ('pending', 'sending')")?,
             outbox_sent: count("SELECT count(*) FROM outbox WHERE state = 'sent'")?,
             outbox_failed: count("SELECT count(*) FROM outbox WHERE state = 'failed'")?,
             outbox_uncertain: count("SELECT count(*) FROM outbox WHERE state = 'uncertain'")?,

@@ -6,17 +6,13 @@ use mailroom::config::{Config, Limits};
 #[test]
 fn example_config_loads_and_states_the_real_defaults() {
     let dir = tempfile::tempdir().unwrap();
-    let example = std::fs::read_to_string(concat!(
-        env!("CARGO_MANIFEST_DIR"),
-        "/config/mailroom.example.toml"
-    ))
-    .unwrap();
+    let example =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/config/mailroom.example.toml")).unwrap();
     let path = dir.path().join("mailroom.toml");
     std::fs::write(&path, &example).unwrap();
     std::fs::write(dir.path().join("imap-password"), "secret\n").unwrap();
     std::fs::write(dir.path().join("smtp-password"), "secret\n").unwrap();
-    let cfg =
-        Config::load_with_env(&path, std::iter::empty()).expect("the example config is valid");
+    let cfg = Config::load_with_env(&path, std::iter::empty()).expect("the example config is valid");
 
     let d = Limits::default();
     assert_eq!(cfg.limits.max_message_bytes, d.max_message_bytes);
@@ -49,41 +45,18 @@ organisation = "La 27e Région"
     std::fs::write(&min_path, minimal).unwrap();
     let min = Config::load_with_env(&min_path, std::iter::empty()).unwrap();
     assert_eq!(
-        (
-            min.imap.port,
-            min.imap.tls,
-            &min.imap.folder,
-            &min.imap.filed_keyword,
-            min.imap.poll_interval_secs
-        ),
-        (
-            cfg.imap.port,
-            cfg.imap.tls,
-            &cfg.imap.folder,
-            &cfg.imap.filed_keyword,
-            cfg.imap.poll_interval_secs
-        )
+        (min.imap.port, min.imap.tls, &min.imap.folder, &min.imap.filed_keyword, min.imap.poll_interval_secs),
+        (cfg.imap.port, cfg.imap.tls, &cfg.imap.folder, &cfg.imap.filed_keyword, cfg.imap.poll_interval_secs)
     );
     assert_eq!(
-        (
-            min.imap.timeout_secs,
-            min.imap.batch_messages,
-            min.imap.batch_bytes
-        ),
-        (
-            cfg.imap.timeout_secs,
-            cfg.imap.batch_messages,
-            cfg.imap.batch_bytes
-        )
+        (min.imap.timeout_secs, min.imap.batch_messages, min.imap.batch_bytes),
+        (cfg.imap.timeout_secs, cfg.imap.batch_messages, cfg.imap.batch_bytes)
     );
     assert_eq!(
         (min.smtp.port, min.smtp.tls, min.smtp.timeout_secs),
         (cfg.smtp.port, cfg.smtp.tls, cfg.smtp.timeout_secs)
     );
-    assert_eq!(
-        (&min.log.level, min.log.format),
-        (&cfg.log.level, cfg.log.format)
-    );
+    assert_eq!((&min.log.level, min.log.format), (&cfg.log.level, cfg.log.format));
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");

@@ -27,11 +27,7 @@ fn once(config: &Path) -> String {
 }
 
 fn unique_id(tag: &str) -> String {
-    format!(
-        "{tag}.{}.{}@example.test",
-        std::process::id(),
-        chrono::Utc::now().timestamp_nanos_opt().unwrap()
-    )
+    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
 }
 
 fn deliver_and_wait(stack: &Stack, from: &str, folder: &str, raw: &[u8]) {
@@ -87,25 +83,14 @@ fn application_is_filed_once_and_acknowledged_once_over_implicit_tls() {
         &[],
         "Bonjour,\r\n\r\nVeuillez trouver ci-joint mon CV et ma lettre de motivation.\r\n\r\nAlice",
         &[
-            (
-                "CV_Alice_Martin.pdf",
-                "application/pdf",
-                &pdf("curriculum vitae"),
-            ),
-            (
-                "Lettre de motivation.pdf",
-                "application/pdf",
-                &pdf("lettre"),
-            ),
+            ("CV_Alice_Martin.pdf", "application/pdf", &pdf("curriculum vitae")),
+            ("Lettre de motivation.pdf", "application/pdf", &pdf("lettre")),
         ],
     );
     deliver_and_wait(&stack, "alice@example.test", &folder, &raw);
 
     let summary = once(&config);
-    assert!(
-        summary.contains("fetched 1, filed 1, quarantined 0"),
-        "{summary}"
-    );
+    assert!(summary.contains("fetched 1, filed 1, quarantined 0"), "{summary}");
     assert!(summary.contains("sent 1"), "{summary}");
 
     let data = dir.path().join("data");
@@ -115,47 +100,22 @@ fn application_is_filed_once_and_acknowledged_once_over_implicit_tls() {
         .find_map(|f| f.strip_suffix("/metadata.json"))
         .unwrap_or_else(|| panic!("no metadata.json in {files:#?}"))
         .to_owned();
-    assert!(
-        person.starts_with("stage-gestion-projet/Martin-Alice--"),
-        "{person}"
-    );
-    assert!(
-        files.contains(&format!("{person}/CV - Alice Martin.pdf")),
-        "{files:#?}"
-    );
-    assert!(
-        files.contains(&format!("{person}/Lettre de motivation - Alice Martin.pdf")),
-        "{files:#?}"
-    );
-    let eml = files
-        .iter()
-        .find(|f| f.ends_with(".eml"))
-        .expect("the original message is kept");
+    assert!(person.starts_with("stage-gestion-projet/Martin-Alice--"), "{person}");
+    assert!(files.contains(&format!("{person}/CV - Alice Martin.pdf")), "{files:#?}");
+    assert!(files.contains(&format!("{person}/Lettre de motivation - Alice Martin.pdf")), "{files:#?}");
+    let eml = files.iter().find(|f| f.ends_with(".eml")).expect("the original message is kept");
     let kept = std::fs::read(data.join(eml)).unwrap();
-    let trim =
-        |b: &[u8]| b[..b.iter().rposition(|c| !c.is_ascii_whitespace()).unwrap() + 1].to_vec();
+    let trim = |b: &[u8]| b[..b.iter().rposition(|c| !c.is_ascii_whitespace()).unwrap() + 1].to_vec();
     let (kept, sent) = (trim(&kept), trim(&raw));
-    assert!(
-        kept.ends_with(&sent[sent.len() - 400..]),
-        "the .eml is the message as delivered"
-    );
-    assert_eq!(
-        std::fs::read(data.join(&person).join("CV - Alice Martin.pdf")).unwrap(),
-        pdf("curriculum vitae")
-    );
+    assert!(kept.ends_with(&sent[sent.len() - 400..]), "the .eml is the message as delivered");
+    assert_eq!(std::fs::read(data.join(&person).join("CV - Alice Martin.pdf")).unwrap(), pdf("curriculum vitae"));
 
     let meta: serde_json::Value =
-        serde_json::from_slice(&std::fs::read(data.join(&person).join("metadata.json")).unwrap())
-            .unwrap();
+        serde_json::from_slice(&std::fs::read(data.join(&person).join("metadata.json")).unwrap()).unwrap();
     assert_eq!(meta["candidate"]["email"], "alice@example.test");
     let app = &meta["applications"][0];
     assert_eq!(app["message_id"], message_id.as_str());
-    let kinds: Vec<&str> = app["documents"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|d| d["kind"].as_str().unwrap())
-        .collect();
+    let kinds: Vec<&str> = app["documents"].as_array().unwrap().iter().map(|d| d["kind"].as_str().unwrap()).collect();
     assert_eq!(kinds, vec!["cv", "cover_letter"]);
     assert_eq!(app["missing"].as_array().unwrap().len(), 0);
     for d in app["documents"].as_array().unwrap() {
@@ -170,65 +130,27 @@ fn application_is_filed_once_and_acknowledged_once_over_implicit_tls() {
     });
     assert_eq!(acks.len(), 1);
     let ack = &acks[0];
-    let head = ack
-        .split("\r\n\r\n")
-        .next()
-        .unwrap_or(ack)
-        .replace("\r\n", "\n");
+    let head = ack.split("\r\n\r\n").next().unwrap_or(ack).replace("\r\n", "\n");
     assert!(head.contains("Auto-Submitted: auto-replied"), "{head}");
     assert!(head.contains("X-Auto-Response-Suppress: All"), "{head}");
-    assert!(
-        head.contains(&format!("In-Reply-To: <{message_id}>")),
-        "{head}"
-    );
-    assert!(
-        head.contains(&format!("<{message_id}>")) && head.contains("References:"),
-        "{head}"
-    );
-    assert!(
-        head.contains("contact@example.test"),
-        "From is the configured identity: {head}"
-    );
-    assert!(
-        head.contains("Return-Path: <>"),
-        "sent with a null envelope sender: {head}"
-    );
+    assert!(head.contains(&format!("In-Reply-To: <{message_id}>")), "{head}");
+    assert!(head.contains(&format!("<{message_id}>")) && head.contains("References:"), "{head}");
+    assert!(head.contains("contact@example.test"), "From is the configured identity: {head}");
+    assert!(head.contains("Return-Path: <>"), "sent with a null envelope sender: {head}");
     assert!(ack.contains("multipart/alternative"), "text and HTML parts");
 
     // Nothing twice: a second run, then a "restart" (a new process on the same state).
     let again = once(&config);
-    assert!(
-        again.starts_with("fetched 0,") && again.contains("sent 0"),
-        "{again}"
-    );
+    assert!(again.starts_with("fetched 0,") && again.contains("sent 0"), "{again}");
     let again = once(&config);
-    assert!(
-        again.starts_with("fetched 0,") && again.contains("sent 0"),
-        "{again}"
-    );
+    assert!(again.starts_with("fetched 0,") && again.contains("sent 0"), "{again}");
     assert_eq!(tree(&data), files);
-    wait_for("postfix to empty its queue", DEADLINE, || {
-        stack.postfix_queue_empty().then_some(())
-    });
-    assert_eq!(
-        stack
-            .messages_with("alice@example.test", "INBOX", "In-Reply-To", &message_id)
-            .len(),
-        1
-    );
+    wait_for("postfix to empty its queue", DEADLINE, || stack.postfix_queue_empty().then_some(()));
+    assert_eq!(stack.messages_with("alice@example.test", "INBOX", "In-Reply-To", &message_id).len(), 1);
 
     // The message stays in the mailbox, unread, with our keyword.
-    let flags = stack.doveadm(&[
-        "-f",
-        "flow",
-        "fetch",
-        "-u",
-        "contact@example.test",
-        "flags",
-        "mailbox",
-        &folder,
-        "ALL",
-    ]);
+    let flags =
+        stack.doveadm(&["-f", "flow", "fetch", "-u", "contact@example.test", "flags", "mailbox", &folder, "ALL"]);
     assert!(flags.contains("$MailroomFiled"), "{flags}");
     assert!(!flags.contains("\\Seen"), "{flags}");
 }
@@ -260,15 +182,10 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
     // INTERNALDATE counts whole seconds, and mail from the first start's own second counts as
     // new: let the clock leave the delivery's second so this mail is unambiguously backlog.
     let delivered = chrono::Utc::now().timestamp();
-    wait_for("the next second", DEADLINE, || {
-        (chrono::Utc::now().timestamp() > delivered).then_some(())
-    });
+    wait_for("the next second", DEADLINE, || (chrono::Utc::now().timestamp() > delivered).then_some(()));
 
     let first = once(&config);
-    assert!(
-        first.contains("fetched 1, filed 1") && first.contains("queued 0, skipped 1"),
-        "{first}"
-    );
+    assert!(first.contains("fetched 1, filed 1") && first.contains("queued 0, skipped 1"), "{first}");
 
     let list_id = unique_id("list");
     let list = application_eml(
@@ -289,11 +206,7 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
         &new_id,
         &[],
         "Bonjour, voici ma lettre.",
-        &[(
-            "Lettre de motivation Bob.pdf",
-            "application/pdf",
-            &pdf("lettre bob"),
-        )],
+        &[("Lettre de motivation Bob.pdf", "application/pdf", &pdf("lettre bob"))],
     );
     deliver_and_wait(&stack, "bob@example.test", &folder, &new);
 
@@ -313,39 +226,16 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
         .map(|p| std::fs::read_to_string(p).unwrap())
         .collect();
     assert_eq!(reasons.len(), 1, "{reasons:?}");
-    assert!(
-        reasons[0].contains("not an application: mailing list"),
-        "{}",
-        reasons[0]
-    );
+    assert!(reasons[0].contains("not an application: mailing list"), "{}", reasons[0]);
     assert!(reasons[0].contains(&list_id), "{}", reasons[0]);
-    let acks = wait_for(
-        "the acknowledgement of the new application",
-        DEADLINE,
-        || {
-            let found = stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &new_id);
-            (!found.is_empty()).then_some(found)
-        },
-    );
-    assert!(
-        acks[0].contains("Il manque") || acks[0].contains("il manque"),
-        "the reply names the missing CV"
-    );
-    wait_for("postfix to empty its queue", DEADLINE, || {
-        stack.postfix_queue_empty().then_some(())
+    let acks = wait_for("the acknowledgement of the new application", DEADLINE, || {
+        let found = stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &new_id);
+        (!found.is_empty()).then_some(found)
     });
-    assert!(
-        stack
-            .messages_with("bob@example.test", "INBOX", "In-Reply-To", &old_id)
-            .is_empty(),
-        "backlog answered"
-    );
-    assert!(
-        stack
-            .messages_with("carol@example.test", "INBOX", "In-Reply-To", &list_id)
-            .is_empty(),
-        "list answered"
-    );
+    assert!(acks[0].contains("Il manque") || acks[0].contains("il manque"), "the reply names the missing CV");
+    wait_for("postfix to empty its queue", DEADLINE, || stack.postfix_queue_empty().then_some(()));
+    assert!(stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &old_id).is_empty(), "backlog answered");
+    assert!(stack.messages_with("carol@example.test", "INBOX", "In-Reply-To", &list_id).is_empty(), "list answered");
 }
 
 /// A wrong password is a clear failure naming the account, exit code 1, and nothing is written.
@@ -353,24 +243,11 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
 fn wrong_password_fails_clearly() {
     let Some(stack) = Stack::get() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let imap = stack
-        .imap_lines("contact@example.test", "INBOX", false)
-        .replace(stack.password(), "wrong-password");
-    let config = write_config(
-        dir.path(),
-        &imap,
-        &stack.smtp_lines("contact@example.test", false),
-        "",
-    );
+    let imap = stack.imap_lines("contact@example.test", "INBOX", false).replace(stack.password(), "wrong-password");
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
     let out = mailroom(&["once", "--config", config.to_str().unwrap()]);
     assert_eq!(out.status.code(), Some(1));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(
-        err.contains("login as contact@example.test refused"),
-        "{err}"
-    );
-    assert!(
-        !err.contains("wrong-password"),
-        "the password must not be printed: {err}"
-    );
+    assert!(err.contains("login as contact@example.test refused"), "{err}");
+    assert!(!err.contains("wrong-password"), "the password must not be printed: {err}");
 }

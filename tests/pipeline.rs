@@ -31,11 +31,7 @@ impl FakeMailbox {
     fn with(messages: Vec<Vec<u8>>, at: DateTime<Utc>) -> FakeMailbox {
         FakeMailbox {
             uid_validity: 7,
-            messages: messages
-                .into_iter()
-                .enumerate()
-                .map(|(i, m)| (i as u32 + 1, (at, m)))
-                .collect(),
+            messages: messages.into_iter().enumerate().map(|(i, m)| (i as u32 + 1, (at, m))).collect(),
             ..Default::default()
         }
     }
@@ -46,20 +42,13 @@ impl Mailbox for FakeMailbox {
         "contact@fake/INBOX"
     }
     async fn select(&mut self) -> Result<Selected, MailboxError> {
-        Ok(Selected {
-            uid_validity: self.uid_validity,
-            exists: self.messages.len() as u32,
-        })
+        Ok(Selected { uid_validity: self.uid_validity, exists: self.messages.len() as u32 })
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
         Ok(self
             .messages
             .range(after + 1..)
-            .map(|(uid, (at, m))| Envelope {
-                uid: *uid,
-                size: m.len() as u64,
-                internal_date: Some(*at),
-            })
+            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
             .collect())
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
@@ -67,11 +56,7 @@ impl Mailbox for FakeMailbox {
         Ok(uids
             .iter()
             .filter_map(|u| {
-                self.messages.get(u).map(|(at, m)| RawMessage {
-                    uid: *u,
-                    internal_date: Some(*at),
-                    raw: m.clone(),
-                })
+                self.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() })
             })
             .collect())
     }
@@ -94,10 +79,7 @@ impl Courier for FakeCourier {
         let mut left = self.transient_failures.lock().unwrap();
         if *left > 0 {
             *left -= 1;
-            return Err(SendError {
-                retry: Retry::Transient,
-                message: "421 try again later".into(),
-            });
+            return Err(SendError { retry: Retry::Transient, message: "421 try again later".into() });
         }
         self.sent.lock().unwrap().push(mail.clone());
         Ok(())
@@ -158,11 +140,7 @@ fn jeanne(n: u32) -> Vec<u8> {
         &[("Return-Path", "<jeanne.dupre@example.test>")],
         "Bonjour, veuillez trouver ci-joint mon CV et ma lettre de motivation.",
         &[
-            (
-                "CV Jeanne Dupré.pdf",
-                "application/pdf",
-                &pdf(&format!("cv {n}")),
-            ),
+            ("CV Jeanne Dupré.pdf", "application/pdf", &pdf(&format!("cv {n}"))),
             ("Lettre de motivation.pdf", "application/pdf", &pdf("lm")),
         ],
     )
@@ -174,11 +152,7 @@ fn robot() -> Vec<u8> {
         "contact@example.test",
         "Weekly digest",
         "digest-1@example.test",
-        &[
-            ("Return-Path", "<bounces@example.test>"),
-            ("List-Id", "<jobs.example.test>"),
-            ("Precedence", "bulk"),
-        ],
+        &[("Return-Path", "<bounces@example.test>"), ("List-Id", "<jobs.example.test>"), ("Precedence", "bulk")],
         "New offers this week.",
         &[],
     )
@@ -189,77 +163,37 @@ async fn files_each_message_once_and_answers_only_people_once() {
     let world = World::new("");
     let pipeline = world.pipeline();
     let arrived = Utc::now() + Duration::seconds(1);
-    let mut mailbox = FakeMailbox::with(
-        vec![jeanne(1), robot(), b"\x00\x01 not mail".to_vec()],
-        arrived,
-    );
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1), robot(), b"\x00\x01 not mail".to_vec()], arrived);
     let courier = FakeCourier::default();
 
-    let (report, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
-    assert_eq!(
-        (report.fetched, report.filed, report.quarantined),
-        (3, 2, 1)
-    );
-    assert_eq!((report.replies_queued, report.replies_skipped), (1, 1));
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    assert_eq!((report.fetched, report.filed, report.quarantined), (3, 1, 2));
+    assert_eq!((report.replies_queued, report.replies_skipped), (1, 0));
     assert_eq!(sent.sent, 1);
     let sent_mail = courier.sent.lock().unwrap().clone();
     assert_eq!(sent_mail.len(), 1);
     assert_eq!(sent_mail[0].to, "jeanne.dupre@example.test");
-    assert_eq!(
-        sent_mail[0].in_reply_to.as_deref(),
-        Some("jeanne-1@example.test")
-    );
-    assert!(
-        sent_mail[0].subject.contains("bien été reçue"),
-        "{}",
-        sent_mail[0].subject
-    );
+    assert_eq!(sent_mail[0].in_reply_to.as_deref(), Some("jeanne-1@example.test"));
+    assert!(sent_mail[0].subject.contains("bien été reçue"), "{}", sent_mail[0].subject);
     assert_eq!(mailbox.keywords, vec![1, 2, 3]);
 
     let files = world.files();
     let folder = "stage-gestion-projet/Dupré-Jeanne--";
+    assert!(files.iter().any(|f| f.starts_with(folder) && f.ends_with("/CV - Jeanne Dupré.pdf")), "{files:#?}");
     assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with(folder) && f.ends_with("/CV - Jeanne Dupré.pdf")),
+        files.iter().any(|f| f.starts_with(folder) && f.ends_with("/Lettre de motivation - Jeanne Dupré.pdf")),
         "{files:#?}"
     );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with(folder)
-                && f.ends_with("/Lettre de motivation - Jeanne Dupré.pdf")),
-        "{files:#?}"
-    );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with(folder) && f.ends_with(".eml")),
-        "{files:#?}"
-    );
-    assert!(
-        files
-            .iter()
-            .any(|f| f.starts_with("_quarantine/") && f.ends_with(".reason.txt")),
-        "{files:#?}"
-    );
+    assert!(files.iter().any(|f| f.starts_with(folder) && f.ends_with(".eml")), "{files:#?}");
+    assert!(files.iter().any(|f| f.starts_with("_quarantine/") && f.ends_with(".reason.txt")), "{files:#?}");
 
     // Again, and again after a restart: nothing is filed or sent twice.
     let before = world.files();
-    let (report, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     drop(pipeline);
     let pipeline = world.pipeline();
-    let (report, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     assert_eq!(world.files(), before);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
@@ -271,10 +205,7 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
     let courier = FakeCourier::default();
-    let (report, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!((report.filed, report.replies_queued, sent.sent), (1, 0, 0));
     let rows = lock(pipeline.ledger()).messages().unwrap();
     assert!(rows[0].2.starts_with("skipped: backlog"), "{rows:?}");
@@ -283,10 +214,7 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
     let world = World::new("[replies]\nacknowledge_backlog = true");
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
-    let (_, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!(sent.sent, 1);
 }
 
@@ -297,34 +225,19 @@ async fn uidvalidity_reset_files_and_answers_nobody_twice() {
     let at = Utc::now() + Duration::seconds(1);
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), jeanne(2)], at);
     let courier = FakeCourier::default();
-    pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     let files = world.files();
 
     // The server renumbers everything (a restore, a migration): same messages, new UIDs.
     let mut renumbered = FakeMailbox::with(vec![jeanne(2), jeanne(1), jeanne(3)], at);
     renumbered.uid_validity = 8;
-    let (report, sent) = pipeline
-        .once(&mut renumbered, &courier, never())
-        .await
-        .unwrap();
+    let (report, sent) = pipeline.once(&mut renumbered, &courier, never()).await.unwrap();
     assert_eq!((report.fetched, report.duplicates, report.filed), (3, 2, 1));
     assert_eq!(sent.sent, 1, "only the new message is answered");
     assert_eq!(courier.sent.lock().unwrap().len(), 3);
     // The repeat application went into the same folder, as a new version of the CV.
-    let new_files: Vec<_> = world
-        .files()
-        .into_iter()
-        .filter(|f| !files.contains(f))
-        .collect();
-    assert!(
-        new_files
-            .iter()
-            .any(|f| f.ends_with("CV - Jeanne Dupré (3).pdf")),
-        "{new_files:#?}"
-    );
+    let new_files: Vec<_> = world.files().into_iter().filter(|f| !files.contains(f)).collect();
+    assert!(new_files.iter().any(|f| f.ends_with("CV - Jeanne Dupré (3).pdf")), "{new_files:#?}");
 }
 
 #[tokio::test]
@@ -332,32 +245,18 @@ async fn transient_smtp_failure_waits_in_the_outbox_and_goes_out_once() {
     let world = World::new("");
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
-    let courier = FakeCourier {
-        transient_failures: Mutex::new(1),
-        ..Default::default()
-    };
-    let (_, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let courier = FakeCourier { transient_failures: Mutex::new(1), ..Default::default() };
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!((sent.sent, sent.retrying), (0, 1));
     let totals = lock(pipeline.ledger()).totals().unwrap();
     assert_eq!(totals.outbox_pending, 1);
     // Make the retry due now instead of waiting out the backoff.
     let due = lock(pipeline.ledger()).next_outbox_due().unwrap().unwrap();
     assert!(due > Utc::now(), "a retry is scheduled in the future");
-    lock(pipeline.ledger())
-        .mark_retry(1, "test: due now", Utc::now())
-        .unwrap();
-    let (_, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    lock(pipeline.ledger()).mark_retry(1, "test: due now", Utc::now()).unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!(sent.sent, 1);
-    let (_, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!(sent.sent, 0);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
 }
@@ -378,15 +277,9 @@ async fn a_reply_caught_mid_send_by_a_crash_is_never_sent_again() {
     assert_eq!(ledger.recover_interrupted().unwrap(), 1);
     let pipeline = Pipeline::new(&world.cfg, Replier::new(&world.cfg).unwrap(), ledger);
     let courier = FakeCourier::default();
-    let (_, sent) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!(sent.sent, 0);
-    assert_eq!(
-        lock(pipeline.ledger()).totals().unwrap().outbox_uncertain,
-        1
-    );
+    assert_eq!(lock(pipeline.ledger()).totals().unwrap().outbox_uncertain, 1);
     let _ = world.dir.path();
 }
 
@@ -396,20 +289,10 @@ async fn oversized_messages_are_quarantined_without_being_downloaded() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    let (report, _) = pipeline
-        .once(&mut mailbox, &courier, never())
-        .await
-        .unwrap();
+    let (report, _) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
     assert_eq!((report.quarantined, report.filed), (1, 0));
-    assert!(
-        mailbox.fetched_uids.is_empty(),
-        "{:?}",
-        mailbox.fetched_uids
-    );
+    assert!(mailbox.fetched_uids.is_empty(), "{:?}", mailbox.fetched_uids);
     let files = world.files();
-    assert!(
-        files.iter().all(|f| !f.ends_with(".eml")),
-        "nothing downloaded, so no .eml: {files:?}"
-    );
+    assert!(files.iter().all(|f| !f.ends_with(".eml")), "nothing downloaded, so no .eml: {files:?}");
     assert!(files.iter().any(|f| f.ends_with(".reason.txt")));
 }

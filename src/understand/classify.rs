@@ -39,12 +39,7 @@ pub struct Verdict {
 
 impl Verdict {
     pub fn new(kind: DocKind, confidence: f32, reason: impl Into<String>) -> Self {
-        Verdict {
-            kind,
-            confidence,
-            reason: reason.into(),
-            also_cover_letter: false,
-        }
+        Verdict { kind, confidence, reason: reason.into(), also_cover_letter: false }
     }
 }
 
@@ -79,11 +74,7 @@ pub fn fold(text: &str) -> String {
 /// The lower-case extension of a file name, if it has a plausible one.
 pub fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
-    if stem.is_empty()
-        || ext.is_empty()
-        || ext.len() > 5
-        || !ext.chars().all(|c| c.is_ascii_alphanumeric())
-    {
+    if stem.is_empty() || ext.is_empty() || ext.len() > 5 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
         return None;
     }
     Some(ext.to_ascii_lowercase())
@@ -91,10 +82,7 @@ pub fn extension(name: &str) -> Option<String> {
 
 /// Extensions of documents a person writes (as opposed to images, archives, signatures).
 pub fn is_document_extension(ext: &str) -> bool {
-    matches!(
-        ext,
-        "pdf" | "doc" | "docx" | "odt" | "rtf" | "txt" | "pages"
-    )
+    matches!(ext, "pdf" | "doc" | "docx" | "odt" | "rtf" | "txt" | "pages")
 }
 
 const LETTER_PHRASES: &[&str] = &[
@@ -106,14 +94,7 @@ const LETTER_PHRASES: &[&str] = &[
     "motivation letter",
     "letter of application",
 ];
-const LETTER_WORDS: &[&str] = &[
-    "lm",
-    "motivation",
-    "lettre",
-    "coverletter",
-    "letter",
-    "lettremotivation",
-];
+const LETTER_WORDS: &[&str] = &["lm", "motivation", "lettre", "coverletter", "letter", "lettremotivation"];
 const CV_WORDS: &[&str] = &["cv", "curriculum", "vitae", "resume", "cvs"];
 const IGNORED_EXTENSIONS: &[&str] = &["vcf", "p7s", "p7m", "asc", "sig", "ics"];
 
@@ -123,11 +104,7 @@ pub fn classify_filename(name: &str) -> Option<Verdict> {
     if let Some(ext) = ext.as_deref()
         && IGNORED_EXTENSIONS.contains(&ext)
     {
-        return Some(Verdict::new(
-            DocKind::Ignored,
-            0.95,
-            format!("a .{ext} file is not an application document"),
-        ));
+        return Some(Verdict::new(DocKind::Ignored, 0.95, format!("a .{ext} file is not an application document")));
     }
     let stem = match ext.as_deref() {
         Some(ext) => &name[..name.len() - ext.len() - 1],
@@ -143,37 +120,16 @@ pub fn classify_filename(name: &str) -> Option<Verdict> {
         .copied()
         .or_else(|| words.iter().find(|w| LETTER_WORDS.contains(w)).copied());
     // "CV_Jeanne", "cvJeanne", "MonCV": the token may be glued to a name.
-    let cv = words
-        .iter()
-        .find(|w| CV_WORDS.contains(w))
-        .copied()
-        .or_else(|| {
-            words
-                .iter()
-                .find(|w| {
-                    (w.starts_with("cv") || w.ends_with("cv")) && w.len() <= 12 && w.len() > 2
-                })
-                .copied()
-        });
+    let cv = words.iter().find(|w| CV_WORDS.contains(w)).copied().or_else(|| {
+        words.iter().find(|w| (w.starts_with("cv") || w.ends_with("cv")) && w.len() <= 12 && w.len() > 2).copied()
+    });
     match (cv, letter) {
         (Some(c), Some(l)) => Some(Verdict {
             also_cover_letter: true,
-            ..Verdict::new(
-                DocKind::Cv,
-                0.6,
-                format!("file name mentions both a CV ({c:?}) and a letter ({l:?})"),
-            )
+            ..Verdict::new(DocKind::Cv, 0.6, format!("file name mentions both a CV ({c:?}) and a letter ({l:?})"))
         }),
-        (Some(c), None) => Some(Verdict::new(
-            DocKind::Cv,
-            0.9,
-            format!("file name contains {c:?}"),
-        )),
-        (None, Some(l)) => Some(Verdict::new(
-            DocKind::CoverLetter,
-            0.9,
-            format!("file name contains {l:?}"),
-        )),
+        (Some(c), None) => Some(Verdict::new(DocKind::Cv, 0.9, format!("file name contains {c:?}"))),
+        (None, Some(l)) => Some(Verdict::new(DocKind::CoverLetter, 0.9, format!("file name contains {l:?}"))),
         (None, None) => {
             if has_word(&[
                 "diplome",
@@ -187,11 +143,7 @@ pub fn classify_filename(name: &str) -> Option<Verdict> {
                 "reference",
                 "references",
             ]) {
-                Some(Verdict::new(
-                    DocKind::Other,
-                    0.8,
-                    "file name names a supporting document",
-                ))
+                Some(Verdict::new(DocKind::Other, 0.8, "file name names a supporting document"))
             } else {
                 None
             }
@@ -209,10 +161,7 @@ mod tests {
 
     #[test]
     fn folds_accents_case_separators_and_humps() {
-        assert_eq!(
-            fold("Lettre_de_Motivation-Étudiante"),
-            "lettre de motivation etudiante"
-        );
+        assert_eq!(fold("Lettre_de_Motivation-Étudiante"), "lettre de motivation etudiante");
         assert_eq!(fold("CVJeanneDupré"), "cvjeanne dupre");
         assert_eq!(fold("LettreMotivation"), "lettre motivation");
         assert_eq!(fold("  --  "), "");
@@ -254,14 +203,7 @@ mod tests {
 
     #[test]
     fn names_that_do_not_tell() {
-        for name in [
-            "Jeanne_Dupré.pdf",
-            "Document1.pdf",
-            "scan0001.pdf",
-            "candidature.pdf",
-            "IMG_2020.jpg",
-            "",
-        ] {
+        for name in ["Jeanne_Dupré.pdf", "Document1.pdf", "scan0001.pdf", "candidature.pdf", "IMG_2020.jpg", ""] {
             assert_eq!(kind(name), None, "{name}");
         }
     }

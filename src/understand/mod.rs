@@ -38,10 +38,7 @@ pub struct Rules {
 
 impl Rules {
     pub fn from_config(cfg: &Config) -> Rules {
-        let mut own = vec![
-            normalise_address(&cfg.identity.from),
-            normalise_address(&cfg.imap.username),
-        ];
+        let mut own = vec![normalise_address(&cfg.identity.from), normalise_address(&cfg.imap.username)];
         own.extend(cfg.identity.team.iter().map(|a| normalise_address(a)));
         Rules {
             postings: cfg.postings.clone(),
@@ -183,39 +180,25 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         );
     }
     let Some(mail) = parse::parse(raw) else {
-        return quarantine(
-            "not an email message: no header could be parsed".into(),
-            None,
-            None,
-        );
+        return quarantine("not an email message: no header could be parsed".into(), None, None);
     };
     let message_id = mail.message_id.clone();
     let at = received_at.or(mail.date);
     if mail.part_count > rules.limits.max_parts {
         return quarantine(
-            format!(
-                "{} MIME parts, over limits.max_parts ({})",
-                mail.part_count, rules.limits.max_parts
-            ),
+            format!("{} MIME parts, over limits.max_parts ({})", mail.part_count, rules.limits.max_parts),
             message_id,
             at,
         );
     }
     if mail.depth > rules.limits.max_depth {
         return quarantine(
-            format!(
-                "nesting depth {}, over limits.max_depth ({})",
-                mail.depth, rules.limits.max_depth
-            ),
+            format!("nesting depth {}, over limits.max_depth ({})", mail.depth, rules.limits.max_depth),
             message_id,
             at,
         );
     }
-    if let Some(big) = mail
-        .parts
-        .iter()
-        .find(|p| p.bytes.len() as u64 > rules.limits.max_document_bytes)
-    {
+    if let Some(big) = mail.parts.iter().find(|p| p.bytes.len() as u64 > rules.limits.max_document_bytes) {
         return quarantine(
             format!(
                 "attachment {:?} of {} bytes is over limits.max_document_bytes ({})",
@@ -228,11 +211,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         );
     }
     let Some(candidate) = find_candidate(&mail) else {
-        return quarantine(
-            "no sender address in From or Reply-To".into(),
-            message_id,
-            at,
-        );
+        return quarantine("no sender address in From or Reply-To".into(), message_id, at);
     };
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
@@ -242,11 +221,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     if let Some(why) = &automated
         && documents.iter().all(|d| d.kind == DocKind::Ignored)
     {
-        return quarantine(
-            format!("not an application: {why}, and no document"),
-            message_id,
-            at,
-        );
+        return quarantine(format!("not an application: {why}, and no document"), message_id, at);
     }
     let missing = missing_kinds(&documents);
     Understood::Application(Box::new(Application {
@@ -281,21 +256,12 @@ fn find_candidate(mail: &ParsedMail) -> Option<Candidate> {
         return None;
     }
     let email = normalise_address(&chosen.address);
-    let name = chosen
-        .name
-        .as_ref()
-        .map(|n| n.nfc().collect::<String>())
-        .filter(|n| !n.contains('@'));
+    let name = chosen.name.as_ref().map(|n| n.nfc().collect::<String>()).filter(|n| !n.contains('@'));
     let (given_name, family_name) = match &name {
         Some(n) => split_name(n),
         None => name_from_local_part(&email),
     };
-    Some(Candidate {
-        email,
-        name,
-        given_name,
-        family_name,
-    })
+    Some(Candidate { email, name, given_name, family_name })
 }
 
 /// "Jeanne Dupré", "DUPRÉ Jeanne", "Dupré, Jeanne" → (given, family).
@@ -311,28 +277,17 @@ pub fn split_name(name: &str) -> (Option<String>, Option<String>) {
         0 => (None, None),
         1 => (Some(words[0].to_owned()), None),
         _ => {
-            let is_caps = |w: &str| {
-                w.chars().any(char::is_alphabetic) && w.chars().all(|c| !c.is_lowercase())
-            };
+            let is_caps = |w: &str| w.chars().any(char::is_alphabetic) && w.chars().all(|c| !c.is_lowercase());
             // French habit: the family name in capitals, first ("DUPRÉ Jeanne") or last ("Jeanne DE LA TOUR").
             let leading = words.iter().take_while(|w| is_caps(w)).count();
             let trailing = words.iter().rev().take_while(|w| is_caps(w)).count();
             if leading > 0 && leading < words.len() {
-                (
-                    Some(words[leading..].join(" ")),
-                    Some(title_case(&words[..leading].join(" "))),
-                )
+                (Some(words[leading..].join(" ")), Some(title_case(&words[..leading].join(" "))))
             } else if trailing > 0 && trailing < words.len() {
                 let split = words.len() - trailing;
-                (
-                    Some(words[..split].join(" ")),
-                    Some(title_case(&words[split..].join(" "))),
-                )
+                (Some(words[..split].join(" ")), Some(title_case(&words[split..].join(" "))))
             } else {
-                (
-                    Some(words[..words.len() - 1].join(" ")),
-                    Some(words[words.len() - 1].to_owned()),
-                )
+                (Some(words[..words.len() - 1].join(" ")), Some(words[words.len() - 1].to_owned()))
             }
         }
     }
@@ -361,11 +316,7 @@ fn title_case(s: &str) -> String {
 fn name_from_local_part(email: &str) -> (Option<String>, Option<String>) {
     let local = email.split('@').next().unwrap_or_default();
     let parts: Vec<&str> = local.split(['.', '_']).collect();
-    if parts.len() == 2
-        && parts
-            .iter()
-            .all(|p| p.len() > 1 && p.chars().all(char::is_alphabetic))
-    {
+    if parts.len() == 2 && parts.iter().all(|p| p.len() > 1 && p.chars().all(char::is_alphabetic)) {
         (Some(title_case(parts[0])), Some(title_case(parts[1])))
     } else {
         (None, None)
@@ -380,23 +331,14 @@ fn match_posting(mail: &ParsedMail, rules: &Rules, today: NaiveDate) -> PostingR
         closed: p.closing_date.is_some_and(|d| today > d),
         matched_by: why,
     };
-    let mut recipients: Vec<String> = mail
-        .to
-        .iter()
-        .chain(&mail.cc)
-        .map(|a| normalise_address(&a.address))
-        .collect();
+    let mut recipients: Vec<String> = mail.to.iter().chain(&mail.cc).map(|a| normalise_address(&a.address)).collect();
     for h in ["Delivered-To", "X-Original-To"] {
         if let Some(v) = mail.header(h) {
             recipients.push(normalise_address(v.trim_matches(['<', '>'])));
         }
     }
     for p in &rules.postings {
-        if let Some(a) = p
-            .addresses
-            .iter()
-            .find(|a| recipients.contains(&normalise_address(a)))
-        {
+        if let Some(a) = p.addresses.iter().find(|a| recipients.contains(&normalise_address(a))) {
             return make(p, format!("recipient {a}"));
         }
     }
@@ -409,12 +351,7 @@ fn match_posting(mail: &ParsedMail, rules: &Rules, today: NaiveDate) -> PostingR
             return make(p, format!("subject keyword {k:?}"));
         }
     }
-    match rules
-        .postings
-        .iter()
-        .find(|p| p.default)
-        .or(rules.postings.first())
-    {
+    match rules.postings.iter().find(|p| p.default).or(rules.postings.first()) {
         Some(p) => make(p, "default posting".into()),
         None => PostingRef {
             slug: "general".into(),
@@ -437,11 +374,7 @@ fn find_documents(mail: &ParsedMail) -> Vec<Document> {
         if docs.iter().any(|d| d.sha256 == sha256) {
             continue; // the same file attached twice is one document
         }
-        let name = part
-            .filename
-            .as_deref()
-            .map(parse::clean_line)
-            .filter(|n| !n.is_empty());
+        let name = part.filename.as_deref().map(parse::clean_line).filter(|n| !n.is_empty());
         let ext = name
             .as_deref()
             .and_then(extension)
@@ -451,32 +384,22 @@ fn find_documents(mail: &ParsedMail) -> Vec<Document> {
         let verdict = match name.as_deref().and_then(classify_filename) {
             Some(v) => v,
             None if is_image && part.inline && part.bytes.len() < INLINE_IMAGE_IGNORE_BYTES => {
-                Verdict::new(
-                    DocKind::Ignored,
-                    0.9,
-                    "small inline image (signature logo or tracking pixel)",
-                )
+                Verdict::new(DocKind::Ignored, 0.9, "small inline image (signature logo or tracking pixel)")
             }
             None if matches!(
                 part.content_type.as_str(),
                 "application/pkcs7-signature" | "text/vcard" | "text/x-vcard"
             ) =>
             {
-                Verdict::new(
-                    DocKind::Ignored,
-                    0.95,
-                    format!("{} is not a document", part.content_type),
-                )
+                Verdict::new(DocKind::Ignored, 0.95, format!("{} is not a document", part.content_type))
             }
             None if is_document_extension(&ext) => {
                 unknown.push(docs.len());
                 Verdict::new(DocKind::Other, 0.3, "the file name does not tell")
             }
-            None => Verdict::new(
-                DocKind::Other,
-                0.6,
-                format!("a {} file, not a CV or letter format", part.content_type),
-            ),
+            None => {
+                Verdict::new(DocKind::Other, 0.6, format!("a {} file, not a CV or letter format", part.content_type))
+            }
         };
         let also_cover_letter = verdict.also_cover_letter;
         docs.push(Document {
@@ -507,12 +430,9 @@ fn find_documents(mail: &ParsedMail) -> Vec<Document> {
         docs[a].reason = "two documents whose names do not tell; the first taken as the CV".into();
         docs[b].kind = DocKind::CoverLetter;
         docs[b].confidence = 0.35;
-        docs[b].reason =
-            "two documents whose names do not tell; the second taken as the letter".into();
+        docs[b].reason = "two documents whose names do not tell; the second taken as the letter".into();
     }
-    let letter_attached = docs
-        .iter()
-        .any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter);
+    let letter_attached = docs.iter().any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter);
     if !letter_attached && let Some(letter) = body_letter(mail) {
         docs.push(letter);
     }
@@ -531,20 +451,14 @@ fn body_letter(mail: &ParsedMail) -> Option<Document> {
             || (l.starts_with("Le ") && l.ends_with("a écrit :"))
             || (l.starts_with("On ") && l.ends_with("wrote:"))
     };
-    let own: String = text
-        .lines()
-        .take_while(|l| !is_cut(l))
-        .filter(|l| !l.starts_with('>'))
-        .collect::<Vec<_>>()
-        .join("\n");
+    let own: String =
+        text.lines().take_while(|l| !is_cut(l)).filter(|l| !l.starts_with('>')).collect::<Vec<_>>().join("\n");
     let trimmed = own.trim();
     if trimmed.chars().count() < BODY_LETTER_MIN_CHARS {
         return None;
     }
     let folded = format!(" {} ", fold(trimmed));
-    const GREETINGS: &[&str] = &[
-        "madame", "monsieur", "bonjour", "dear", "hello", "to whom", "chere", "cher",
-    ];
+    const GREETINGS: &[&str] = &["madame", "monsieur", "bonjour", "dear", "hello", "to whom", "chere", "cher"];
     const CLOSINGS: &[&str] = &[
         "cordialement",
         "salutations",
@@ -557,12 +471,8 @@ fn body_letter(mail: &ParsedMail) -> Option<Document> {
         "best wishes",
         "dans l attente",
     ];
-    let greeting = GREETINGS
-        .iter()
-        .find(|g| folded.contains(&format!(" {g} ")))?;
-    let closing = CLOSINGS
-        .iter()
-        .find(|c| folded.contains(&format!(" {c} ")))?;
+    let greeting = GREETINGS.iter().find(|g| folded.contains(&format!(" {g} ")))?;
+    let closing = CLOSINGS.iter().find(|c| folded.contains(&format!(" {c} ")))?;
     let bytes = trimmed.as_bytes().to_vec();
     Some(Document {
         kind: DocKind::CoverLetter,
@@ -586,10 +496,7 @@ fn missing_kinds(docs: &[Document]) -> Vec<DocKind> {
     if !docs.iter().any(|d| d.kind == DocKind::Cv) {
         missing.push(DocKind::Cv);
     }
-    if !docs
-        .iter()
-        .any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter)
-    {
+    if !docs.iter().any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter) {
         missing.push(DocKind::CoverLetter);
     }
     missing
@@ -619,35 +526,17 @@ mod tests {
 
     #[test]
     fn splits_names_the_ways_people_write_them() {
-        assert_eq!(
-            split_name("Jeanne Dupré"),
-            (Some("Jeanne".into()), Some("Dupré".into()))
-        );
-        assert_eq!(
-            split_name("DUPRÉ Jeanne"),
-            (Some("Jeanne".into()), Some("Dupré".into()))
-        );
-        assert_eq!(
-            split_name("Dupré, Jeanne"),
-            (Some("Jeanne".into()), Some("Dupré".into()))
-        );
-        assert_eq!(
-            split_name("Marie-Claire DE LA TOUR"),
-            (Some("Marie-Claire".into()), Some("De La Tour".into()))
-        );
-        assert_eq!(
-            split_name("Jean Paul Martin"),
-            (Some("Jean Paul".into()), Some("Martin".into()))
-        );
+        assert_eq!(split_name("Jeanne Dupré"), (Some("Jeanne".into()), Some("Dupré".into())));
+        assert_eq!(split_name("DUPRÉ Jeanne"), (Some("Jeanne".into()), Some("Dupré".into())));
+        assert_eq!(split_name("Dupré, Jeanne"), (Some("Jeanne".into()), Some("Dupré".into())));
+        assert_eq!(split_name("Marie-Claire DE LA TOUR"), (Some("Marie-Claire".into()), Some("De La Tour".into())));
+        assert_eq!(split_name("Jean Paul Martin"), (Some("Jean Paul".into()), Some("Martin".into())));
         assert_eq!(split_name("Jeanne"), (Some("Jeanne".into()), None));
     }
 
     #[test]
     fn names_from_addresses() {
-        assert_eq!(
-            name_from_local_part("jeanne.dupre@example.test"),
-            (Some("Jeanne".into()), Some("Dupre".into()))
-        );
+        assert_eq!(name_from_local_part("jeanne.dupre@example.test"), (Some("Jeanne".into()), Some("Dupre".into())));
         assert_eq!(name_from_local_part("jd1987@example.test"), (None, None));
     }
 }

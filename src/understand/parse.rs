@@ -52,10 +52,7 @@ pub struct ParsedMail {
 impl ParsedMail {
     /// The value of the first header with this name (case-insensitive), trimmed.
     pub fn header(&self, name: &str) -> Option<&str> {
-        self.headers
-            .iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.trim())
+        self.headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim())
     }
 }
 
@@ -71,26 +68,15 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
         reply_to: message.reply_to().and_then(first_address),
         to: message.to().map(all_addresses).unwrap_or_default(),
         cc: message.cc().map(all_addresses).unwrap_or_default(),
-        headers: message
-            .headers_raw()
-            .map(|(n, v)| (n.to_owned(), unfold(v)))
-            .collect(),
+        headers: message.headers_raw().map(|(n, v)| (n.to_owned(), unfold(v))).collect(),
         subject: message.subject().map(clean_line),
         message_id: message.message_id().map(str::to_owned),
         references: message
             .references()
             .as_text_list()
             .map(|l| l.iter().map(|s| s.to_string()).collect())
-            .unwrap_or_else(|| {
-                message
-                    .references()
-                    .as_text()
-                    .map(|s| vec![s.to_owned()])
-                    .unwrap_or_default()
-            }),
-        date: message
-            .date()
-            .and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
+            .unwrap_or_else(|| message.references().as_text().map(|s| vec![s.to_owned()]).unwrap_or_default()),
+        date: message.date().and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
         content_type: message
             .root_part()
             .content_type()
@@ -101,10 +87,7 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             .unwrap_or_else(|| "text/plain".into())
             .to_ascii_lowercase(),
         text_body: message.body_text(0).map(|t| t.into_owned()),
-        html_body: message
-            .body_html(0)
-            .filter(|_| message.html_body_count() > 0)
-            .map(|t| t.into_owned()),
+        html_body: message.body_html(0).filter(|_| message.html_body_count() > 0).map(|t| t.into_owned()),
         part_count: 0,
         depth: 0,
         parts: Vec::new(),
@@ -161,15 +144,8 @@ fn to_mail_address(a: &mail_parser::Addr<'_>) -> Option<MailAddress> {
     if address.is_empty() {
         return None;
     }
-    let name = a
-        .name
-        .as_deref()
-        .map(clean_line)
-        .filter(|n| !n.is_empty() && n != address);
-    Some(MailAddress {
-        address: address.to_owned(),
-        name,
-    })
+    let name = a.name.as_deref().map(clean_line).filter(|n| !n.is_empty() && n != address);
+    Some(MailAddress { address: address.to_owned(), name })
 }
 
 /// One line of text, control characters gone: what a subject or a display name may contain.

@@ -6,11 +6,7 @@ use super::parse::ParsedMail;
 
 /// System senders by local part: bounces, list software, no-reply robots.
 pub fn is_system_local_part(address: &str) -> bool {
-    let local = address
-        .split('@')
-        .next()
-        .unwrap_or_default()
-        .to_ascii_lowercase();
+    let local = address.split('@').next().unwrap_or_default().to_ascii_lowercase();
     matches!(
         local.as_str(),
         "mailer-daemon"
@@ -51,24 +47,16 @@ pub fn automated_reason(mail: &ParsedMail, candidate: &str, own: &[String]) -> O
             return Some(format!("Auto-Submitted: {value}"));
         }
     }
-    if let Some((name, _)) = mail
-        .headers
-        .iter()
-        .find(|(n, _)| n.len() > 5 && n[..5].eq_ignore_ascii_case("list-"))
-    {
+    if let Some((name, _)) = mail.headers.iter().find(|(n, _)| n.len() > 5 && n[..5].eq_ignore_ascii_case("list-")) {
         return Some(format!("mailing list ({name} header)"));
     }
     if let Some(p) = mail.header("Precedence")
-        && ["bulk", "junk", "list"]
-            .iter()
-            .any(|b| p.eq_ignore_ascii_case(b))
+        && ["bulk", "junk", "list"].iter().any(|b| p.eq_ignore_ascii_case(b))
     {
         return Some(format!("Precedence: {p}"));
     }
     if let Some(s) = mail.header("X-Auto-Response-Suppress")
-        && s.split(',').any(|t| {
-            t.trim().eq_ignore_ascii_case("all") || t.trim().eq_ignore_ascii_case("autoreply")
-        })
+        && s.split(',').any(|t| t.trim().eq_ignore_ascii_case("all") || t.trim().eq_ignore_ascii_case("autoreply"))
     {
         return Some(format!("X-Auto-Response-Suppress: {s}"));
     }
@@ -95,10 +83,7 @@ mod tests {
 
     fn mail(headers: &[(&str, &str)]) -> ParsedMail {
         ParsedMail {
-            headers: headers
-                .iter()
-                .map(|(n, v)| (n.to_string(), v.to_string()))
-                .collect(),
+            headers: headers.iter().map(|(n, v)| (n.to_string(), v.to_string())).collect(),
             content_type: "text/plain".into(),
             ..Default::default()
         }
@@ -108,14 +93,7 @@ mod tests {
 
     #[test]
     fn a_person_gets_an_answer() {
-        assert_eq!(
-            automated_reason(
-                &mail(&[PERSON, ("Auto-Submitted", "no")]),
-                "jeanne@example.test",
-                &[]
-            ),
-            None
-        );
+        assert_eq!(automated_reason(&mail(&[PERSON, ("Auto-Submitted", "no")]), "jeanne@example.test", &[]), None);
     }
 
     #[test]
@@ -124,43 +102,21 @@ mod tests {
         for (headers, expect) in [
             (vec![], "no Return-Path"),
             (vec![("Return-Path", "<>")], "empty return path"),
-            (
-                vec![PERSON, ("Auto-Submitted", "auto-replied")],
-                "Auto-Submitted",
-            ),
-            (
-                vec![PERSON, ("Auto-Submitted", "auto-generated; owner-email=x")],
-                "Auto-Submitted",
-            ),
-            (
-                vec![PERSON, ("List-Id", "<jobs.example.test>")],
-                "mailing list",
-            ),
-            (
-                vec![PERSON, ("list-unsubscribe", "<mailto:x>")],
-                "mailing list",
-            ),
+            (vec![PERSON, ("Auto-Submitted", "auto-replied")], "Auto-Submitted"),
+            (vec![PERSON, ("Auto-Submitted", "auto-generated; owner-email=x")], "Auto-Submitted"),
+            (vec![PERSON, ("List-Id", "<jobs.example.test>")], "mailing list"),
+            (vec![PERSON, ("list-unsubscribe", "<mailto:x>")], "mailing list"),
             (vec![PERSON, ("Precedence", "bulk")], "Precedence"),
             (vec![PERSON, ("Precedence", "JUNK")], "Precedence"),
-            (
-                vec![PERSON, ("X-Auto-Response-Suppress", "DR, AutoReply")],
-                "X-Auto-Response-Suppress",
-            ),
-            (
-                vec![PERSON, ("X-Auto-Response-Suppress", "All")],
-                "X-Auto-Response-Suppress",
-            ),
+            (vec![PERSON, ("X-Auto-Response-Suppress", "DR, AutoReply")], "X-Auto-Response-Suppress"),
+            (vec![PERSON, ("X-Auto-Response-Suppress", "All")], "X-Auto-Response-Suppress"),
         ] {
             let reason = automated_reason(&mail(&headers), who, &[]).unwrap_or_default();
             assert!(reason.contains(expect), "{headers:?}: {reason:?}");
         }
         let mut report = mail(&[PERSON]);
         report.content_type = "multipart/report".into();
-        assert!(
-            automated_reason(&report, who, &[])
-                .unwrap()
-                .contains("report")
-        );
+        assert!(automated_reason(&report, who, &[]).unwrap().contains("report"));
         for system in [
             "MAILER-DAEMON@example.test",
             "owner-jobs@example.test",
@@ -168,21 +124,11 @@ mod tests {
             "no-reply@example.test",
             "noreply.jobs@example.test",
         ] {
-            assert!(
-                automated_reason(&mail(&[PERSON]), &system.to_lowercase(), &[]).is_some(),
-                "{system}"
-            );
+            assert!(automated_reason(&mail(&[PERSON]), &system.to_lowercase(), &[]).is_some(), "{system}");
         }
         let own = vec!["contact@example.test".to_string()];
-        assert!(
-            automated_reason(&mail(&[PERSON]), "contact@example.test", &own)
-                .unwrap()
-                .contains("own")
-        );
+        assert!(automated_reason(&mail(&[PERSON]), "contact@example.test", &own).unwrap().contains("own"));
         // Precedence: first-class is a person's mail.
-        assert_eq!(
-            automated_reason(&mail(&[PERSON, ("Precedence", "first-class")]), who, &[]),
-            None
-        );
+        assert_eq!(automated_reason(&mail(&[PERSON, ("Precedence", "first-class")]), who, &[]), None);
     }
 }

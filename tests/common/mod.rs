@@ -17,9 +17,8 @@ fn b64(bytes: &[u8]) -> String {
             out.push_str("\r\n");
         }
         let n = chunk.len();
-        let v = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
+        let v =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
         for j in 0..4 {
             if j <= n {
                 out.push(T[(v >> (18 - 6 * j) & 63) as usize] as char);
@@ -42,9 +41,7 @@ pub fn application_eml(
     attachments: &[Attachment],
 ) -> Vec<u8> {
     let mut m = String::new();
-    m.push_str(&format!(
-        "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"
-    ));
+    m.push_str(&format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"));
     m.push_str("Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n");
     for (n, v) in extra_headers {
         m.push_str(&format!("{n}: {v}\r\n"));
@@ -146,27 +143,19 @@ impl Stack {
     /// The stack, or `None` outside `scripts/test`. Under CI (`CI=true`) a missing stack is a
     /// failure, never a silent skip.
     pub fn get() -> Option<Stack> {
-        let vars: HashMap<String, String> = std::env::vars()
-            .filter(|(k, _)| k.starts_with("MAILSTACK_"))
-            .collect();
+        let vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MAILSTACK_")).collect();
         if vars.contains_key("MAILSTACK_IMAPS_PORT") {
             return Some(Stack { vars });
         }
         if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
-            panic!(
-                "CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test."
-            );
+            panic!("CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test.");
         }
-        eprintln!(
-            "SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier"
-        );
+        eprintln!("SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier");
         None
     }
 
     pub fn var(&self, k: &str) -> &str {
-        self.vars
-            .get(k)
-            .unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
+        self.vars.get(k).unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
     }
 
     pub fn port(&self, k: &str) -> u16 {
@@ -211,19 +200,9 @@ impl Stack {
     /// Sends a raw message through authenticated submission, as the candidate's mail client does.
     pub fn submit(&self, user: &str, recipients: &[&str], raw: &[u8]) {
         let status = std::process::Command::new("swaks")
-            .args([
-                "--server",
-                &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT")),
-            ])
+            .args(["--server", &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT"))])
             .args(["--tls", "--tls-ca-path", self.ca(), "--tls-verify"])
-            .args([
-                "--auth",
-                "PLAIN",
-                "--auth-user",
-                user,
-                "--auth-password",
-                self.password(),
-            ])
+            .args(["--auth", "PLAIN", "--auth-user", user, "--auth-password", self.password()])
             .args(["--from", user])
             .args(["--to", &recipients.join(",")])
             .args(["--data", "-", "--silent", "2"])
@@ -239,11 +218,7 @@ impl Stack {
             .args(args)
             .output()
             .expect("doveadm runs");
-        assert!(
-            out.status.success(),
-            "doveadm {args:?}: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert!(out.status.success(), "doveadm {args:?}: {}", String::from_utf8_lossy(&out.stderr));
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
@@ -255,32 +230,20 @@ impl Stack {
     }
 
     /// Full raw messages in a user's folder whose header matches `header: value`.
-    pub fn messages_with(
-        &self,
-        user: &str,
-        folder: &str,
-        header: &str,
-        value: &str,
-    ) -> Vec<String> {
-        let guids = self.doveadm(&[
-            "-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value,
-        ]);
+    pub fn messages_with(&self, user: &str, folder: &str, header: &str, value: &str) -> Vec<String> {
+        let guids = self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value]);
         guids
             .lines()
             .filter_map(|l| {
                 let uid = l.split_whitespace().last()?;
-                let text = self.doveadm(&[
-                    "-f", "flow", "fetch", "-u", user, "text", "mailbox", folder, "uid", uid,
-                ]);
+                let text = self.doveadm(&["-f", "flow", "fetch", "-u", user, "text", "mailbox", folder, "uid", uid]);
                 Some(text.strip_prefix("text=").unwrap_or(&text).to_owned())
             })
             .collect()
     }
 
     pub fn count(&self, user: &str, folder: &str) -> usize {
-        self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"])
-            .lines()
-            .count()
+        self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"]).lines().count()
     }
 
     /// True when Postfix has nothing left to deliver.
@@ -296,12 +259,7 @@ impl Stack {
 fn rand16() -> u16 {
     use std::hash::{BuildHasher, Hasher};
     let mut h = std::collections::hash_map::RandomState::new().build_hasher();
-    h.write_u128(
-        std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap()
-            .as_nanos(),
-    );
+    h.write_u128(std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos());
     h.finish() as u16
 }
 
@@ -316,10 +274,7 @@ pub struct StdinRun<'a> {
 
 impl StdinBytes for std::process::Command {
     fn stdin_bytes(&mut self, bytes: &[u8]) -> StdinRun<'_> {
-        StdinRun {
-            cmd: self,
-            bytes: bytes.to_vec(),
-        }
+        StdinRun { cmd: self, bytes: bytes.to_vec() }
     }
 }
 
