@@ -3,7 +3,7 @@
 //! Exit codes: 0 success; 1 the work failed (a server unreachable, a disk error); 2 the
 //! configuration or the command line is wrong (systemd is told not to restart on 2).
 
-use std::io::{IsTerminal, Read};
+use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -12,11 +12,12 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use tokio::sync::watch;
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{Config, ConfigError};
 use crate::courier::SmtpCourier;
 use crate::mailbox::ImapMailbox;
 use crate::pipeline::Pipeline;
 use crate::reply::Replier;
+use crate::service::{Monitor, Quiet, SystemdMonitor};
 use crate::store::{Ledger, SqliteLedger};
 use crate::understand::{Rules, Understood, understand};
 
@@ -61,6 +62,13 @@ enum Command {
     Run,
     /// Load and validate the configuration, then print it with secrets redacted.
     CheckConfig,
+    /// What the daemon has done: mailboxes and their last contact, messages filed today and in
+    /// all, quarantined, outbox waiting and failed. Reads the state; safe while the daemon runs.
+    Status {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what mailroom understands of one message, without filing or sending anything.
     Inspect {
         /// The message (.eml), or - for standard input.
@@ -108,14 +116,15 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file, json } => inspect(&cli.config, &file, json),
+        Command::Status { json } => status(&load_config(&cli.config)?, json),
         Command::Once => {
             let cfg = load_config(&cli.config)?;
-            init_logging(&cfg);
+            crate::service::init_logging(&cfg);
             runtime()?.block_on(once(cfg))
         }
         Command::Run => {
             let cfg = load_config(&cli.config)?;
-            init_logging(&cfg);
+            crate::service::init_logging(&cfg);
             runtime()?.block_on(run(cfg))
         }
     }
@@ -128,16 +137,6 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .enable_all()
         .build()
         .context("cannot start the async runtime")
-}
-
-fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text | LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
-    };
 }
 
 /// The one cancellation path: SIGINT or SIGTERM turns the watch to true; a second one exits at once.
@@ -188,7 +187,12 @@ async fn once(cfg: Config) -> anyhow::Result<ExitCode> {
     let courier = SmtpCourier::new(&cfg)?;
     let stop = shutdown_signal();
     let mut mailbox = ImapMailbox::connect(&cfg).await?;
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, stop).await?;
+    let progress = crate::service::TerminalProgress::if_terminal();
+    let monitor: &dyn Monitor = match &progress {
+        Some(p) => p,
+        None => &Quiet,
+    };
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, monitor, stop).await?;
     crate::mailbox::Mailbox::logout(&mut mailbox).await;
     let totals = crate::courier::lock(pipeline.ledger()).totals()?;
     println!(
@@ -214,7 +218,13 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     tracing::info!(poll_interval_s = cfg.imap.poll_interval_secs, "watching the mailbox");
     let connect_cfg = cfg.clone();
     pipeline
-        .run(|| ImapMailbox::connect(&connect_cfg), &courier, Duration::from_secs(cfg.imap.poll_interval_secs), stop)
+        .run(
+            || ImapMailbox::connect(&connect_cfg),
+            &courier,
+            Duration::from_secs(cfg.imap.poll_interval_secs),
+            &SystemdMonitor::new(),
+            stop,
+        )
         .await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
@@ -320,4 +330,60 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         println!("reply:     {}", report.reply);
     }
     Ok(ExitCode::SUCCESS)
+}
+
+fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
+    let path = &cfg.storage.state_path;
+    if !path.exists() {
+        return Err(UsageError(format!(
+            "no state at {} (storage.state_path): mailroom has not run yet",
+            path.display()
+        ))
+        .into());
+    }
+    let snapshot = SqliteLedger::open_unlocked(path)?.snapshot()?;
+    if json {
+        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        return Ok(ExitCode::SUCCESS);
+    }
+    let when = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
+        Some(t) => {
+            let ago = (chrono::Utc::now() - t).num_seconds().max(0);
+            format!("{} ({} ago)", t.format("%Y-%m-%d %H:%M:%S UTC"), human_duration(ago))
+        }
+        None => "never".into(),
+    };
+    println!("state            {}", path.display());
+    println!("running since    {}", cfg_time(snapshot.first_start));
+    for m in &snapshot.mailboxes {
+        println!("mailbox          {} (uidvalidity {}, up to uid {})", m.name, m.uidvalidity, m.high_water);
+        println!("  last contact   {}", when(m.last_contact));
+    }
+    let t = &snapshot.totals;
+    println!(
+        "filed            {} today, {} in all (last {})",
+        snapshot.filed_today,
+        t.filed,
+        when(snapshot.last_message)
+    );
+    println!("quarantined      {}", t.quarantined);
+    println!("duplicates       {}", t.duplicates);
+    println!(
+        "outbox           {} waiting, {} sent, {} failed, {} uncertain",
+        t.outbox_pending, t.outbox_sent, t.outbox_failed, t.outbox_uncertain
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn cfg_time(t: chrono::DateTime<chrono::Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+fn human_duration(seconds: i64) -> String {
+    match seconds {
+        s if s < 120 => format!("{s} s"),
+        s if s < 7200 => format!("{} min", s / 60),
+        s if s < 172_800 => format!("{} h", s / 3600),
+        s => format!("{} days", s / 86_400),
+    }
 }

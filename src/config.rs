@@ -99,6 +99,10 @@ pub struct ImapConfig {
     /// Keyword set on a message once it is committed, so people see what mailroom has handled.
     #[serde(default = "defaults::filed_keyword")]
     pub filed_keyword: String,
+    /// Use IMAP IDLE when the server offers it (new mail is seen at once); otherwise poll.
+    #[serde(default = "defaults::yes")]
+    pub idle: bool,
+    /// How often `mailroom run` looks for new mail when IDLE is off or not offered.
     #[serde(default = "defaults::poll_interval_secs")]
     pub poll_interval_secs: u64,
     /// Deadline for connecting and for every single IMAP command.
@@ -268,6 +272,9 @@ mod defaults {
     }
     pub fn filed_keyword() -> String {
         "$MailroomFiled".into()
+    }
+    pub fn yes() -> bool {
+        true
     }
     pub fn poll_interval_secs() -> u64 {
         60

@@ -21,6 +21,7 @@
 //! | [`config`] | one serde tree: file, then `MAILROOM__SECTION__KEY` environment, validated at start | config files, password files |
 //! | [`tls`] | the rustls client configuration shared by IMAP and SMTP | CA files |
 //! | [`error`] | the transient/permanent split every boundary error reports | — |
+//! | [`service`] | readiness, status, watchdog and progress reports (sd_notify); logging set-up | the notify socket |
 //! | [`cli`] | the command line; the only place `anyhow` is used | — |
 //!
 //! The SQLite store is the commit point: a message's row, its documents and its outbox entry
@@ -38,6 +39,7 @@ pub mod filing;
 pub mod mailbox;
 pub mod pipeline;
 pub mod reply;
+pub mod service;
 pub mod store;
 pub mod tls;
 pub mod understand;

@@ -84,7 +84,20 @@ pub trait Mailbox {
         uids: &[u32],
         keyword: &str,
     ) -> impl std::future::Future<Output = Result<(), MailboxError>>;
+    /// Waits until the folder may have changed (IDLE) or `at_most` has passed (polling, or the
+    /// IDLE refresh). Either way the caller then fetches everything above its high-water mark,
+    /// so a wake-up that brings nothing costs one cheap command, and a missed one costs nothing.
+    fn wait_for_change(&mut self, at_most: Duration) -> impl std::future::Future<Output = Result<Wake, MailboxError>>;
     fn logout(&mut self) -> impl std::future::Future<Output = ()>;
+}
+
+/// Why [`Mailbox::wait_for_change`] returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Wake {
+    /// The server said something changed.
+    Changed,
+    /// The time ran out (a poll interval, or the IDLE refresh).
+    Timeout,
 }
 
 /// `1:3,5,7:9`: a compact UID set.
@@ -118,7 +131,9 @@ type Stream = TlsStream<TcpStream>;
 
 /// An IMAP session over TLS (implicit or STARTTLS) with rustls.
 pub struct ImapMailbox {
-    session: Session<Stream>,
+    /// `None` only while IDLE owns it, or after IDLE lost the connection.
+    session: Option<Session<Stream>>,
+    idle: bool,
     name: String,
     folder: String,
     timeout: Duration,
@@ -193,7 +208,7 @@ impl ImapMailbox {
         if imap.tls == TlsMode::Implicit {
             deadline(timeout, "greeting", async { client.read_response().await.map_err(|e| e.to_string()) }).await?;
         }
-        let session = match tokio::time::timeout(timeout, client.login(&imap.username, password.expose())).await {
+        let mut session = match tokio::time::timeout(timeout, client.login(&imap.username, password.expose())).await {
             Ok(Ok(s)) => s,
             Ok(Err((e, _))) => {
                 return Err(MailboxError::Auth { user: imap.username.clone(), message: e.to_string() });
@@ -202,14 +217,64 @@ impl ImapMailbox {
                 return Err(MailboxError::Timeout { command: "LOGIN", seconds: timeout.as_secs() });
             }
         };
+        let idle = imap.idle && deadline(timeout, "CAPABILITY", session.capabilities()).await?.has_str("IDLE");
         Ok(ImapMailbox {
-            session,
+            session: Some(session),
+            idle,
             name: format!("{}@{}/{}", imap.username, imap.host, imap.folder),
             folder: imap.folder.clone(),
             timeout,
         })
     }
 }
+
+impl ImapMailbox {
+    /// Whether the server offered IDLE (and the config allows it).
+    pub fn uses_idle(&self) -> bool {
+        self.idle
+    }
+
+    fn session(&mut self) -> Result<&mut Session<Stream>, MailboxError> {
+        self.session.as_mut().ok_or_else(lost_in_idle)
+    }
+
+    async fn idle_once(&mut self, at_most: Duration) -> Result<Wake, MailboxError> {
+        use async_imap::extensions::idle::IdleResponse;
+        let session = self.session.take().ok_or_else(lost_in_idle)?;
+        let mut handle = session.idle();
+        deadline(self.timeout, "IDLE", handle.init()).await?;
+        let wake = {
+            let (wait, _interrupt) = handle.wait_with_timeout(IDLE_SILENCE);
+            match tokio::time::timeout(at_most.min(IDLE_REFRESH), wait).await {
+                Err(_) => Wake::Timeout,
+                Ok(Ok(IdleResponse::NewData(_))) => Wake::Changed,
+                // Silence for IDLE_SILENCE: the DONE below proves the link alive, or fails.
+                Ok(Ok(IdleResponse::Timeout)) => Wake::Timeout,
+                // We never interrupt; async-imap reports the end of the stream this way.
+                Ok(Ok(IdleResponse::ManualInterrupt)) => {
+                    return Err(MailboxError::Protocol {
+                        command: "IDLE",
+                        message: "the server closed the connection".into(),
+                    });
+                }
+                Ok(Err(e)) => return Err(MailboxError::Protocol { command: "IDLE", message: e.to_string() }),
+            }
+        };
+        self.session = Some(deadline(self.timeout, "DONE", handle.done()).await?);
+        Ok(wake)
+    }
+}
+
+fn lost_in_idle() -> MailboxError {
+    MailboxError::Protocol { command: "IDLE", message: "the connection was lost during IDLE".into() }
+}
+
+/// How long one IDLE may last before we end and re-issue it ourselves. RFC 2177 asks for less
+/// than 29 minutes; async-imap's own timeout restarts at every server keep-alive, so alone it
+/// would never fire on a server that keeps talking.
+pub const IDLE_REFRESH: Duration = Duration::from_secs(25 * 60);
+/// Dovecot says "* OK Still here" every 2 minutes during IDLE: this much silence is a dead link.
+const IDLE_SILENCE: Duration = Duration::from_secs(5 * 60);
 
 impl Mailbox for ImapMailbox {
     fn name(&self) -> &str {
@@ -218,7 +283,8 @@ impl Mailbox for ImapMailbox {
 
     async fn select(&mut self) -> Result<Selected, MailboxError> {
         let folder = self.folder.clone();
-        let mailbox = match tokio::time::timeout(self.timeout, self.session.select(&folder)).await {
+        let timeout = self.timeout;
+        let mailbox = match tokio::time::timeout(timeout, self.session()?.select(&folder)).await {
             Ok(Ok(m)) => m,
             Ok(Err(async_imap::error::Error::No(msg))) => {
                 return Err(MailboxError::Select { folder, message: msg });
@@ -227,7 +293,7 @@ impl Mailbox for ImapMailbox {
                 return Err(MailboxError::Protocol { command: "SELECT", message: e.to_string() });
             }
             Err(_) => {
-                return Err(MailboxError::Timeout { command: "SELECT", seconds: self.timeout.as_secs() });
+                return Err(MailboxError::Timeout { command: "SELECT", seconds: timeout.as_secs() });
             }
         };
         let uid_validity = mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
@@ -239,8 +305,9 @@ impl Mailbox for ImapMailbox {
 
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
         let start = after.saturating_add(1);
-        let session = &mut self.session;
-        let mut out: Vec<Envelope> = deadline(self.timeout, "UID FETCH (list)", async {
+        let timeout = self.timeout;
+        let session = self.session()?;
+        let mut out: Vec<Envelope> = deadline(timeout, "UID FETCH (list)", async {
             let stream = session.uid_fetch(format!("{start}:*"), "(UID RFC822.SIZE INTERNALDATE)").await?;
             let fetches: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(
@@ -269,8 +336,9 @@ impl Mailbox for ImapMailbox {
             return Ok(Vec::new());
         }
         let set = uid_set(uids);
-        let session = &mut self.session;
-        let mut out: Vec<RawMessage> = deadline(self.timeout, "UID FETCH (bodies)", async {
+        let timeout = self.timeout;
+        let session = self.session()?;
+        let mut out: Vec<RawMessage> = deadline(timeout, "UID FETCH (bodies)", async {
             let mut stream = session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])").await?;
             let mut out = Vec::new();
             while let Some(f) = stream.try_next().await? {
@@ -296,8 +364,9 @@ impl Mailbox for ImapMailbox {
             return Ok(());
         }
         let set = uid_set(uids);
-        let session = &mut self.session;
-        deadline(self.timeout, "UID STORE", async {
+        let timeout = self.timeout;
+        let session = self.session()?;
+        deadline(timeout, "UID STORE", async {
             let stream = session.uid_store(&set, format!("+FLAGS.SILENT ({keyword})")).await?;
             let _: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(())
@@ -305,8 +374,19 @@ impl Mailbox for ImapMailbox {
         .await
     }
 
+    async fn wait_for_change(&mut self, at_most: Duration) -> Result<Wake, MailboxError> {
+        if self.idle {
+            self.idle_once(at_most).await
+        } else {
+            tokio::time::sleep(at_most).await;
+            Ok(Wake::Timeout)
+        }
+    }
+
     async fn logout(&mut self) {
-        let _ = tokio::time::timeout(Duration::from_secs(5), self.session.logout()).await;
+        if let Some(session) = self.session.as_mut() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), session.logout()).await;
+        }
     }
 }
 

@@ -31,6 +31,7 @@ use crate::error::{Classified, Retry, backoff};
 use crate::filing::{Filer, FilingError};
 use crate::mailbox::{Envelope, Mailbox, MailboxError};
 use crate::reply::{Replier, ReplyDecision};
+use crate::service::Monitor;
 use crate::store::{Batch, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
 use crate::understand::{Quarantine, Rules, Understood, sha256_hex, understand};
 
@@ -149,6 +150,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
     pub async fn pass<M: Mailbox>(
         &self,
         mailbox: &mut M,
+        monitor: &dyn Monitor,
         stop: &watch::Receiver<bool>,
     ) -> Result<Report, PipelineError> {
         let selected = mailbox.select().await?;
@@ -190,6 +192,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
             let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
             let (batch_report, committed) = self.process(key.clone(), high_water, items).await?;
             done += batch.len();
+            monitor.progress(done, total);
             report.add(batch_report);
             tracing::info!(
                 done,
@@ -227,22 +230,30 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         .map_err(|e| PipelineError::Worker(e.to_string()))?
     }
 
-    /// Sends what is due in the outbox, until `stop` turns true; sleeps until the next due entry
-    /// or until a commit queues a new reply.
+    /// Sends what is due in the outbox until `stop` turns true, sleeping until the next due
+    /// entry or until a commit queues a new reply. At stop it gives the outbox one last chance,
+    /// bounded by [`SHUTDOWN_OUTBOX_GRACE`]; what is left waits for the next start.
     pub async fn sender<C: Courier>(&self, courier: &C, mut stop: watch::Receiver<bool>) -> SendReport {
         let mut total = SendReport::default();
-        loop {
-            match send_due(&self.ledger, courier).await {
-                Ok(r) => {
-                    total.sent += r.sent;
-                    total.retrying += r.retrying;
-                    total.failed += r.failed;
-                }
-                Err(e) => tracing::error!(error = %e, "outbox: store error"),
+        let mut add = |r: Result<SendReport, StoreError>| match r {
+            Ok(r) => {
+                total.sent += r.sent;
+                total.retrying += r.retrying;
+                total.failed += r.failed;
             }
+            Err(e) => tracing::error!(error = %e, "outbox: store error"),
+        };
+        loop {
             if *stop.borrow() {
+                match tokio::time::timeout(SHUTDOWN_OUTBOX_GRACE, send_due(&self.ledger, courier)).await {
+                    Ok(r) => add(r),
+                    Err(_) => {
+                        tracing::warn!("outbox: stopped before everything was sent; the rest goes at the next start")
+                    }
+                }
                 return total;
             }
+            add(send_due(&self.ledger, courier).await);
             let next = lock(&self.ledger).next_outbox_due().ok().flatten();
             let wait = next
                 .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
@@ -256,16 +267,17 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         }
     }
 
-    /// `mailroom once`: one pass, then one last chance for the outbox.
+    /// `mailroom once`: one pass, then the outbox's chance to send what it queued.
     pub async fn once<M: Mailbox, C: Courier>(
         &self,
         mailbox: &mut M,
         courier: &C,
+        monitor: &dyn Monitor,
         stop: watch::Receiver<bool>,
     ) -> Result<(Report, SendReport), PipelineError> {
         let (done_tx, done_rx) = watch::channel(false);
         let work = async {
-            let r = self.pass(mailbox, &stop).await;
+            let r = self.pass(mailbox, monitor, &stop).await;
             let _ = done_tx.send(true);
             r
         };
@@ -273,14 +285,17 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         Ok((report?, sent))
     }
 
-    /// `mailroom run`: passes every `poll_interval`, reconnecting with backoff for ever, until
-    /// `stop` turns true. Errors are logged once per change of state, not once per try.
+    /// `mailroom run`: a pass, then wait for the server to announce new mail (IDLE) or for the
+    /// poll interval, then another pass, until `stop` turns true. A lost connection is replaced
+    /// with backoff and jitter, for ever; each failure is logged once per change of state, not
+    /// once per try. The watchdog is pinged from this loop only.
     pub async fn run<M, C, F, Fut>(
         &self,
         mut connect: F,
         courier: &C,
         poll_interval: Duration,
-        mut stop: watch::Receiver<bool>,
+        monitor: &dyn Monitor,
+        stop: watch::Receiver<bool>,
     ) where
         M: Mailbox,
         C: Courier,
@@ -288,48 +303,102 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         Fut: Future<Output = Result<M, MailboxError>>,
     {
         let sender_stop = stop.clone();
+        let ping_every = monitor.watchdog_interval().unwrap_or(Duration::from_secs(3600));
         let watcher = async {
+            let mut stop = stop.clone();
+            let mut ticker = tokio::time::interval(ping_every);
+            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
             let mut failures: u32 = 0;
             let mut last_error: Option<String> = None;
+            let mut ready = false;
             while !*stop.borrow() {
-                let result = async {
+                monitor.watchdog();
+                let result: Result<(), PipelineError> = async {
                     let mut mailbox = connect().await?;
-                    if failures > 0 || last_error.is_some() {
-                        tracing::info!("connected again");
+                    if last_error.take().is_some() {
+                        tracing::info!(after_failures = failures, "mailbox reachable again");
                     }
                     failures = 0;
-                    last_error = None;
+                    if !ready {
+                        monitor.ready();
+                        ready = true;
+                    }
                     loop {
-                        self.pass(&mut mailbox, &stop).await?;
-                        tokio::select! {
-                            _ = tokio::time::sleep(poll_interval) => {}
-                            _ = stop.changed() => { mailbox.logout().await; return Ok::<(), PipelineError>(()); }
-                        }
+                        monitor.watchdog();
+                        let report = self.pass(&mut mailbox, monitor, &stop).await?;
+                        monitor.status(&self.status_line(&report));
                         if *stop.borrow() {
-                            mailbox.logout().await;
-                            return Ok(());
+                            break;
+                        }
+                        let wait = mailbox.wait_for_change(poll_interval);
+                        tokio::pin!(wait);
+                        let woke = loop {
+                            tokio::select! {
+                                r = &mut wait => break Some(r),
+                                _ = ticker.tick() => monitor.watchdog(),
+                                _ = stop.changed() => break None,
+                            }
+                        };
+                        match woke {
+                            Some(r) => {
+                                r?;
+                            }
+                            None => break,
                         }
                     }
+                    mailbox.logout().await;
+                    Ok(())
                 }
                 .await;
-                if let Err(e) = result {
-                    let text = e.to_string();
-                    if last_error.as_deref() != Some(&text) {
-                        tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
-                        last_error = Some(text);
-                    }
-                    let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
-                    failures = failures.saturating_add(1);
+                let Err(e) = result else { continue };
+                let text = e.to_string();
+                if last_error.as_deref() != Some(text.as_str()) {
+                    tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
+                }
+                if !ready {
+                    // Started, but the server is away: systemd should not wait for it.
+                    monitor.ready();
+                    ready = true;
+                }
+                monitor.status(&format!("mailbox unavailable, retrying: {text}"));
+                last_error = Some(text);
+                let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
+                tracing::debug!(failures, retry_in_ms = wait.as_millis() as u64, "reconnect attempt failed");
+                let pause = tokio::time::sleep(wait);
+                failures = failures.saturating_add(1);
+                tokio::pin!(pause);
+                loop {
                     tokio::select! {
-                        _ = tokio::time::sleep(wait) => {}
-                        _ = stop.changed() => {}
+                        _ = &mut pause => break,
+                        _ = ticker.tick() => monitor.watchdog(),
+                        _ = stop.changed() => break,
                     }
                 }
             }
+            monitor.stopping();
         };
         tokio::join!(watcher, self.sender(courier, sender_stop));
     }
+
+    /// The `STATUS=` line: counts only, no personal data.
+    fn status_line(&self, last: &Report) -> String {
+        match lock(&self.ledger).totals() {
+            Ok(t) => format!(
+                "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; last pass fetched {}",
+                t.filed,
+                t.quarantined,
+                t.outbox_pending,
+                t.outbox_failed + t.outbox_uncertain,
+                last.fetched
+            ),
+            Err(e) => format!("watching; store unreadable: {e}"),
+        }
+    }
 }
+
+/// How long the outbox may keep sending after a stop was asked for: well below the unit's
+/// `TimeoutStopSec`, so a stop never turns into a kill.
+pub const SHUTDOWN_OUTBOX_GRACE: Duration = Duration::from_secs(10);
 
 /// Cuts the envelopes into batches of at most `messages` messages and `bytes` bytes
 /// (a single larger message makes a batch of its own).

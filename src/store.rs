@@ -126,6 +126,25 @@ pub struct Totals {
     pub outbox_uncertain: u64,
 }
 
+#[derive(Debug, Clone, Serialize)]
+pub struct MailboxStatus {
+    pub name: String,
+    pub uidvalidity: u32,
+    pub high_water: u32,
+    /// The last time a pass selected this folder successfully.
+    pub last_contact: Option<DateTime<Utc>>,
+}
+
+/// The state as `mailroom status` shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct Snapshot {
+    pub first_start: DateTime<Utc>,
+    pub mailboxes: Vec<MailboxStatus>,
+    pub filed_today: u64,
+    pub last_message: Option<DateTime<Utc>>,
+    pub totals: Totals,
+}
+
 /// The store, by role: what the pipeline and the outbox sender need of it.
 pub trait Ledger {
     /// When this state was first used: older mail is backlog.
@@ -257,6 +276,41 @@ impl SqliteLedger {
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
         let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
         Ok(SqliteLedger { conn, first_start: parse_ts(&first), _lock: None })
+    }
+
+    /// What `mailroom status` shows: read-only, safe while the daemon runs.
+    pub fn snapshot(&self) -> Result<Snapshot, StoreError> {
+        let mut stmt = self.conn.prepare(
+            "SELECT name, uidvalidity, high_water, last_contact FROM mailboxes m
+             WHERE uidvalidity = (SELECT uidvalidity FROM mailboxes WHERE name = m.name ORDER BY last_contact DESC LIMIT 1)
+             ORDER BY name",
+        )?;
+        let mailboxes = stmt
+            .query_map([], |r| {
+                Ok(MailboxStatus {
+                    name: r.get(0)?,
+                    uidvalidity: r.get(1)?,
+                    high_water: r.get(2)?,
+                    last_contact: r.get::<_, Option<String>>(3)?.map(|s| parse_ts(&s)),
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let today = ts(Utc::now().date_naive().and_hms_opt(0, 0, 0).unwrap_or_default().and_utc());
+        let filed_today: i64 = self.conn.query_row(
+            "SELECT count(*) FROM messages WHERE outcome = 'filed' AND recorded_at >= ?1",
+            params![today],
+            |r| r.get(0),
+        )?;
+        let last_message: Option<String> =
+            self.conn
+                .query_row("SELECT max(recorded_at) FROM messages WHERE outcome != 'duplicate'", [], |r| r.get(0))?;
+        Ok(Snapshot {
+            first_start: self.first_start,
+            mailboxes,
+            filed_today: filed_today as u64,
+            last_message: last_message.map(|s| parse_ts(&s)),
+            totals: self.totals()?,
+        })
     }
 
     /// Every message row, for tests and `status`: (uid, outcome, reply).

@@ -11,9 +11,10 @@ use chrono::{DateTime, Duration, Utc};
 use mailroom::config::Config;
 use mailroom::courier::{Courier, OutgoingMail, SendError, lock};
 use mailroom::error::Retry;
-use mailroom::mailbox::{Envelope, Mailbox, MailboxError, RawMessage, Selected};
+use mailroom::mailbox::{Envelope, Mailbox, MailboxError, RawMessage, Selected, Wake};
 use mailroom::pipeline::Pipeline;
 use mailroom::reply::Replier;
+use mailroom::service::Quiet;
 use mailroom::store::{Ledger, SqliteLedger};
 use tokio::sync::watch;
 
@@ -63,6 +64,10 @@ impl Mailbox for FakeMailbox {
     async fn add_keyword(&mut self, uids: &[u32], _: &str) -> Result<(), MailboxError> {
         self.keywords.extend_from_slice(uids);
         Ok(())
+    }
+    async fn wait_for_change(&mut self, at_most: std::time::Duration) -> Result<Wake, MailboxError> {
+        tokio::time::sleep(at_most).await;
+        Ok(Wake::Timeout)
     }
     async fn logout(&mut self) {}
 }
@@ -166,7 +171,7 @@ async fn files_each_message_once_and_answers_only_people_once() {
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), robot(), b"\x00\x01 not mail".to_vec()], arrived);
     let courier = FakeCourier::default();
 
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.fetched, report.filed, report.quarantined), (3, 1, 2));
     assert_eq!((report.replies_queued, report.replies_skipped), (1, 0));
     assert_eq!(sent.sent, 1);
@@ -189,11 +194,11 @@ async fn files_each_message_once_and_answers_only_people_once() {
 
     // Again, and again after a restart: nothing is filed or sent twice.
     let before = world.files();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     drop(pipeline);
     let pipeline = world.pipeline();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     assert_eq!(world.files(), before);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
@@ -205,7 +210,7 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
     let courier = FakeCourier::default();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.filed, report.replies_queued, sent.sent), (1, 0, 0));
     let rows = lock(pipeline.ledger()).messages().unwrap();
     assert!(rows[0].2.starts_with("skipped: backlog"), "{rows:?}");
@@ -214,7 +219,7 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
     let world = World::new("[replies]\nacknowledge_backlog = true");
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!(sent.sent, 1);
 }
 
@@ -225,13 +230,13 @@ async fn uidvalidity_reset_files_and_answers_nobody_twice() {
     let at = Utc::now() + Duration::seconds(1);
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), jeanne(2)], at);
     let courier = FakeCourier::default();
-    pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     let files = world.files();
 
     // The server renumbers everything (a restore, a migration): same messages, new UIDs.
     let mut renumbered = FakeMailbox::with(vec![jeanne(2), jeanne(1), jeanne(3)], at);
     renumbered.uid_validity = 8;
-    let (report, sent) = pipeline.once(&mut renumbered, &courier, never()).await.unwrap();
+    let (report, sent) = pipeline.once(&mut renumbered, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.fetched, report.duplicates, report.filed), (3, 2, 1));
     assert_eq!(sent.sent, 1, "only the new message is answered");
     assert_eq!(courier.sent.lock().unwrap().len(), 3);
@@ -246,7 +251,7 @@ async fn transient_smtp_failure_waits_in_the_outbox_and_goes_out_once() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier { transient_failures: Mutex::new(1), ..Default::default() };
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((sent.sent, sent.retrying), (0, 1));
     let totals = lock(pipeline.ledger()).totals().unwrap();
     assert_eq!(totals.outbox_pending, 1);
@@ -254,9 +259,9 @@ async fn transient_smtp_failure_waits_in_the_outbox_and_goes_out_once() {
     let due = lock(pipeline.ledger()).next_outbox_due().unwrap().unwrap();
     assert!(due > Utc::now(), "a retry is scheduled in the future");
     lock(pipeline.ledger()).mark_retry(1, "test: due now", Utc::now()).unwrap();
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!(sent.sent, 1);
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!(sent.sent, 0);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
 }
@@ -268,7 +273,7 @@ async fn a_reply_caught_mid_send_by_a_crash_is_never_sent_again() {
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let (stop_tx, stop_rx) = watch::channel(false);
     // File and queue, but "crash" (stop) before the sender runs: claim it by hand as a sender would.
-    pipeline.pass(&mut mailbox, &stop_rx).await.unwrap();
+    pipeline.pass(&mut mailbox, &Quiet, &stop_rx).await.unwrap();
     assert!(lock(pipeline.ledger()).claim(1, Utc::now()).unwrap());
     drop(stop_tx);
     drop(pipeline);
@@ -277,7 +282,7 @@ async fn a_reply_caught_mid_send_by_a_crash_is_never_sent_again() {
     assert_eq!(ledger.recover_interrupted().unwrap(), 1);
     let pipeline = Pipeline::new(&world.cfg, Replier::new(&world.cfg).unwrap(), ledger);
     let courier = FakeCourier::default();
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!(sent.sent, 0);
     assert_eq!(lock(pipeline.ledger()).totals().unwrap().outbox_uncertain, 1);
     let _ = world.dir.path();
@@ -289,7 +294,7 @@ async fn oversized_messages_are_quarantined_without_being_downloaded() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    let (report, _) = pipeline.once(&mut mailbox, &courier, never()).await.unwrap();
+    let (report, _) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
     assert_eq!((report.quarantined, report.filed), (1, 0));
     assert!(mailbox.fetched_uids.is_empty(), "{:?}", mailbox.fetched_uids);
     let files = world.files();

@@ -80,7 +80,6 @@ pub fn write_config(dir: &Path, imap: &str, smtp: &str, extra: &str) -> PathBuf 
     let text = format!(
         r#"[imap]
 {imap}
-poll_interval_secs = 1
 timeout_secs = 20
 
 [smtp]
@@ -211,6 +210,18 @@ impl Stack {
         assert!(status, "swaks submission as {user} failed");
     }
 
+    /// Hands a message to Postfix's inbound port (no authentication), as another mail server on
+    /// the Internet would; works while Dovecot (and so SASL) is down.
+    pub fn inject(&self, from: &str, recipients: &[&str], raw: &[u8]) {
+        let status = std::process::Command::new("swaks")
+            .args(["--server", &format!("127.0.0.1:{}", self.port("MAILSTACK_SMTP_PORT"))])
+            .args(["--from", from, "--to", &recipients.join(",")])
+            .args(["--data", "-", "--silent", "2"])
+            .stdin_bytes(raw)
+            .status_checked();
+        assert!(status, "swaks injection from {from} failed");
+    }
+
     /// Runs doveadm against the stack's Dovecot.
     pub fn doveadm(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("doveadm")
@@ -299,4 +310,152 @@ pub fn mailroom(args: &[&str]) -> std::process::Output {
         .env_remove("RUST_LOG")
         .output()
         .expect("mailroom runs")
+}
+
+impl Stack {
+    /// A stack of this test's own (its own state folder and ports), for tests that stop servers
+    /// and must not disturb the others. Stopped when dropped. `None` as for [`Stack::get`].
+    pub fn own(name: &str) -> Option<OwnStack> {
+        Stack::get()?;
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(format!("mailstack-{name}"));
+        let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack"))
+            .arg("up")
+            .env("MAILSTACK_DIR", &dir)
+            .output()
+            .expect("scripts/mailstack runs");
+        assert!(out.status.success(), "mailstack up: {}", String::from_utf8_lossy(&out.stderr));
+        let vars = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.split_once('=').map(|(k, v)| (k.to_owned(), v.to_owned())))
+            .collect();
+        Some(OwnStack { stack: Stack { vars }, dir })
+    }
+
+    /// `scripts/mailstack stop|start dovecot|postfix` for this stack.
+    pub fn service(&self, action: &str, which: &str) {
+        let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack"))
+            .args([action, which])
+            .env("MAILSTACK_DIR", self.var("MAILSTACK_DIR"))
+            .output()
+            .expect("scripts/mailstack runs");
+        assert!(out.status.success(), "mailstack {action} {which}: {}", String::from_utf8_lossy(&out.stderr));
+    }
+
+    /// Delivers messages straight into Dovecot over LMTP, as the MTA does: fast, for backlogs.
+    pub fn lmtp_deliver(&self, rcpt: &str, messages: &[Vec<u8>]) {
+        use std::io::{BufRead, BufReader, Write};
+        let stream =
+            std::net::TcpStream::connect(("127.0.0.1", self.port("MAILSTACK_LMTP_PORT"))).expect("LMTP connects");
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut w = stream;
+        let mut line = String::new();
+        let mut expect = |reader: &mut BufReader<std::net::TcpStream>, code: &str| loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            assert!(line.starts_with(code), "LMTP: expected {code}, got {line:?}");
+            if line.as_bytes().get(3) != Some(&b'-') {
+                break;
+            }
+        };
+        expect(&mut reader, "220");
+        w.write_all(b"LHLO tests.example.test\r\n").unwrap();
+        expect(&mut reader, "250");
+        for raw in messages {
+            w.write_all(b"MAIL FROM:<sender@example.test>\r\n").unwrap();
+            expect(&mut reader, "250");
+            w.write_all(format!("RCPT TO:<{rcpt}>\r\n").as_bytes()).unwrap();
+            expect(&mut reader, "250");
+            w.write_all(b"DATA\r\n").unwrap();
+            expect(&mut reader, "354");
+            let mut data = Vec::with_capacity(raw.len() + 64);
+            data.extend_from_slice(b"Return-Path: <sender@example.test>\r\n");
+            for l in raw.split_inclusive(|b| *b == b'\n') {
+                if l.starts_with(b".") {
+                    data.push(b'.');
+                }
+                data.extend_from_slice(l);
+            }
+            if !data.ends_with(b"\r\n") {
+                data.extend_from_slice(b"\r\n");
+            }
+            data.extend_from_slice(b".\r\n");
+            w.write_all(&data).unwrap();
+            expect(&mut reader, "250");
+        }
+        w.write_all(b"QUIT\r\n").unwrap();
+    }
+}
+
+/// A stack started by one test; `down` when dropped.
+pub struct OwnStack {
+    pub stack: Stack,
+    dir: PathBuf,
+}
+
+impl std::ops::Deref for OwnStack {
+    type Target = Stack;
+    fn deref(&self) -> &Stack {
+        &self.stack
+    }
+}
+
+impl Drop for OwnStack {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack"))
+            .arg("down")
+            .env("MAILSTACK_DIR", &self.dir)
+            .output();
+    }
+}
+
+/// A `mailroom run` child process, killed when dropped.
+pub struct Daemon {
+    pub child: std::process::Child,
+    pub log: PathBuf,
+}
+
+impl Daemon {
+    pub fn start(config: &Path) -> Daemon {
+        Self::start_with_env(config, &[])
+    }
+
+    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+        let log = config.with_file_name("daemon.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["run", "--config", config.to_str().unwrap()])
+            .env("RUST_LOG", "mailroom=debug")
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::null())
+            .stderr(file)
+            .spawn()
+            .expect("mailroom run starts");
+        Daemon { child, log }
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+
+    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    pub fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
+        assert!(ok, "kill -TERM {pid}");
+        wait_for("mailroom to exit after SIGTERM", deadline, || self.child.try_wait().unwrap())
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `mailroom status --json` for a config.
+pub fn status_json(config: &Path) -> serde_json::Value {
+    let out = mailroom(&["status", "--json", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
 }

@@ -1,0 +1,208 @@
+//! `mailroom run` as a daemon, on the real mail stack: IDLE, readiness and watchdog messages,
+//! reconnecting after an outage, stopping cleanly mid-backlog, and `mailroom status` telling the
+//! truth after each. Like tests/e2e.rs, these need `scripts/test` (they fail under CI=true
+//! without a stack, and say SKIPPED otherwise).
+
+mod common;
+
+use std::os::unix::net::UnixDatagram;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, wait_for, write_config};
+
+const DEADLINE: Duration = Duration::from_secs(60);
+
+fn unique_id(tag: &str) -> String {
+    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
+}
+
+fn application(from: &str, name: &str, to: &str, id: &str) -> Vec<u8> {
+    application_eml(
+        &format!("{name} <{from}>"),
+        to,
+        "Candidature stage",
+        id,
+        &[],
+        "Bonjour, voici mon CV et ma lettre.",
+        &[("CV.pdf", "application/pdf", &pdf(id)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    )
+}
+
+/// Waits until the daemon has completed a pass on its folder (its status shows a contact).
+fn wait_ready(config: &Path) {
+    let log = config.with_file_name("daemon.log");
+    let what = format!("the daemon's first pass (log: {})", log.display());
+    wait_for(&what, DEADLINE, || {
+        if !config.with_file_name("state").join("mailroom.sqlite3").exists() {
+            return None;
+        }
+        let s = status_json(config);
+        s["mailboxes"].as_array().filter(|m| !m.is_empty() && !m[0]["last_contact"].is_null()).map(|_| ())
+    });
+}
+
+fn notifications(socket: &UnixDatagram) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut buf = [0u8; 4096];
+    while let Ok(n) = socket.recv(&mut buf) {
+        out.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+    }
+    out
+}
+
+#[test]
+fn run_acknowledges_through_idle_and_reports_to_systemd() {
+    let Some(stack) = Stack::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = stack.fresh_folder("contact@example.test", "idle");
+    // Polling once an hour: only IDLE can explain a reply within seconds.
+    let imap = format!("{}\npoll_interval_secs = 3600", stack.imap_lines("contact@example.test", &folder, false));
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    let mut daemon = Daemon::start_with_env(
+        &config,
+        &[("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "3000000")],
+    );
+    wait_ready(&config);
+    let mut seen = Vec::new();
+    wait_for("READY=1 on the notify socket", DEADLINE, || {
+        seen.extend(notifications(&socket));
+        seen.iter().any(|m| m.contains("READY=1")).then_some(())
+    });
+
+    let id = unique_id("idle");
+    let sent_at = Instant::now();
+    stack.submit(
+        "erin@example.test",
+        &[&format!("contact+{folder}@example.test")],
+        &application("erin@example.test", "Erin Petit", &format!("contact+{folder}@example.test"), &id),
+    );
+    wait_for("the acknowledgement within 5 s of sending", Duration::from_secs(5), || {
+        (!stack.messages_with("erin@example.test", "INBOX", "In-Reply-To", &id).is_empty()).then_some(())
+    });
+    eprintln!("application submitted → acknowledgement in the candidate's mailbox: {:?}", sent_at.elapsed());
+
+    // The watchdog is pinged (every WATCHDOG_USEC/3) and STATUS= says what it is doing.
+    wait_for("WATCHDOG=1 and a STATUS= line", DEADLINE, || {
+        seen.extend(notifications(&socket));
+        (seen.iter().any(|m| m.contains("WATCHDOG=1")) && seen.iter().any(|m| m.contains("STATUS=watching")))
+            .then_some(())
+    });
+    let status = daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", daemon.log_text());
+    seen.extend(notifications(&socket));
+    assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
+    let log = daemon.log_text();
+    assert!(!log.contains("erin@example.test") && !log.contains("Erin Petit"), "no personal data in the log:\n{log}");
+
+    let s = status_json(&config);
+    assert_eq!(s["totals"]["filed"], 1, "{s}");
+    assert_eq!(s["totals"]["outbox_sent"], 1, "{s}");
+    assert_eq!(s["totals"]["outbox_pending"], 0, "{s}");
+}
+
+#[test]
+fn run_reconnects_after_a_dovecot_outage_and_files_what_arrived_meanwhile() {
+    let Some(stack) = Stack::own("outage") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = stack.fresh_folder("contact@example.test", "outage");
+    let imap = format!("{}\npoll_interval_secs = 3600", stack.imap_lines("contact@example.test", &folder, false));
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", true), "");
+    let mut daemon = Daemon::start(&config);
+    wait_ready(&config);
+
+    stack.service("stop", "dovecot");
+    wait_for("the daemon to notice the outage", DEADLINE, || {
+        daemon.log_text().contains("mailbox unavailable").then_some(())
+    });
+    // Postfix keeps the application while Dovecot is away.
+    let id = unique_id("outage");
+    stack.inject(
+        "frank@example.test",
+        &[&format!("contact+{folder}@example.test")],
+        &application("frank@example.test", "Frank Moreau", &format!("contact+{folder}@example.test"), &id),
+    );
+    // Let the daemon fail a few times in a row before the server comes back.
+    wait_for("several failed reconnects", DEADLINE, || {
+        (daemon.log_text().matches("reconnect attempt failed").count() >= 3).then_some(())
+    });
+    stack.service("start", "dovecot");
+
+    wait_for("the acknowledgement after the outage", Duration::from_secs(120), || {
+        (!stack.messages_with("frank@example.test", "INBOX", "In-Reply-To", &id).is_empty()).then_some(())
+    });
+    let log = daemon.log_text();
+    assert!(log.contains("mailbox reachable again"), "{log}");
+    // Three or more refused connections in a row, one error line for them: logged once per
+    // change of state (connection lost, then refused), not once per try.
+    assert!(log.matches("reconnect attempt failed").count() >= 3, "{log}");
+    assert_eq!(log.matches("Connection refused").count(), 1, "{log}");
+    let status = daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "{status}");
+    let s = status_json(&config);
+    assert_eq!((s["totals"]["filed"].as_u64(), s["totals"]["outbox_sent"].as_u64()), (Some(1), Some(1)), "{s}");
+}
+
+#[test]
+fn sigterm_mid_backlog_exits_cleanly_and_a_restart_finishes_without_doubles() {
+    let Some(stack) = Stack::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = stack.fresh_folder("contact@example.test", "term");
+    const TOTAL: usize = 400;
+    let big = vec![b'x'; 120_000];
+    let messages: Vec<Vec<u8>> = (0..TOTAL)
+        .map(|i| {
+            application_eml(
+                &format!("Candidate {i} <candidate{i}@example.test>"),
+                "contact@example.test",
+                "Candidature stage",
+                &unique_id(&format!("backlog{i}")),
+                &[],
+                "Bonjour, ci-joint mon CV.",
+                &[("CV.pdf", "application/pdf", &[pdf("cv").as_slice(), &big].concat())],
+            )
+        })
+        .collect();
+    stack.lmtp_deliver(&format!("contact+{folder}@example.test"), &messages);
+    assert_eq!(stack.count("contact@example.test", &folder), TOTAL);
+
+    let imap = format!(
+        "{}\npoll_interval_secs = 3600\nbatch_messages = 4",
+        stack.imap_lines("contact@example.test", &folder, false)
+    );
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
+    let mut daemon = Daemon::start(&config);
+    wait_for("the daemon to be into the backlog", DEADLINE, || {
+        let db = dir.path().join("state/mailroom.sqlite3");
+        (db.exists() && status_json(&config)["totals"]["filed"].as_u64().unwrap_or(0) >= 20).then_some(())
+    });
+    let asked = Instant::now();
+    let status = daemon.terminate(Duration::from_secs(20));
+    assert!(status.success(), "exit after SIGTERM: {status}\n{}", daemon.log_text());
+    eprintln!("stopped {:?} after SIGTERM", asked.elapsed());
+    let filed_before = status_json(&config)["totals"]["filed"].as_u64().unwrap();
+    assert!(
+        filed_before < TOTAL as u64,
+        "the stop came after the backlog was done ({filed_before}); make the backlog larger"
+    );
+
+    let out = mailroom(&["once", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = status_json(&config);
+    assert_eq!(s["totals"]["filed"].as_u64(), Some(TOTAL as u64), "{s}");
+    assert_eq!(s["totals"]["duplicates"].as_u64(), Some(0), "{s}");
+    // One folder and one .eml per candidate: nothing filed twice.
+    let posting = dir.path().join("data/stage-gestion-projet");
+    let folders: Vec<_> = std::fs::read_dir(&posting).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(folders.len(), TOTAL);
+    for f in folders {
+        let emls = std::fs::read_dir(&f)
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension().is_some_and(|x| x == "eml"))
+            .count();
+        assert_eq!(emls, 1, "{f:?}");
+    }
+}
