@@ -186,14 +186,19 @@ async fn once(cfg: Config) -> anyhow::Result<ExitCode> {
     let pipeline = open_pipeline(&cfg)?;
     let courier = SmtpCourier::new(&cfg)?;
     let stop = shutdown_signal();
-    let mut mailbox = ImapMailbox::connect(&cfg).await?;
     let progress = crate::service::TerminalProgress::if_terminal();
     let monitor: &dyn Monitor = match &progress {
         Some(p) => p,
         None => &Quiet,
     };
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, monitor, stop).await?;
-    crate::mailbox::Mailbox::logout(&mut mailbox).await;
+    let (mut report, mut sent) = (crate::pipeline::Report::default(), crate::courier::SendReport::default());
+    for folder in cfg.folders() {
+        let mut mailbox = ImapMailbox::connect(&cfg, &folder).await?;
+        let (r, s) = pipeline.once(&mut mailbox, &courier, monitor, stop.clone()).await?;
+        crate::mailbox::Mailbox::logout(&mut mailbox).await;
+        report.add(r);
+        sent.add(s);
+    }
     let totals = crate::courier::lock(pipeline.ledger()).totals()?;
     println!(
         "fetched {}, filed {}, quarantined {}, duplicates {}; replies queued {}, skipped {}; sent {}, retrying {}, failed {}; outbox waiting {}",
@@ -216,15 +221,19 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
     let courier = SmtpCourier::new(&cfg)?;
     let stop = shutdown_signal();
     tracing::info!(poll_interval_s = cfg.imap.poll_interval_secs, "watching the mailbox");
-    let connect_cfg = cfg.clone();
+    let connectors: Vec<_> = cfg
+        .folders()
+        .into_iter()
+        .map(|folder| {
+            let cfg = cfg.clone();
+            move || {
+                let (cfg, folder) = (cfg.clone(), folder.clone());
+                async move { ImapMailbox::connect(&cfg, &folder).await }
+            }
+        })
+        .collect();
     pipeline
-        .run(
-            || ImapMailbox::connect(&connect_cfg),
-            &courier,
-            Duration::from_secs(cfg.imap.poll_interval_secs),
-            &SystemdMonitor::new(),
-            stop,
-        )
+        .run(connectors, &courier, Duration::from_secs(cfg.imap.poll_interval_secs), &SystemdMonitor::new(), stop)
         .await;
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)

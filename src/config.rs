@@ -96,6 +96,9 @@ pub struct ImapConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "defaults::folder")]
     pub folder: String,
+    /// More folders of the same account to watch, each with its own connection.
+    #[serde(default)]
+    pub also_watch: Vec<String>,
     /// Keyword set on a message once it is committed, so people see what mailroom has handled.
     #[serde(default = "defaults::filed_keyword")]
     pub filed_keyword: String,
@@ -408,6 +411,11 @@ impl Config {
         if self.imap.folder.trim().is_empty() {
             return Err(invalid("imap.folder", "must not be empty"));
         }
+        for (i, f) in self.imap.also_watch.iter().enumerate() {
+            if f.trim().is_empty() || *f == self.imap.folder || self.imap.also_watch[..i].contains(f) {
+                return Err(invalid(format!("imap.also_watch[{i}]"), format!("{f:?} is empty or listed twice")));
+            }
+        }
         if !self.imap.filed_keyword.starts_with('$')
             || !self.imap.filed_keyword[1..].chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
         {
@@ -472,6 +480,11 @@ impl Config {
             return Err(invalid("postings", "at most one posting may have default = true"));
         }
         Ok(())
+    }
+
+    /// Every folder to watch: `imap.folder`, then `imap.also_watch`.
+    pub fn folders(&self) -> Vec<String> {
+        std::iter::once(self.imap.folder.clone()).chain(self.imap.also_watch.iter().cloned()).collect()
     }
 
     /// The IMAP password, from the config or its file.

@@ -182,6 +182,14 @@ pub struct SendReport {
     pub failed: usize,
 }
 
+impl SendReport {
+    pub fn add(&mut self, o: SendReport) {
+        self.sent += o.sent;
+        self.retrying += o.retrying;
+        self.failed += o.failed;
+    }
+}
+
 const RETRY_BASE: Duration = Duration::from_secs(5);
 const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 /// After this many transient failures an entry is given up and reported.

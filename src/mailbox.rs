@@ -158,8 +158,8 @@ async fn deadline<T, E: std::fmt::Display>(
 }
 
 impl ImapMailbox {
-    /// Connects, secures, logs in. Does not select (see [`Mailbox::select`]).
-    pub async fn connect(cfg: &Config) -> Result<ImapMailbox, MailboxError> {
+    /// Connects, secures, logs in, for one `folder` of the configured account.
+    pub async fn connect(cfg: &Config, folder: &str) -> Result<ImapMailbox, MailboxError> {
         let imap: &ImapConfig = &cfg.imap;
         let password: Secret = cfg
             .imap_password()
@@ -221,8 +221,8 @@ impl ImapMailbox {
         Ok(ImapMailbox {
             session: Some(session),
             idle,
-            name: format!("{}@{}/{}", imap.username, imap.host, imap.folder),
-            folder: imap.folder.clone(),
+            name: format!("{}@{}/{}", imap.username, imap.host, folder),
+            folder: folder.to_owned(),
             timeout,
         })
     }

@@ -78,7 +78,7 @@ pub struct Report {
 }
 
 impl Report {
-    fn add(&mut self, o: Report) {
+    pub fn add(&mut self, o: Report) {
         self.fetched += o.fetched;
         self.filed += o.filed;
         self.quarantined += o.quarantined;
@@ -236,11 +236,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
     pub async fn sender<C: Courier>(&self, courier: &C, mut stop: watch::Receiver<bool>) -> SendReport {
         let mut total = SendReport::default();
         let mut add = |r: Result<SendReport, StoreError>| match r {
-            Ok(r) => {
-                total.sent += r.sent;
-                total.retrying += r.retrying;
-                total.failed += r.failed;
-            }
+            Ok(r) => total.add(r),
             Err(e) => tracing::error!(error = %e, "outbox: store error"),
         };
         loop {
@@ -285,13 +281,11 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         Ok((report?, sent))
     }
 
-    /// `mailroom run`: a pass, then wait for the server to announce new mail (IDLE) or for the
-    /// poll interval, then another pass, until `stop` turns true. A lost connection is replaced
-    /// with backoff and jitter, for ever; each failure is logged once per change of state, not
-    /// once per try. The watchdog is pinged from this loop only.
+    /// `mailroom run`: one watch loop per folder (see [`Pipeline::watch`]) and the outbox sender,
+    /// until `stop` turns true. The watchdog is pinged only while every loop is alive.
     pub async fn run<M, C, F, Fut>(
         &self,
-        mut connect: F,
+        connectors: Vec<F>,
         courier: &C,
         poll_interval: Duration,
         monitor: &dyn Monitor,
@@ -302,82 +296,94 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         F: FnMut() -> Fut,
         Fut: Future<Output = Result<M, MailboxError>>,
     {
-        let sender_stop = stop.clone();
-        let ping_every = monitor.watchdog_interval().unwrap_or(Duration::from_secs(3600));
-        let watcher = async {
-            let mut stop = stop.clone();
-            let mut ticker = tokio::time::interval(ping_every);
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut failures: u32 = 0;
-            let mut last_error: Option<String> = None;
-            let mut ready = false;
-            while !*stop.borrow() {
-                monitor.watchdog();
-                let result: Result<(), PipelineError> = async {
-                    let mut mailbox = connect().await?;
-                    if last_error.take().is_some() {
-                        tracing::info!(after_failures = failures, "mailbox reachable again");
-                    }
-                    failures = 0;
-                    if !ready {
-                        monitor.ready();
-                        ready = true;
-                    }
-                    loop {
-                        monitor.watchdog();
-                        let report = self.pass(&mut mailbox, monitor, &stop).await?;
-                        monitor.status(&self.status_line(&report));
-                        if *stop.borrow() {
-                            break;
-                        }
-                        let wait = mailbox.wait_for_change(poll_interval);
-                        tokio::pin!(wait);
-                        let woke = loop {
-                            tokio::select! {
-                                r = &mut wait => break Some(r),
-                                _ = ticker.tick() => monitor.watchdog(),
-                                _ = stop.changed() => break None,
-                            }
-                        };
-                        match woke {
-                            Some(r) => {
-                                r?;
-                            }
-                            None => break,
-                        }
-                    }
-                    mailbox.logout().await;
-                    Ok(())
+        let liveness = Liveness::new(connectors.len(), monitor.watchdog_interval());
+        let watchers = connectors
+            .into_iter()
+            .enumerate()
+            .map(|(slot, connect)| self.watch(connect, poll_interval, monitor, &liveness, slot, stop.clone()));
+        tokio::join!(futures::future::join_all(watchers), self.sender(courier, stop.clone()));
+        monitor.stopping();
+    }
+
+    /// One folder: a pass, then wait for the server to announce new mail (IDLE) or for the poll
+    /// interval, then another pass, until `stop` turns true. A lost connection is replaced with
+    /// backoff and jitter, for ever; failures are logged once per change of state, not per try.
+    async fn watch<M, F, Fut>(
+        &self,
+        mut connect: F,
+        poll_interval: Duration,
+        monitor: &dyn Monitor,
+        liveness: &Liveness,
+        slot: usize,
+        mut stop: watch::Receiver<bool>,
+    ) where
+        M: Mailbox,
+        F: FnMut() -> Fut,
+        Fut: Future<Output = Result<M, MailboxError>>,
+    {
+        let mut ticker = tokio::time::interval(liveness.every);
+        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut failures: u32 = 0;
+        let mut last_error: Option<String> = None;
+        let alive = || liveness.alive(slot, monitor);
+        while !*stop.borrow() {
+            alive();
+            let result: Result<(), PipelineError> = async {
+                let mut mailbox = connect().await?;
+                if last_error.take().is_some() {
+                    tracing::info!(mailbox = mailbox.name(), after_failures = failures, "mailbox reachable again");
                 }
-                .await;
-                let Err(e) = result else { continue };
-                let text = e.to_string();
-                if last_error.as_deref() != Some(text.as_str()) {
-                    tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
-                }
-                if !ready {
-                    // Started, but the server is away: systemd should not wait for it.
-                    monitor.ready();
-                    ready = true;
-                }
-                monitor.status(&format!("mailbox unavailable, retrying: {text}"));
-                last_error = Some(text);
-                let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
-                tracing::debug!(failures, retry_in_ms = wait.as_millis() as u64, "reconnect attempt failed");
-                let pause = tokio::time::sleep(wait);
-                failures = failures.saturating_add(1);
-                tokio::pin!(pause);
+                failures = 0;
+                monitor.ready();
                 loop {
-                    tokio::select! {
-                        _ = &mut pause => break,
-                        _ = ticker.tick() => monitor.watchdog(),
-                        _ = stop.changed() => break,
+                    alive();
+                    let report = self.pass(&mut mailbox, monitor, &stop).await?;
+                    monitor.status(&self.status_line(&report));
+                    if *stop.borrow() {
+                        break;
                     }
+                    let wait = mailbox.wait_for_change(poll_interval);
+                    tokio::pin!(wait);
+                    let woke = loop {
+                        tokio::select! {
+                            r = &mut wait => break Some(r),
+                            _ = ticker.tick() => alive(),
+                            _ = stop.changed() => break None,
+                        }
+                    };
+                    match woke {
+                        Some(r) => {
+                            r?;
+                        }
+                        None => break,
+                    }
+                }
+                mailbox.logout().await;
+                Ok(())
+            }
+            .await;
+            let Err(e) = result else { continue };
+            let text = e.to_string();
+            if last_error.as_deref() != Some(text.as_str()) {
+                tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
+            }
+            // Started, but the server is away: systemd should not wait for it.
+            monitor.ready();
+            monitor.status(&format!("mailbox unavailable, retrying: {text}"));
+            last_error = Some(text);
+            let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
+            tracing::debug!(failures, retry_in_ms = wait.as_millis() as u64, "reconnect attempt failed");
+            failures = failures.saturating_add(1);
+            let pause = tokio::time::sleep(wait);
+            tokio::pin!(pause);
+            loop {
+                tokio::select! {
+                    _ = &mut pause => break,
+                    _ = ticker.tick() => alive(),
+                    _ = stop.changed() => break,
                 }
             }
-            monitor.stopping();
-        };
-        tokio::join!(watcher, self.sender(courier, sender_stop));
+        }
     }
 
     /// The `STATUS=` line: counts only, no personal data.
@@ -392,6 +398,34 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
                 last.fetched
             ),
             Err(e) => format!("watching; store unreadable: {e}"),
+        }
+    }
+}
+
+/// The watchdog is pinged only when every watch loop has shown life within two intervals, so one
+/// stuck folder is enough for systemd to restart the daemon.
+struct Liveness {
+    every: Duration,
+    started: std::time::Instant,
+    last_ms: Vec<std::sync::atomic::AtomicU64>,
+}
+
+impl Liveness {
+    fn new(loops: usize, watchdog: Option<Duration>) -> Liveness {
+        Liveness {
+            every: watchdog.unwrap_or(Duration::from_secs(3600)),
+            started: std::time::Instant::now(),
+            last_ms: (0..loops).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
+        }
+    }
+
+    fn alive(&self, slot: usize, monitor: &dyn Monitor) {
+        use std::sync::atomic::Ordering::Relaxed;
+        let now = self.started.elapsed().as_millis() as u64;
+        self.last_ms[slot].store(now, Relaxed);
+        let fresh = (self.every * 2).as_millis() as u64;
+        if self.last_ms.iter().all(|t| now.saturating_sub(t.load(Relaxed)) <= fresh) {
+            monitor.watchdog();
         }
     }
 }

@@ -206,3 +206,38 @@ fn sigterm_mid_backlog_exits_cleanly_and_a_restart_finishes_without_doubles() {
         assert_eq!(emls, 1, "{f:?}");
     }
 }
+
+#[test]
+fn run_watches_several_folders_at_once() {
+    let Some(stack) = Stack::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let first = stack.fresh_folder("contact@example.test", "multia");
+    let second = stack.fresh_folder("contact@example.test", "multib");
+    let imap = format!(
+        "{}\nalso_watch = [\"{second}\"]\npoll_interval_secs = 3600",
+        stack.imap_lines("contact@example.test", &first, false)
+    );
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
+    let mut daemon = Daemon::start(&config);
+    wait_for("both folders contacted", DEADLINE, || {
+        if !dir.path().join("state/mailroom.sqlite3").exists() {
+            return None;
+        }
+        let s = status_json(&config);
+        let contacted = s["mailboxes"].as_array()?.iter().filter(|m| !m["last_contact"].is_null()).count();
+        (contacted == 2).then_some(())
+    });
+    let ids = [unique_id("multia"), unique_id("multib")];
+    for (folder, id) in [(&first, &ids[0]), (&second, &ids[1])] {
+        let to = format!("contact+{folder}@example.test");
+        stack.submit("dave@example.test", &[&to], &application("dave@example.test", "Dave Smith", &to, id));
+    }
+    for id in &ids {
+        wait_for("an acknowledgement from each folder", DEADLINE, || {
+            (!stack.messages_with("dave@example.test", "INBOX", "In-Reply-To", id).is_empty()).then_some(())
+        });
+    }
+    assert!(daemon.terminate(Duration::from_secs(15)).success());
+    let s = status_json(&config);
+    assert_eq!(s["totals"]["filed"].as_u64(), Some(2), "{s}");
+}
