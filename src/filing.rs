@@ -172,6 +172,9 @@ pub struct Filed {
     /// The candidate folder, relative to the data root, `/`-separated.
     pub folder: String,
     pub application: FiledApplication,
+    /// What the whole folder still lacks, counting every application the person sent: a letter
+    /// sent after the CV completes the file.
+    pub folder_missing: Vec<DocKind>,
 }
 
 /// Writes below one data root and remembers which directories need an fsync.
@@ -282,7 +285,13 @@ impl Filer {
         meta.applications.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         self.write_atomic(&dir, METADATA_FILE, &json)?;
-        Ok(Filed { folder: path_to_slash(&rel), application: filed })
+        let has = |k: DocKind| {
+            meta.applications.iter().flat_map(|a| &a.documents).any(|d| d.filename.is_some() && d.kind == k)
+                || (k == DocKind::CoverLetter
+                    && meta.applications.iter().any(|a| a.documents.iter().any(|d| d.kind == DocKind::Cv) && !a.missing.contains(&DocKind::CoverLetter)))
+        };
+        let folder_missing = [DocKind::Cv, DocKind::CoverLetter].into_iter().filter(|k| !has(*k)).collect();
+        Ok(Filed { folder: path_to_slash(&rel), application: filed, folder_missing })
     }
 
     /// Puts a message we could not understand aside, with the reason next to it.
