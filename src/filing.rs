@@ -285,12 +285,11 @@ impl Filer {
         meta.applications.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         self.write_atomic(&dir, METADATA_FILE, &json)?;
-        let has = |k: DocKind| {
-            meta.applications.iter().flat_map(|a| &a.documents).any(|d| d.filename.is_some() && d.kind == k)
-                || (k == DocKind::CoverLetter
-                    && meta.applications.iter().any(|a| a.documents.iter().any(|d| d.kind == DocKind::Cv) && !a.missing.contains(&DocKind::CoverLetter)))
-        };
-        let folder_missing = [DocKind::Cv, DocKind::CoverLetter].into_iter().filter(|k| !has(*k)).collect();
+        // Each application knows what it lacked; the folder lacks what all of them lacked.
+        let folder_missing = [DocKind::Cv, DocKind::CoverLetter]
+            .into_iter()
+            .filter(|k| meta.applications.iter().all(|a| a.missing.contains(k)))
+            .collect();
         Ok(Filed { folder: path_to_slash(&rel), application: filed, folder_missing })
     }
 
