@@ -69,6 +69,23 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Print an acknowledgement rendered with sample data, to proofread a template.
+    ///
+    /// TEMPLATE is one of: complete, missing_cv, missing_letter, no_documents, closed, repeat.
+    /// Uses the templates of the configuration (replies.templates_dir) when it can be read,
+    /// else the built-in ones.
+    Render {
+        template: String,
+        /// Render with sample data (the only mode for now; kept explicit for later real data).
+        #[arg(long, default_value_t = true)]
+        sample: bool,
+        /// fr or en.
+        #[arg(long, default_value = "fr")]
+        lang: String,
+        /// Print the HTML part instead of the subject and text.
+        #[arg(long)]
+        html: bool,
+    },
     /// Show what mailroom understands of one message, without filing or sending anything.
     Inspect {
         /// The message (.eml), or - for standard input.
@@ -116,6 +133,7 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Inspect { file, json } => inspect(&cli.config, &file, json),
+        Command::Render { template, sample: _, lang, html } => render(&cli.config, &template, &lang, html),
         Command::Status { json } => status(&load_config(&cli.config)?, json),
         Command::Once => {
             let cfg = load_config(&cli.config)?;
@@ -395,4 +413,50 @@ fn human_duration(seconds: i64) -> String {
         s if s < 172_800 => format!("{} h", s / 3600),
         s => format!("{} days", s / 86_400),
     }
+}
+
+fn render(config: &Path, template: &str, lang: &str, html: bool) -> anyhow::Result<ExitCode> {
+    use crate::reply::ReplyKind;
+    let kind = ReplyKind::parse(template).ok_or_else(|| {
+        UsageError(format!(
+            "unknown template {template:?}; one of: {}",
+            ReplyKind::ALL.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+        ))
+    })?;
+    if !crate::config::LANGUAGES.contains(&lang) {
+        return Err(
+            UsageError(format!("unknown language {lang:?}; one of: {}", crate::config::LANGUAGES.join(", "))).into()
+        );
+    }
+    let cfg = match Config::load(config) {
+        Ok(cfg) => cfg,
+        Err(ConfigError::Load { .. }) if !config.exists() => sample_config(),
+        Err(e) => return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display()))),
+    };
+    let replier = Replier::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+    let rendered = replier.render(lang, kind, &replier.sample_context(lang)).map_err(|e| UsageError(e.to_string()))?;
+    if html {
+        print!("{}", rendered.html);
+    } else {
+        println!("Subject: {}\n\n{}", rendered.subject, rendered.text);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Enough of a configuration to render templates when there is none.
+fn sample_config() -> Config {
+    let toml = r#"
+[imap]
+host = "imap.example.test"
+username = "contact@example.test"
+password = "-"
+[smtp]
+host = "smtp.example.test"
+username = "contact@example.test"
+password = "-"
+[identity]
+from = "contact@example.test"
+organisation = "La 27e Région"
+"#;
+    Config::from_toml(toml, Path::new("."), std::iter::empty()).expect("the sample configuration is valid")
 }

@@ -148,6 +148,16 @@ pub struct Identity {
     /// The recruiting team: digest recipients. Mail from these addresses is never acknowledged.
     #[serde(default)]
     pub team: Vec<String>,
+    /// The organisation's time zone (IANA name): times in replies and the digest's schedule.
+    #[serde(default = "defaults::timezone")]
+    pub timezone: String,
+}
+
+impl Identity {
+    /// The validated time zone (UTC if it were invalid, which validation prevents).
+    pub fn timezone(&self) -> chrono_tz::Tz {
+        self.timezone.parse().unwrap_or(chrono_tz::UTC)
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -180,6 +190,12 @@ pub struct Replies {
     pub default_language: String,
     /// Privacy notice appended to every acknowledgement (who keeps the data, why, how long).
     pub privacy_notice: String,
+    /// An address answered within this many days is not answered again (except to confirm that
+    /// a file we said was incomplete is now complete).
+    pub once_per_days: u32,
+    /// At most this many replies in any hour, all addresses together: a circuit breaker against
+    /// loops and floods. What it holds back is recorded and reported in the digest.
+    pub max_per_hour: u64,
 }
 
 impl Default for Replies {
@@ -190,6 +206,8 @@ impl Default for Replies {
             templates_dir: None,
             default_language: "fr".into(),
             privacy_notice: String::new(),
+            once_per_days: 1,
+            max_per_hour: 100,
         }
     }
 }
@@ -294,6 +312,9 @@ mod defaults {
     pub fn language() -> String {
         "fr".into()
     }
+    pub fn timezone() -> String {
+        "Europe/Paris".into()
+    }
 }
 
 /// Languages we ship templates for.
@@ -311,23 +332,37 @@ impl Config {
         if !path.is_file() {
             return Err(load_err("no such file (give another with --config FILE)".into()));
         }
+        let text = std::fs::read_to_string(path).map_err(|e| load_err(e.to_string()))?;
+        Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")), env).map_err(|e| match e {
+            ConfigError::Load { message, .. } => load_err(message),
+            other => other,
+        })
+    }
+
+    /// Parses TOML text (relative paths against `base`), applies the environment, validates.
+    pub fn from_toml(
+        text: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        let load_err = |message: String| ConfigError::Load { path: base.to_owned(), message };
         let overrides: config::Map<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with("MAILROOM__")).collect();
         let raw = config::Config::builder()
-            .add_source(config::File::from(path).format(config::FileFormat::Toml))
+            .add_source(config::File::from_str(text, config::FileFormat::Toml))
             .add_source(
                 config::Environment::with_prefix("MAILROOM")
                     .prefix_separator("__")
                     .separator("__")
                     .list_separator(",")
                     .with_list_parse_key("identity.team")
+                    .with_list_parse_key("imap.also_watch")
                     .try_parsing(true)
                     .source(Some(overrides)),
             )
             .build()
             .map_err(|e| load_err(e.to_string()))?;
         let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(e.to_string()))?;
-        let base = path.parent().unwrap_or(Path::new("."));
         cfg.resolve_paths(base, std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
         cfg.validate()?;
         Ok(cfg)
@@ -437,6 +472,18 @@ impl Config {
             }
         }
         parse_address(&self.identity.from).map_err(|m| invalid("identity.from", m))?;
+        if self.identity.timezone.parse::<chrono_tz::Tz>().is_err() {
+            return Err(invalid(
+                "identity.timezone",
+                format!("{:?} is not a time zone name (e.g. Europe/Paris, UTC)", self.identity.timezone),
+            ));
+        }
+        if self.replies.max_per_hour == 0 {
+            return Err(invalid(
+                "replies.max_per_hour",
+                "must be greater than 0 (use replies.enabled = false to stop replies)",
+            ));
+        }
         if self.identity.organisation.trim().is_empty() {
             return Err(invalid("identity.organisation", "must not be empty"));
         }
@@ -469,8 +516,11 @@ impl Config {
             if p.title.trim().is_empty() {
                 return Err(invalid(key("title"), "must not be empty"));
             }
-            if !LANGUAGES.contains(&p.language.as_str()) {
-                return Err(invalid(key("language"), format!("unsupported language {:?}", p.language)));
+            if !LANGUAGES.contains(&p.language.as_str()) && p.language != "auto" {
+                return Err(invalid(
+                    key("language"),
+                    format!("unsupported language {:?} (fr, en, or auto for the candidate's)", p.language),
+                ));
             }
             for (j, a) in p.addresses.iter().enumerate() {
                 parse_address(a).map_err(|m| invalid(format!("postings[{i}].addresses[{j}]"), m))?;

@@ -34,6 +34,9 @@ pub struct OutgoingMail {
     pub message_id: String,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
+    /// The reply kind (`complete`, `missing_cv`, …): the per-address window looks at it.
+    #[serde(default)]
+    pub kind: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -257,6 +260,7 @@ mod tests {
             message_id: "mailroom.ack.1234@example.test".into(),
             in_reply_to: Some("orig@example.test".into()),
             references: vec!["first@example.test".into(), "orig@example.test".into()],
+            kind: "complete".into(),
         }
     }
 

@@ -30,7 +30,7 @@ use crate::courier::{Courier, SendReport, lock, send_due};
 use crate::error::{Classified, Retry, backoff};
 use crate::filing::{Filer, FilingError};
 use crate::mailbox::{Envelope, Mailbox, MailboxError};
-use crate::reply::{Replier, ReplyDecision};
+use crate::reply::{CAP_REASON, History, Replier, ReplyDecision, ReplyKind};
 use crate::service::Monitor;
 use crate::store::{Batch, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
 use crate::understand::{Quarantine, Rules, Understood, sha256_hex, understand};
@@ -456,6 +456,38 @@ fn plan_batches(envelopes: &[Envelope], limits: BatchLimits) -> Vec<&[Envelope]>
     out
 }
 
+/// What the store says about earlier replies, plus what this batch has queued (not yet committed).
+#[derive(Default)]
+struct BatchReplies {
+    queued: std::collections::HashMap<String, ReplyKind>,
+    cap_warned: bool,
+}
+
+impl BatchReplies {
+    fn history<L: Ledger>(&self, ledger: &L, address: &str) -> Result<History, StoreError> {
+        let now = Utc::now();
+        let last_reply = match self.queued.get(address) {
+            Some(kind) => Some((now, *kind)),
+            None => ledger
+                .last_reply_to(address)?
+                .map(|(at, kind)| (at, ReplyKind::parse(&kind).unwrap_or(ReplyKind::Complete))),
+        };
+        let replies_last_hour = ledger.replies_since(now - chrono::Duration::hours(1))? + self.queued.len() as u64;
+        Ok(History { last_reply, replies_last_hour })
+    }
+
+    fn queued(&mut self, address: &str, kind: ReplyKind) {
+        self.queued.insert(address.to_owned(), kind);
+    }
+
+    fn warn_cap_once(&mut self) {
+        if !self.cap_warned {
+            tracing::warn!("the hourly reply cap is reached: further replies are held back and reported");
+            self.cap_warned = true;
+        }
+    }
+}
+
 fn process_batch<L: Ledger>(
     stages: &Stages,
     filer: &mut Filer,
@@ -469,6 +501,7 @@ fn process_batch<L: Ledger>(
     let mut records = Vec::with_capacity(items.len());
     let mut seen_sha: HashSet<String> = HashSet::new();
     let mut seen_mid: HashSet<String> = HashSet::new();
+    let mut replies = BatchReplies::default();
     for item in items {
         report.fetched += 1;
         let uid = item.uid();
@@ -544,24 +577,29 @@ fn process_batch<L: Ledger>(
                 Understood::Application(app) => {
                     let raw = raw.as_deref().unwrap_or_default();
                     let filed = filer.file_application(&app, raw)?;
-                    let decision = stages.replier.decide(&app, &filed, first_start);
-                    let kind = if app.missing.is_empty() {
+                    let history = replies.history(&*lock(ledger), &app.candidate.email)?;
+                    let decision = stages.replier.decide(&app, &filed, first_start, &history);
+                    report.filed += 1;
+                    let outbox = match &decision {
+                        ReplyDecision::Queue(mail, kind) => {
+                            report.replies_queued += 1;
+                            replies.queued(&app.candidate.email, *kind);
+                            Some((**mail).clone())
+                        }
+                        ReplyDecision::Skip(reason) => {
+                            report.replies_skipped += 1;
+                            if reason.starts_with(CAP_REASON) {
+                                replies.warn_cap_once();
+                            }
+                            None
+                        }
+                    };
+                    let state = if app.missing.is_empty() {
                         "complete".to_owned()
                     } else {
                         format!("missing {}", app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
                     };
-                    report.filed += 1;
-                    let outbox = match &decision {
-                        ReplyDecision::Queue(mail) => {
-                            report.replies_queued += 1;
-                            Some((**mail).clone())
-                        }
-                        ReplyDecision::Skip(_) => {
-                            report.replies_skipped += 1;
-                            None
-                        }
-                    };
-                    tracing::info!(outcome = "filed", documents = filed.application.documents.len(), state = %kind, reply = outbox.is_some(), "application filed");
+                    tracing::info!(outcome = "filed", documents = filed.application.documents.len(), state = %state, reply = outbox.is_some(), "application filed");
                     MessageRecord {
                         uid,
                         sha256: app.sha256.clone(),
@@ -572,7 +610,7 @@ fn process_batch<L: Ledger>(
                         candidate: Some(app.candidate.email.clone()),
                         posting: Some(app.posting.slug.clone()),
                         path: Some(filed.folder.clone()),
-                        reply: decision.note(&kind),
+                        reply: decision.note(),
                         documents: filed.application.documents.clone(),
                         outbox,
                     }

@@ -165,6 +165,10 @@ pub trait Ledger {
     /// At start: entries left in `sending` by a crash become `uncertain`. Returns how many.
     fn recover_interrupted(&mut self) -> Result<usize, StoreError>;
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+    /// When this address was last answered (any reply queued, whatever became of it), and how.
+    fn last_reply_to(&self, address: &str) -> Result<Option<(DateTime<Utc>, String)>, StoreError>;
+    /// Replies queued since `t`, all addresses.
+    fn replies_since(&self, t: DateTime<Utc>) -> Result<u64, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
 }
 
@@ -221,6 +225,19 @@ CREATE TABLE IF NOT EXISTS outbox (
 CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 "#;
 
+/// Schema changes after the first release, in order; `PRAGMA user_version` counts those applied.
+const MIGRATIONS: &[&str] = &[
+    "ALTER TABLE outbox ADD COLUMN kind TEXT; CREATE INDEX IF NOT EXISTS outbox_recipient ON outbox (recipient, created_at);",
+];
+
+fn migrate(conn: &Connection) -> Result<(), StoreError> {
+    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
+        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {}; COMMIT;", i + 1))?;
+    }
+    Ok(())
+}
+
 /// The SQLite implementation of [`Ledger`].
 #[derive(Debug)]
 pub struct SqliteLedger {
@@ -273,6 +290,7 @@ impl SqliteLedger {
         conn.pragma_update(None, "foreign_keys", "ON")?;
         conn.busy_timeout(std::time::Duration::from_secs(10))?;
         conn.execute_batch(SCHEMA)?;
+        migrate(&conn)?;
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
         let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
         Ok(SqliteLedger { conn, first_start: parse_ts(&first), _lock: None })
@@ -375,7 +393,7 @@ impl Ledger for SqliteLedger {
                 "INSERT INTO documents (message, kind, filename, original_name, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
             )?;
             let mut insert_outbox = tx.prepare_cached(
-                "INSERT OR IGNORE INTO outbox (message, reply_message_id, recipient, mail, next_attempt_at, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?5)",
+                "INSERT OR IGNORE INTO outbox (message, reply_message_id, recipient, mail, next_attempt_at, created_at, kind) VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
             )?;
             for r in &batch.records {
                 let inserted = insert_message.execute(params![
@@ -410,7 +428,7 @@ impl Ledger for SqliteLedger {
                 }
                 if let Some(mail) = &r.outbox {
                     let json = serde_json::to_string(mail).expect("outgoing mail serialises");
-                    insert_outbox.execute(params![id, mail.message_id, mail.to, json, now])?;
+                    insert_outbox.execute(params![id, mail.message_id, mail.to, json, now, mail.kind])?;
                 }
             }
         }
@@ -490,6 +508,24 @@ impl Ledger for SqliteLedger {
             "UPDATE outbox SET state = 'uncertain', last_error = 'interrupted while sending; not retried (at most once)' WHERE state = 'sending'",
             [],
         )?)
+    }
+
+    fn last_reply_to(&self, address: &str) -> Result<Option<(DateTime<Utc>, String)>, StoreError> {
+        let row: Option<(String, Option<String>)> = self
+            .conn
+            .query_row(
+                "SELECT created_at, kind FROM outbox WHERE recipient = ?1 ORDER BY created_at DESC, id DESC LIMIT 1",
+                params![address],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .optional()?;
+        Ok(row.map(|(at, kind)| (parse_ts(&at), kind.unwrap_or_default())))
+    }
+
+    fn replies_since(&self, t: DateTime<Utc>) -> Result<u64, StoreError> {
+        let n: i64 =
+            self.conn.query_row("SELECT count(*) FROM outbox WHERE created_at >= ?1", params![ts(t)], |r| r.get(0))?;
+        Ok(n as u64)
     }
 
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {

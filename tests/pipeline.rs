@@ -179,7 +179,7 @@ async fn files_each_message_once_and_answers_only_people_once() {
     assert_eq!(sent_mail.len(), 1);
     assert_eq!(sent_mail[0].to, "jeanne.dupre@example.test");
     assert_eq!(sent_mail[0].in_reply_to.as_deref(), Some("jeanne-1@example.test"));
-    assert!(sent_mail[0].subject.contains("bien été reçue"), "{}", sent_mail[0].subject);
+    assert!(sent_mail[0].subject.contains("Candidature bien reçue"), "{}", sent_mail[0].subject);
     assert_eq!(mailbox.keywords, vec![1, 2, 3]);
 
     let files = world.files();
@@ -225,7 +225,7 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
 
 #[tokio::test]
 async fn uidvalidity_reset_files_and_answers_nobody_twice() {
-    let world = World::new("");
+    let world = World::new("[replies]\nonce_per_days = 0");
     let pipeline = world.pipeline();
     let at = Utc::now() + Duration::seconds(1);
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), jeanne(2)], at);
@@ -300,4 +300,226 @@ async fn oversized_messages_are_quarantined_without_being_downloaded() {
     let files = world.files();
     assert!(files.iter().all(|f| !f.ends_with(".eml")), "nothing downloaded, so no .eml: {files:?}");
     assert!(files.iter().any(|f| f.ends_with(".reason.txt")));
+}
+
+fn from_person(
+    name: &str,
+    addr: &str,
+    subject: &str,
+    id: &str,
+    body: &str,
+    attachments: &[common::Attachment],
+) -> Vec<u8> {
+    application_eml(
+        &format!("{name} <{addr}>"),
+        "contact@example.test",
+        subject,
+        id,
+        &[("Return-Path", &format!("<{addr}>"))],
+        body,
+        attachments,
+    )
+}
+
+#[tokio::test]
+async fn each_state_gets_its_own_reply_in_the_right_language() {
+    let world = World::new("[replies]\nonce_per_days = 0");
+    let pipeline = world.pipeline();
+    let cv = pdf("cv");
+    let lm = pdf("lm");
+    let messages = vec![
+        from_person(
+            "Ana Lopes",
+            "ana@example.test",
+            "Candidature stage",
+            "k1@x",
+            "Bonjour",
+            &[("CV.pdf", "application/pdf", &cv), ("LM.pdf", "application/pdf", &lm)],
+        ),
+        from_person(
+            "Ben Roy",
+            "ben@example.test",
+            "Candidature stage",
+            "k2@x",
+            "Bonjour",
+            &[("Lettre.pdf", "application/pdf", &lm)],
+        ),
+        from_person(
+            "Cléa Roux",
+            "clea@example.test",
+            "Candidature stage",
+            "k3@x",
+            "Bonjour",
+            &[("CV.pdf", "application/pdf", &cv)],
+        ),
+        from_person("Dan Petit", "dan@example.test", "Candidature stage", "k4@x", "Bonjour, je postule.", &[]),
+        from_person(
+            "Eve Stone",
+            "eve@example.test",
+            "Service design internship",
+            "k5@x",
+            "Hello",
+            &[("Resume.pdf", "application/pdf", &cv), ("Cover letter.pdf", "application/pdf", &lm)],
+        ),
+        // Ana again: a repeat, and her file was already complete.
+        from_person(
+            "Ana Lopes",
+            "ana@example.test",
+            "Candidature stage (CV à jour)",
+            "k6@x",
+            "Bonjour",
+            &[("CV 2.pdf", "application/pdf", &pdf("cv2"))],
+        ),
+    ];
+    let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier::default();
+    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    let kinds: Vec<(&str, &str)> = sent.iter().map(|m| (m.to.as_str(), m.kind.as_str())).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            ("ana@example.test", "complete"),
+            ("ben@example.test", "missing_cv"),
+            ("clea@example.test", "missing_letter"),
+            ("dan@example.test", "no_documents"),
+            ("eve@example.test", "complete"),
+            ("ana@example.test", "repeat"),
+        ]
+    );
+    assert!(sent[1].subject.contains("il manque votre CV"), "{}", sent[1].subject);
+    assert!(sent[1].text.contains("Bonjour Ben,"), "{}", sent[1].text);
+    assert!(sent[4].subject.starts_with("Application received"), "English posting, English reply: {}", sent[4].subject);
+    assert!(sent[4].text.starts_with("Hello Eve,"), "{}", sent[4].text);
+    assert!(sent[5].text.contains("mis à jour") && sent[5].text.contains("maintenant complet"), "{}", sent[5].text);
+    // The HTML part says the same, escaped.
+    assert!(sent[1].html.as_deref().unwrap().contains("<p>Bonjour Ben,</p>"));
+    assert!(
+        sent[0].text.contains("CV.pdf") && sent[0].text.contains("(Europe/Paris)")
+            || sent[0].text.contains("(CET)")
+            || sent[0].text.contains("(CEST)"),
+        "{}",
+        sent[0].text
+    );
+}
+
+#[tokio::test]
+async fn a_closed_posting_says_so() {
+    let world = World::new("");
+    let mut cfg = world.cfg.clone();
+    cfg.postings[0].closing_date = Some(chrono::NaiveDate::from_ymd_opt(2020, 9, 30).unwrap());
+    let pipeline =
+        Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), SqliteLedger::open(&cfg.storage.state_path).unwrap());
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier::default();
+    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    assert_eq!(sent[0].kind, "closed");
+    assert!(sent[0].text.contains("close depuis le 30/09/2020"), "{}", sent[0].text);
+}
+
+#[tokio::test]
+async fn one_reply_per_address_per_window_except_to_confirm_a_completed_file() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let courier = FakeCourier::default();
+    let at = Utc::now() + Duration::seconds(1);
+    let cv = pdf("cv");
+    let lm = pdf("lm");
+    let messages = vec![
+        // CV only: we ask for the letter.
+        from_person(
+            "Jeanne Dupré",
+            "jeanne@example.test",
+            "Candidature stage",
+            "w1@x",
+            "Bonjour",
+            &[("CV.pdf", "application/pdf", &cv)],
+        ),
+        // A nudge with nothing new inside the window: no second reply.
+        from_person("Jeanne Dupré", "jeanne@example.test", "Re: Candidature", "w2@x", "Avez-vous reçu mon CV ?", &[]),
+        // The letter: the file is complete, and we say so even within the window.
+        from_person(
+            "Jeanne Dupré",
+            "jeanne@example.test",
+            "Re: Candidature",
+            "w3@x",
+            "Voici ma lettre.",
+            &[("Lettre de motivation.pdf", "application/pdf", &lm)],
+        ),
+        // Anything after that, within the window: silence.
+        from_person("Jeanne Dupré", "jeanne@example.test", "Re: Candidature", "w4@x", "Merci !", &[]),
+    ];
+    let mut mailbox = FakeMailbox::with(messages, at);
+    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let kinds: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| m.kind.clone()).collect();
+    assert_eq!(kinds, vec!["missing_letter", "repeat"]);
+    let rows = lock(pipeline.ledger()).messages().unwrap();
+    assert!(rows[1].2.starts_with("skipped: already answered"), "{rows:?}");
+    assert!(rows[3].2.starts_with("skipped: already answered"), "{rows:?}");
+}
+
+#[tokio::test]
+async fn the_hourly_cap_holds_across_a_restart() {
+    let world = World::new("[replies]\nmax_per_hour = 2");
+    let courier = FakeCourier::default();
+    let at = Utc::now() + Duration::seconds(1);
+    let person = |i: u32| {
+        from_person(
+            &format!("P{i} Test"),
+            &format!("p{i}@example.test"),
+            "Candidature stage",
+            &format!("cap{i}@x"),
+            "Bonjour",
+            &[("CV.pdf", "application/pdf", &pdf(&format!("cv{i}")))],
+        )
+    };
+    {
+        let pipeline = world.pipeline();
+        let mut mailbox = FakeMailbox::with(vec![person(1), person(2), person(3)], at);
+        let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+        assert_eq!((report.replies_queued, report.replies_skipped, sent.sent), (2, 1, 2));
+        let rows = lock(pipeline.ledger()).messages().unwrap();
+        assert!(rows[2].2.starts_with("skipped: hourly cap reached"), "{rows:?}");
+    }
+    // A restart does not reset the count: it lives in the store.
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(vec![person(1), person(2), person(3), person(4)], at);
+    let (report, _) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    assert_eq!((report.filed, report.replies_queued, report.replies_skipped), (1, 0, 1));
+    assert_eq!(courier.sent.lock().unwrap().len(), 2);
+}
+
+#[tokio::test]
+async fn a_bilingual_posting_answers_in_the_candidates_language() {
+    let world = World::new("");
+    let mut cfg = world.cfg.clone();
+    cfg.postings[1].language = "auto".into();
+    let pipeline =
+        Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), SqliteLedger::open(&cfg.storage.state_path).unwrap());
+    let cv = pdf("cv");
+    let messages = vec![
+        from_person(
+            "Eve Stone",
+            "eve@example.test",
+            "Application for the design internship",
+            "l1@x",
+            "Hello",
+            &[("Resume.pdf", "application/pdf", &cv)],
+        ),
+        from_person(
+            "Léa Morel",
+            "lea@example.test",
+            "Candidature pour le design internship",
+            "l2@x",
+            "Bonjour",
+            &[("CV.pdf", "application/pdf", &cv)],
+        ),
+    ];
+    let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier::default();
+    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    assert!(sent[0].text.starts_with("Hello Eve"), "{}", sent[0].text);
+    assert!(sent[1].text.starts_with("Bonjour Léa"), "{}", sent[1].text);
 }

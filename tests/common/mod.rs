@@ -211,11 +211,12 @@ impl Stack {
     }
 
     /// Hands a message to Postfix's inbound port (no authentication), as another mail server on
-    /// the Internet would; works while Dovecot (and so SASL) is down.
+    /// the Internet would; works while Dovecot (and so SASL) is down. An empty `from` is the null
+    /// sender of bounces.
     pub fn inject(&self, from: &str, recipients: &[&str], raw: &[u8]) {
         let status = std::process::Command::new("swaks")
             .args(["--server", &format!("127.0.0.1:{}", self.port("MAILSTACK_SMTP_PORT"))])
-            .args(["--from", from, "--to", &recipients.join(",")])
+            .args(["--from", if from.is_empty() { "<>" } else { from }, "--to", &recipients.join(",")])
             .args(["--data", "-", "--silent", "2"])
             .stdin_bytes(raw)
             .status_checked();
