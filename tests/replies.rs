@@ -160,8 +160,9 @@ fn robots_lists_bounces_and_ourselves_get_no_reply_and_a_recorded_reason() {
     );
     once(&config);
     let cv = pdf("cv");
-    // (envelope sender, From, extra headers, expected reason)
-    let cases: Vec<(&str, &str, Vec<(&str, &str)>, &str)> = vec![
+    /// (envelope sender, From, extra headers, expected reason)
+    type Case<'a> = (&'a str, &'a str, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: Vec<Case> = vec![
         ("", "Mail Delivery System <MAILER-DAEMON@example.test>", vec![], "empty return path"),
         (
             "alice@example.test",
