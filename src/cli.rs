@@ -14,6 +14,7 @@ use tokio::sync::watch;
 
 use crate::config::{Config, ConfigError};
 use crate::courier::SmtpCourier;
+use crate::digest::{Digest, DigestStore, SystemClock};
 use crate::mailbox::ImapMailbox;
 use crate::pipeline::Pipeline;
 use crate::reply::Replier;
@@ -62,6 +63,25 @@ enum Command {
     Run,
     /// Load and validate the configuration, then print it with secrets redacted.
     CheckConfig,
+    /// Build the team's digest now: send it for the window since the last one (--now), print it
+    /// (--dry-run), or rebuild a past window (--since) without moving the stored one.
+    ///
+    /// The daemon sends it on digest.schedule by itself; this is for a person who wants it now.
+    Digest {
+        /// Claim the window since the last digest (up to now), queue it and send it.
+        #[arg(long, conflicts_with = "dry_run")]
+        now: bool,
+        /// Print the digest instead of sending it; the stored window does not move.
+        #[arg(long)]
+        dry_run: bool,
+        /// With --dry-run: also write the HTML part to this file.
+        #[arg(long, requires = "dry_run")]
+        html: Option<PathBuf>,
+        /// Cover from this date (YYYY-MM-DD, in identity.timezone) to now, without moving the
+        /// stored window.
+        #[arg(long, conflicts_with = "now")]
+        since: Option<chrono::NaiveDate>,
+    },
     /// What the daemon has done: mailboxes and their last contact, messages filed today and in
     /// all, quarantined, outbox waiting and failed. Reads the state; safe while the daemon runs.
     Status {
@@ -128,6 +148,10 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::CheckConfig => {
             let cfg = load_config(&cli.config)?;
             Replier::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+            Digest::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+            if cfg.digest.enabled && cfg.digest_recipients().is_empty() {
+                eprintln!("warning: digest.recipients and identity.team are empty: no digest will be sent");
+            }
             println!("{cfg:#?}");
             eprintln!("configuration {} is valid", cli.config.display());
             Ok(ExitCode::SUCCESS)
@@ -135,6 +159,11 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Inspect { file, json } => inspect(&cli.config, &file, json),
         Command::Render { template, sample: _, lang, html } => render(&cli.config, &template, &lang, html),
         Command::Status { json } => status(&load_config(&cli.config)?, json),
+        Command::Digest { now, dry_run, html, since } => {
+            let cfg = load_config(&cli.config)?;
+            crate::service::init_logging(&cfg);
+            runtime()?.block_on(digest(cfg, now, dry_run, html, since))
+        }
         Command::Once => {
             let cfg = load_config(&cli.config)?;
             crate::service::init_logging(&cfg);
@@ -250,9 +279,12 @@ async fn run(cfg: Config) -> anyhow::Result<ExitCode> {
             }
         })
         .collect();
-    pipeline
-        .run(connectors, &courier, Duration::from_secs(cfg.imap.poll_interval_secs), &SystemdMonitor::new(), stop)
-        .await;
+    let digest = Digest::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+    let monitor = SystemdMonitor::new();
+    let watch =
+        pipeline.run(connectors, &courier, Duration::from_secs(cfg.imap.poll_interval_secs), &monitor, stop.clone());
+    let digests = digest.run(pipeline.ledger(), pipeline.outbox_ready(), &SystemClock, stop);
+    tokio::join!(watch, digests);
     tracing::info!("stopped");
     Ok(ExitCode::SUCCESS)
 }
@@ -368,9 +400,15 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
         ))
         .into());
     }
-    let snapshot = SqliteLedger::open_unlocked(path)?.snapshot()?;
+    let store = SqliteLedger::open_unlocked(path)?;
+    let snapshot = store.snapshot()?;
+    let last_digest = store.last_digest_end()?;
+    let next_digest =
+        cfg.digest.enabled.then(|| crate::digest::next_digest(cfg, last_digest, chrono::Utc::now())).flatten();
     if json {
-        println!("{}", serde_json::to_string_pretty(&snapshot)?);
+        let mut value = serde_json::to_value(&snapshot)?;
+        value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
+        println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
     let when = |t: Option<chrono::DateTime<chrono::Utc>>| match t {
@@ -398,6 +436,13 @@ fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {
     println!(
         "outbox           {} waiting, {} sent, {} failed, {} uncertain",
         t.outbox_pending, t.outbox_sent, t.outbox_failed, t.outbox_uncertain
+    );
+    let tz = cfg.identity.timezone();
+    let local = |t: chrono::DateTime<chrono::Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
+    println!(
+        "digest           last window ended {}; next {}",
+        last_digest.map_or("never".into(), local),
+        next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
     Ok(ExitCode::SUCCESS)
 }
@@ -459,4 +504,70 @@ from = "contact@example.test"
 organisation = "La 27e Région"
 "#;
     Config::from_toml(toml, Path::new("."), std::iter::empty()).expect("the sample configuration is valid")
+}
+
+async fn digest(
+    cfg: Config,
+    now: bool,
+    dry_run: bool,
+    html: Option<PathBuf>,
+    since: Option<chrono::NaiveDate>,
+) -> anyhow::Result<ExitCode> {
+    if !now && !dry_run && since.is_none() {
+        return Err(UsageError("say what to do: --now (send), --dry-run (print), or --since DATE".into()).into());
+    }
+    let digest = Digest::new(&cfg).map_err(|e| UsageError(e.to_string()))?;
+    // Not the daemon's lock: a window is claimed in the store, so this can run beside it.
+    let mut store = SqliteLedger::open_unlocked(&cfg.storage.state_path)?;
+    let end = chrono::Utc::now();
+    let start = match since {
+        Some(day) => {
+            let local = day.and_hms_opt(0, 0, 0).unwrap_or_default();
+            match chrono::TimeZone::from_local_datetime(&cfg.identity.timezone(), &local).earliest() {
+                Some(t) => t.with_timezone(&chrono::Utc),
+                None => return Err(UsageError(format!("--since {day}: no such local time")).into()),
+            }
+        }
+        None => store.last_digest_end()?.unwrap_or_else(|| DigestStore::first_start(&store)),
+    };
+    if dry_run {
+        let built = digest.build(&store, start, end)?;
+        println!("Subject: {}\n\n{}", built.subject, built.text);
+        if let Some(path) = html {
+            std::fs::write(&path, &built.html).with_context(|| format!("cannot write {}", path.display()))?;
+            eprintln!("HTML part written to {}", path.display());
+        }
+        return Ok(ExitCode::SUCCESS);
+    }
+    if cfg.digest_recipients().is_empty() {
+        return Err(UsageError("nobody to send the digest to: set digest.recipients or identity.team".into()).into());
+    }
+    let built = if since.is_some() {
+        // A past window, rebuilt on request: sent, but the stored window does not move.
+        let built = digest.build(&store, start, end)?;
+        store.queue_mails(&digest.mails(&built, start))?;
+        built
+    } else {
+        match digest.send_window(&mut store, start, end)? {
+            Some(built) => built,
+            None => {
+                eprintln!("this window was just sent by another process; nothing to do");
+                return Ok(ExitCode::SUCCESS);
+            }
+        }
+    };
+    let ledger = std::sync::Arc::new(std::sync::Mutex::new(store));
+    let courier = SmtpCourier::new(&cfg)?;
+    let sent = crate::courier::send_due(&ledger, &courier).await?;
+    println!(
+        "digest from {} to {}: {} new application(s){}; sent {}, retrying {}, failed {}",
+        start.with_timezone(&cfg.identity.timezone()).format("%Y-%m-%d %H:%M"),
+        end.with_timezone(&cfg.identity.timezone()).format("%Y-%m-%d %H:%M"),
+        built.new_candidates,
+        if built.empty { " (an empty window)" } else { "" },
+        sent.sent,
+        sent.retrying,
+        sent.failed
+    );
+    Ok(ExitCode::SUCCESS)
 }

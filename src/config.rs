@@ -73,6 +73,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub digest: DigestConfig,
+    #[serde(default)]
     pub log: Log,
     #[serde(default)]
     pub postings: Vec<Posting>,
@@ -210,6 +212,49 @@ impl Default for Replies {
             max_per_hour: 100,
         }
     }
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DigestConfig {
+    /// Send the team a digest on the schedule (`mailroom run`); `mailroom digest` works either way.
+    pub enabled: bool,
+    /// Cron expression, in `identity.timezone`: 5 fields (`min hour day month weekday`) or 6
+    /// (seconds first). Default: every day at 08:00.
+    pub schedule: String,
+    /// Who gets it. Empty: `identity.team`.
+    pub recipients: Vec<String>,
+    /// "fr" or "en".
+    pub language: String,
+    /// The subject, a template (`{{ new_count }}`, `{{ window.start }}`, `{{ window.end }}`,
+    /// `{{ organisation }}`). Empty: the built-in one for the language.
+    pub subject: String,
+    /// A window with nothing new: "send" a short "nothing new" digest, or "skip" it.
+    pub when_empty: WhenEmpty,
+    /// Candidates still missing a document this many days after applying are listed as needing
+    /// a human.
+    pub stale_after_days: u32,
+}
+
+impl Default for DigestConfig {
+    fn default() -> Self {
+        DigestConfig {
+            enabled: true,
+            schedule: "0 8 * * *".into(),
+            recipients: Vec::new(),
+            language: "fr".into(),
+            subject: String::new(),
+            when_empty: WhenEmpty::Send,
+            stale_after_days: 7,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WhenEmpty {
+    Send,
+    Skip,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -357,6 +402,7 @@ impl Config {
                     .list_separator(",")
                     .with_list_parse_key("identity.team")
                     .with_list_parse_key("imap.also_watch")
+                    .with_list_parse_key("digest.recipients")
                     .try_parsing(true)
                     .source(Some(overrides)),
             )
@@ -478,6 +524,14 @@ impl Config {
                 format!("{:?} is not a time zone name (e.g. Europe/Paris, UTC)", self.identity.timezone),
             ));
         }
+        crate::digest::Schedule::parse(&self.digest.schedule, self.identity.timezone())
+            .map_err(|m| invalid("digest.schedule", m))?;
+        for (i, a) in self.digest.recipients.iter().enumerate() {
+            parse_address(a).map_err(|m| invalid(format!("digest.recipients[{i}]"), m))?;
+        }
+        if !LANGUAGES.contains(&self.digest.language.as_str()) {
+            return Err(invalid("digest.language", format!("unsupported language {:?}", self.digest.language)));
+        }
         if self.replies.max_per_hour == 0 {
             return Err(invalid(
                 "replies.max_per_hour",
@@ -530,6 +584,11 @@ impl Config {
             return Err(invalid("postings", "at most one posting may have default = true"));
         }
         Ok(())
+    }
+
+    /// Who gets the digest: `digest.recipients`, or the team.
+    pub fn digest_recipients(&self) -> Vec<String> {
+        if self.digest.recipients.is_empty() { self.identity.team.clone() } else { self.digest.recipients.clone() }
     }
 
     /// Every folder to watch: `imap.folder`, then `imap.also_watch`.

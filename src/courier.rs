@@ -34,9 +34,23 @@ pub struct OutgoingMail {
     pub message_id: String,
     pub in_reply_to: Option<String>,
     pub references: Vec<String>,
-    /// The reply kind (`complete`, `missing_cv`, …): the per-address window looks at it.
+    /// The reply kind (`complete`, `missing_cv`, …, or `digest`): the per-address window looks at it.
     #[serde(default)]
     pub kind: String,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub attachments: Vec<TextAttachment>,
+}
+
+/// The kind of the team's digest in the outbox.
+pub const DIGEST_KIND: &str = "digest";
+
+/// A small text attachment (the digest's CSV).
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct TextAttachment {
+    pub filename: String,
+    /// With its charset, e.g. `text/csv; charset=utf-8`.
+    pub content_type: String,
+    pub content: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -57,19 +71,20 @@ pub trait Courier {
     fn deliver(&self, mail: &OutgoingMail) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
 }
 
-/// `Auto-Submitted: auto-replied` (RFC 3834): other responders must not answer us.
+/// `Auto-Submitted` (RFC 3834): `auto-replied` on acknowledgements, `auto-generated` on the
+/// digest. Other responders must not answer either.
 #[derive(Debug, Clone)]
-struct AutoSubmitted;
+struct AutoSubmitted(&'static str);
 
 impl Header for AutoSubmitted {
     fn name() -> HeaderName {
         HeaderName::new_from_ascii_str("Auto-Submitted")
     }
     fn parse(_: &str) -> Result<Self, Box<dyn std::error::Error + Send + Sync>> {
-        Ok(AutoSubmitted)
+        Ok(AutoSubmitted("auto-generated"))
     }
     fn display(&self) -> HeaderValue {
-        HeaderValue::new(Self::name(), "auto-replied".into())
+        HeaderValue::new(Self::name(), self.0.into())
     }
 }
 
@@ -102,7 +117,7 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
         .to(Mailbox::new(mail.to_name.as_deref().map(one_line).filter(|n| !n.is_empty()), to))
         .subject(one_line(&mail.subject))
         .message_id(Some(angle(&mail.message_id)))
-        .header(AutoSubmitted)
+        .header(AutoSubmitted(if mail.kind == DIGEST_KIND { "auto-generated" } else { "auto-replied" }))
         .header(AutoResponseSuppress);
     if let Some(irt) = &mail.in_reply_to {
         builder = builder.in_reply_to(angle(irt));
@@ -110,9 +125,23 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
     if !mail.references.is_empty() {
         builder = builder.references(mail.references.iter().map(|r| angle(r)).collect::<Vec<_>>().join(" "));
     }
-    let built = match &mail.html {
-        Some(html) => builder.multipart(MultiPart::alternative_plain_html(mail.text.clone(), html.clone())),
-        None => builder.singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone())),
+    let body = match &mail.html {
+        Some(html) => MultiPart::alternative_plain_html(mail.text.clone(), html.clone()),
+        None => {
+            MultiPart::mixed().singlepart(SinglePart::builder().header(ContentType::TEXT_PLAIN).body(mail.text.clone()))
+        }
+    };
+    let built = if mail.attachments.is_empty() {
+        builder.multipart(body)
+    } else {
+        let mut mixed = MultiPart::mixed().multipart(body);
+        for a in &mail.attachments {
+            let content_type = ContentType::parse(&a.content_type)
+                .map_err(|e| permanent(format!("attachment {}: {e}", a.filename)))?;
+            mixed = mixed
+                .singlepart(lettre::message::Attachment::new(a.filename.clone()).body(a.content.clone(), content_type));
+        }
+        builder.multipart(mixed)
     };
     built.map_err(|e| permanent(format!("cannot build the reply: {e}")))
 }
@@ -261,6 +290,7 @@ mod tests {
             in_reply_to: Some("orig@example.test".into()),
             references: vec!["first@example.test".into(), "orig@example.test".into()],
             kind: "complete".into(),
+            attachments: Vec::new(),
         }
     }
 

@@ -21,6 +21,7 @@
 //! | [`config`] | one serde tree: file, then `MAILROOM__SECTION__KEY` environment, validated at start | config files, password files |
 //! | [`tls`] | the rustls client configuration shared by IMAP and SMTP | CA files |
 //! | [`error`] | the transient/permanent split every boundary error reports | — |
+//! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline (DST-safe schedule, windows claimed in the store, sent through the outbox) | the store, the outbox |
 //! | [`service`] | readiness, status, watchdog and progress reports (sd_notify); logging set-up | the notify socket |
 //! | [`cli`] | the command line; the only place `anyhow` is used | — |
 //!
@@ -34,6 +35,7 @@
 pub mod cli;
 pub mod config;
 pub mod courier;
+pub mod digest;
 pub mod error;
 pub mod filing;
 pub mod mailbox;

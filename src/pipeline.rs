@@ -145,6 +145,11 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         &self.ledger
     }
 
+    /// Wakes the outbox sender; for jobs beside the pipeline (the digest) that queue mail.
+    pub fn outbox_ready(&self) -> &Notify {
+        &self.outbox_ready
+    }
+
     /// One pass over the folder: everything above the high-water mark, batch after batch.
     /// Stops early, between batches, when `stop` turns true.
     pub async fn pass<M: Mailbox>(
@@ -547,7 +552,10 @@ fn process_batch<L: Ledger>(
                     format!("same message as record {original}")
                 }),
                 candidate: None,
+                candidate_name: None,
                 posting: None,
+                missing: Vec::new(),
+                repeat: false,
                 path: None,
                 reply: "skipped: duplicate".into(),
                 documents: Vec::new(),
@@ -567,7 +575,10 @@ fn process_batch<L: Ledger>(
                         outcome: Outcome::Quarantined,
                         reason: Some(q.reason),
                         candidate: None,
+                        candidate_name: None,
                         posting: None,
+                        missing: Vec::new(),
+                        repeat: false,
                         path: Some(path),
                         reply: "skipped: quarantined".into(),
                         documents: Vec::new(),
@@ -608,7 +619,10 @@ fn process_batch<L: Ledger>(
                         outcome: Outcome::Filed,
                         reason: None,
                         candidate: Some(app.candidate.email.clone()),
+                        candidate_name: Some(app.candidate.display()),
                         posting: Some(app.posting.slug.clone()),
+                        missing: app.missing.clone(),
+                        repeat: filed.application.repeat,
                         path: Some(filed.folder.clone()),
                         reply: decision.note(),
                         documents: filed.application.documents.clone(),

@@ -271,6 +271,7 @@ impl Replier {
                         in_reply_to: app.message_id.clone(),
                         references,
                         kind: kind.as_str().to_owned(),
+                        attachments: Vec::new(),
                     }),
                     kind,
                 )

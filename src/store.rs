@@ -89,7 +89,12 @@ pub struct MessageRecord {
     /// Quarantine reason, or what the duplicate duplicates.
     pub reason: Option<String>,
     pub candidate: Option<String>,
+    pub candidate_name: Option<String>,
     pub posting: Option<String>,
+    /// The kinds this message lacked (`cv`, `cover_letter`).
+    pub missing: Vec<crate::understand::DocKind>,
+    /// An earlier application from the same person was already on file.
+    pub repeat: bool,
     /// Relative to the data root: the candidate folder or the quarantine stem.
     pub path: Option<String>,
     /// `queued: <kind>` or `skipped: <reason>`.
@@ -228,6 +233,39 @@ CREATE INDEX IF NOT EXISTS outbox_due ON outbox (state, next_attempt_at);
 /// Schema changes after the first release, in order; `PRAGMA user_version` counts those applied.
 const MIGRATIONS: &[&str] = &[
     "ALTER TABLE outbox ADD COLUMN kind TEXT; CREATE INDEX IF NOT EXISTS outbox_recipient ON outbox (recipient, created_at);",
+    // What the digest shows without reopening every metadata.json. The outbox is rebuilt so a
+    // digest (which answers no message) can sit in it. A window's start is unique: the same
+    // window can never be claimed (and so sent) twice, by a restart or a second process.
+    "ALTER TABLE messages ADD COLUMN candidate_name TEXT;
+     ALTER TABLE messages ADD COLUMN missing TEXT;
+     ALTER TABLE messages ADD COLUMN repeat INTEGER NOT NULL DEFAULT 0;
+     CREATE INDEX IF NOT EXISTS messages_recorded ON messages (recorded_at);
+     CREATE TABLE outbox_v2 (
+         id INTEGER PRIMARY KEY,
+         message INTEGER REFERENCES messages (id),
+         reply_message_id TEXT NOT NULL UNIQUE,
+         recipient TEXT NOT NULL,
+         mail TEXT NOT NULL,
+         state TEXT NOT NULL DEFAULT 'pending',
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at TEXT NOT NULL,
+         last_error TEXT,
+         created_at TEXT NOT NULL,
+         sent_at TEXT,
+         kind TEXT
+     );
+     INSERT INTO outbox_v2 SELECT id, message, reply_message_id, recipient, mail, state, attempts, next_attempt_at, last_error, created_at, sent_at, kind FROM outbox;
+     DROP TABLE outbox;
+     ALTER TABLE outbox_v2 RENAME TO outbox;
+     CREATE INDEX outbox_due ON outbox (state, next_attempt_at);
+     CREATE INDEX outbox_recipient ON outbox (recipient, created_at);
+     CREATE TABLE IF NOT EXISTS digests (
+         id INTEGER PRIMARY KEY,
+         window_start TEXT NOT NULL UNIQUE,
+         window_end TEXT NOT NULL,
+         created_at TEXT NOT NULL,
+         candidates INTEGER NOT NULL
+     );",
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -331,6 +369,14 @@ impl SqliteLedger {
         })
     }
 
+    pub(crate) fn conn(&self) -> &Connection {
+        &self.conn
+    }
+
+    pub(crate) fn conn_mut(&mut self) -> &mut Connection {
+        &mut self.conn
+    }
+
     /// Every message row, for tests and `status`: (uid, outcome, reply).
     pub fn messages(&self) -> Result<Vec<(u32, String, String)>, StoreError> {
         let mut stmt = self.conn.prepare("SELECT uid, outcome, reply FROM messages ORDER BY id")?;
@@ -386,8 +432,8 @@ impl Ledger for SqliteLedger {
         let tx = self.conn.transaction()?;
         {
             let mut insert_message = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)",
+                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply, candidate_name, missing, repeat)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
             )?;
             let mut insert_document = tx.prepare_cached(
                 "INSERT INTO documents (message, kind, filename, original_name, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -410,6 +456,9 @@ impl Ledger for SqliteLedger {
                     r.posting,
                     r.path,
                     r.reply,
+                    r.candidate_name,
+                    r.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
+                    r.repeat,
                 ])?;
                 if inserted == 0 {
                     continue; // this UID was committed before: nothing twice
@@ -523,8 +572,11 @@ impl Ledger for SqliteLedger {
     }
 
     fn replies_since(&self, t: DateTime<Utc>) -> Result<u64, StoreError> {
-        let n: i64 =
-            self.conn.query_row("SELECT count(*) FROM outbox WHERE created_at >= ?1", params![ts(t)], |r| r.get(0))?;
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM outbox WHERE created_at >= ?1 AND coalesce(kind, '') != 'digest'",
+            params![ts(t)],
+            |r| r.get(0),
+        )?;
         Ok(n as u64)
     }
 
