@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, SmtpConfig, TlsMode};
 use crate::error::{Classified, Retry, backoff};
-use crate::store::{Ledger, StoreError};
+use crate::store::{Ledger, OutboxEntry, StoreError};
 
 /// A rendered reply, as stored in the outbox: plain data, so it survives a restart unchanged.
 #[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
@@ -227,27 +227,42 @@ const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
 /// After this many transient failures an entry is given up and reported.
 pub const MAX_ATTEMPTS: u32 = 50;
 
-/// Sends every outbox entry that is due. Each entry is claimed (`sending`, committed) before it
-/// is handed to SMTP, so a crash mid-send leaves it `uncertain` instead of sending it twice.
+/// Sends every outbox entry that is due, [`SEND_CONCURRENCY`] at a time. Each entry is claimed
+/// (`sending`, committed) before it is handed to SMTP, so a crash mid-send leaves it `uncertain`
+/// instead of sending it twice. A transient failure ends the pass (the server is likely away for
+/// all of them); the entries already on their way finish first.
 pub async fn send_due<L: Ledger + Send + 'static, C: Courier>(
     ledger: &Arc<Mutex<L>>,
     courier: &C,
 ) -> Result<SendReport, StoreError> {
+    use futures::StreamExt;
     let mut report = SendReport::default();
     loop {
-        let due = lock(ledger).due_outbox(Utc::now(), 50)?;
+        let due = lock(ledger).due_outbox(Utc::now(), 64)?;
         if due.is_empty() {
             return Ok(report);
         }
+        let mut claimed = Vec::with_capacity(due.len());
         for entry in due {
-            if !lock(ledger).claim(entry.id, Utc::now())? {
-                continue;
+            if lock(ledger).claim(entry.id, Utc::now())? {
+                claimed.push(entry);
             }
+        }
+        let outcomes: Vec<(OutboxEntry, Result<(), SendError>)> = futures::stream::iter(claimed)
+            .map(|entry| async move {
+                let result = courier.deliver(&entry.mail).await;
+                (entry, result)
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        let mut server_away = false;
+        for (entry, result) in outcomes {
             let attempt = entry.attempts + 1;
-            match courier.deliver(&entry.mail).await {
+            match result {
                 Ok(()) => {
                     lock(ledger).mark_sent(entry.id, Utc::now())?;
-                    tracing::info!(outbox_id = entry.id, attempt, "acknowledgement sent");
+                    tracing::info!(outbox_id = entry.id, attempt, kind = %entry.mail.kind, "sent");
                     report.sent += 1;
                 }
                 Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
@@ -256,8 +271,7 @@ pub async fn send_due<L: Ledger + Send + 'static, C: Courier>(
                     lock(ledger).mark_retry(entry.id, &e.message, next)?;
                     tracing::warn!(outbox_id = entry.id, attempt, retry_in_s = wait.as_secs(), error = %e, "sending failed; will retry");
                     report.retrying += 1;
-                    // The server is likely down for all of them: stop this pass, keep the order.
-                    return Ok(report);
+                    server_away = true;
                 }
                 Err(e) => {
                     lock(ledger).mark_failed(entry.id, &e.message)?;
@@ -266,8 +280,15 @@ pub async fn send_due<L: Ledger + Send + 'static, C: Courier>(
                 }
             }
         }
+        if server_away {
+            return Ok(report);
+        }
     }
 }
+
+/// SMTP submissions in flight at once: enough to hide the round trips, few enough to be polite
+/// to a submission server that limits connections per client.
+pub const SEND_CONCURRENCY: usize = 4;
 
 /// The ledger mutex is only ever held for one short store call; a panic while holding it is a
 /// bug we want to see, not hide.

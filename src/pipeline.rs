@@ -58,6 +58,9 @@ impl Classified for PipelineError {
     }
 }
 
+/// What a batch's commit reports: counts, and the UIDs committed (to flag on the server).
+type BatchResult = Result<(Report, Vec<u32>), PipelineError>;
+
 /// How batches are cut.
 #[derive(Debug, Clone, Copy)]
 pub struct BatchLimits {
@@ -172,58 +175,91 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         }
         let total = envelopes.len();
         tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
+        // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
+        // downloaded: the network and the disk work at the same time. Commits stay in UID order,
+        // and at most two batches are in memory.
         let mut done = 0;
+        let mut in_flight: Option<(tokio::task::JoinHandle<BatchResult>, usize)> = None;
+        let mut outcome = Ok(());
         for batch in plan_batches(&envelopes, self.limits) {
             if *stop.borrow() {
                 tracing::info!(done, total, "stopping between batches");
                 break;
             }
-            let wanted: Vec<u32> =
-                batch.iter().filter(|e| e.size <= self.limits.max_message_bytes).map(|e| e.uid).collect();
-            let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
-            let mut items = Vec::with_capacity(batch.len());
-            for env in batch {
-                if env.size > self.limits.max_message_bytes {
-                    items.push(Incoming::TooLarge(*env));
-                } else if let Some(m) = downloaded.by_ref().find(|m| m.uid == env.uid) {
-                    items.push(Incoming::Downloaded {
-                        uid: m.uid,
-                        internal_date: m.internal_date.or(env.internal_date),
-                        raw: m.raw,
-                    });
+            let items = match self.download(mailbox, batch).await {
+                Ok(items) => items,
+                Err(e) => {
+                    outcome = Err(e);
+                    break;
                 }
-                // A message expunged between listing and fetching is simply gone.
+            };
+            if let Some((handle, len)) = in_flight.take() {
+                done += len;
+                self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
             }
             let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
-            let (batch_report, committed) = self.process(key.clone(), high_water, items).await?;
-            done += batch.len();
-            monitor.progress(done, total);
-            report.add(batch_report);
-            tracing::info!(
-                done,
-                total,
-                filed = batch_report.filed,
-                quarantined = batch_report.quarantined,
-                "batch committed"
-            );
-            if batch_report.replies_queued > 0 {
-                self.outbox_ready.notify_one();
-            }
-            // The keyword is a courtesy to people reading the mailbox; the store is the truth.
-            if let Err(e) = mailbox.add_keyword(&committed, &self.keyword).await {
-                tracing::warn!(error = %e, "could not set the filed keyword; continuing");
-            }
+            in_flight = Some((self.process(key.clone(), high_water, items), batch.len()));
         }
-        Ok(report)
+        if let Some((handle, len)) = in_flight.take() {
+            done += len;
+            self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
+        }
+        outcome.map(|()| report)
+    }
+
+    /// Downloads one batch (never the messages over the size limit).
+    async fn download<M: Mailbox>(&self, mailbox: &mut M, batch: &[Envelope]) -> Result<Vec<Incoming>, PipelineError> {
+        let wanted: Vec<u32> =
+            batch.iter().filter(|e| e.size <= self.limits.max_message_bytes).map(|e| e.uid).collect();
+        let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
+        let mut items = Vec::with_capacity(batch.len());
+        for env in batch {
+            if env.size > self.limits.max_message_bytes {
+                items.push(Incoming::TooLarge(*env));
+            } else if let Some(m) = downloaded.by_ref().find(|m| m.uid == env.uid) {
+                items.push(Incoming::Downloaded {
+                    uid: m.uid,
+                    internal_date: m.internal_date.or(env.internal_date),
+                    raw: m.raw,
+                });
+            }
+            // A message expunged between listing and fetching is simply gone.
+        }
+        Ok(items)
+    }
+
+    /// Waits for a batch's commit, then reports it, wakes the sender and flags the messages.
+    async fn finish<M: Mailbox>(
+        &self,
+        mailbox: &mut M,
+        handle: tokio::task::JoinHandle<BatchResult>,
+        report: &mut Report,
+        done: usize,
+        total: usize,
+        monitor: &dyn Monitor,
+    ) -> Result<(), PipelineError> {
+        let (batch_report, committed) = handle.await.map_err(|e| PipelineError::Worker(e.to_string()))??;
+        monitor.progress(done, total);
+        report.add(batch_report);
+        tracing::info!(
+            done,
+            total,
+            filed = batch_report.filed,
+            quarantined = batch_report.quarantined,
+            "batch committed"
+        );
+        if batch_report.replies_queued > 0 {
+            self.outbox_ready.notify_one();
+        }
+        // The keyword is a courtesy to people reading the mailbox; the store is the truth.
+        if let Err(e) = mailbox.add_keyword(&committed, &self.keyword).await {
+            tracing::warn!(error = %e, "could not set the filed keyword; continuing");
+        }
+        Ok(())
     }
 
     /// Stages 2–5 for one batch, on a blocking thread (parsing, hashing and fsync are not async).
-    async fn process(
-        &self,
-        key: MailboxKey,
-        high_water: u32,
-        items: Vec<Incoming>,
-    ) -> Result<(Report, Vec<u32>), PipelineError> {
+    fn process(&self, key: MailboxKey, high_water: u32, items: Vec<Incoming>) -> tokio::task::JoinHandle<BatchResult> {
         let stages = Arc::clone(&self.stages);
         let filer = Arc::clone(&self.filer);
         let ledger = Arc::clone(&self.ledger);
@@ -231,8 +267,6 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
             let mut filer = lock(&filer);
             process_batch(&stages, &mut filer, &ledger, key, high_water, items)
         })
-        .await
-        .map_err(|e| PipelineError::Worker(e.to_string()))?
     }
 
     /// Sends what is due in the outbox until `stop` turns true, sleeping until the next due

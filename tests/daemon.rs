@@ -228,13 +228,15 @@ fn run_watches_several_folders_at_once() {
         (contacted == 2).then_some(())
     });
     let ids = [unique_id("multia"), unique_id("multib")];
-    for (folder, id) in [(&first, &ids[0]), (&second, &ids[1])] {
+    // Two people, one per folder (one person writing twice would be answered once a day).
+    let senders = [("dave@example.test", "Dave Smith"), ("erin@example.test", "Erin Petit")];
+    for ((folder, id), (who, name)) in [(&first, &ids[0]), (&second, &ids[1])].into_iter().zip(senders) {
         let to = format!("contact+{folder}@example.test");
-        stack.submit("dave@example.test", &[&to], &application("dave@example.test", "Dave Smith", &to, id));
+        stack.submit(who, &[&to], &application(who, name, &to, id));
     }
-    for id in &ids {
+    for (id, (who, _)) in ids.iter().zip(senders) {
         wait_for("an acknowledgement from each folder", DEADLINE, || {
-            (!stack.messages_with("dave@example.test", "INBOX", "In-Reply-To", id).is_empty()).then_some(())
+            (!stack.messages_with(who, "INBOX", "In-Reply-To", id).is_empty()).then_some(())
         });
     }
     assert!(daemon.terminate(Duration::from_secs(15)).success());

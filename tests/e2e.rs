@@ -202,7 +202,7 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
     let new = application_eml(
         "Bob Durand <bob@example.test>",
         &format!("contact+{folder}@example.test"),
-        "Candidature (CV manquant)",
+        "Candidature (la lettre)",
         &new_id,
         &[],
         "Bonjour, voici ma lettre.",
@@ -232,7 +232,10 @@ fn backlog_and_robots_get_no_reply_over_starttls() {
         let found = stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &new_id);
         (!found.is_empty()).then_some(found)
     });
-    assert!(acks[0].contains("Il manque") || acks[0].contains("il manque"), "the reply names the missing CV");
+    // His backlog message carried the CV: this letter completes his file, and the reply says so.
+    let reply = mailroom::understand::parse::parse(acks[0].as_bytes()).unwrap();
+    assert!(reply.subject.as_deref().unwrap_or_default().starts_with("Dossier mis à jour"), "{:?}", reply.subject);
+    assert!(reply.text_body.unwrap_or_default().contains("maintenant complet"));
     wait_for("postfix to empty its queue", DEADLINE, || stack.postfix_queue_empty().then_some(()));
     assert!(stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &old_id).is_empty(), "backlog answered");
     assert!(stack.messages_with("carol@example.test", "INBOX", "In-Reply-To", &list_id).is_empty(), "list answered");
