@@ -95,6 +95,8 @@ pub struct MessageRecord {
     pub missing: Vec<crate::understand::DocKind>,
     /// An earlier application from the same person was already on file.
     pub repeat: bool,
+    /// What filing did (for a filed application): kept as the truth about the folder.
+    pub filed: Option<crate::filing::FiledApplication>,
     /// Relative to the data root: the candidate folder or the quarantine stem.
     pub path: Option<String>,
     /// `queued: <kind>` or `skipped: <reason>`.
@@ -174,6 +176,8 @@ pub trait Ledger {
     fn last_reply_to(&self, address: &str) -> Result<Option<(DateTime<Utc>, String)>, StoreError>;
     /// Replies queued since `t`, all addresses.
     fn replies_since(&self, t: DateTime<Utc>) -> Result<u64, StoreError>;
+    /// The applications committed in a candidate folder (relative path), oldest first.
+    fn committed_in_folder(&self, folder: &str) -> Result<Vec<crate::filing::FiledApplication>, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
 }
 
@@ -266,6 +270,10 @@ const MIGRATIONS: &[&str] = &[
          created_at TEXT NOT NULL,
          candidates INTEGER NOT NULL
      );",
+    // The filing of each application, as committed: the truth about what a candidate folder
+    // holds, so files are flushed once per batch and metadata.json can always be rebuilt.
+    "ALTER TABLE messages ADD COLUMN filed TEXT;
+     CREATE INDEX IF NOT EXISTS messages_path ON messages (path);",
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -432,8 +440,8 @@ impl Ledger for SqliteLedger {
         let tx = self.conn.transaction()?;
         {
             let mut insert_message = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply, candidate_name, missing, repeat)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)",
+                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply, candidate_name, missing, repeat, filed)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17)",
             )?;
             let mut insert_document = tx.prepare_cached(
                 "INSERT INTO documents (message, kind, filename, original_name, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -459,6 +467,7 @@ impl Ledger for SqliteLedger {
                     r.candidate_name,
                     r.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(","),
                     r.repeat,
+                    r.filed.as_ref().map(|f| serde_json::to_string(f).expect("filing serialises")),
                 ])?;
                 if inserted == 0 {
                     continue; // this UID was committed before: nothing twice
@@ -578,6 +587,23 @@ impl Ledger for SqliteLedger {
             |r| r.get(0),
         )?;
         Ok(n as u64)
+    }
+
+    fn committed_in_folder(&self, folder: &str) -> Result<Vec<crate::filing::FiledApplication>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT filed FROM messages WHERE path = ?1 AND outcome = 'filed' AND filed IS NOT NULL ORDER BY received_at, id",
+        )?;
+        let rows = stmt.query_map(params![folder], |r| r.get::<_, String>(0))?;
+        let mut out = Vec::new();
+        for row in rows {
+            match serde_json::from_str(&row?) {
+                Ok(f) => out.push(f),
+                Err(e) => {
+                    tracing::error!(folder, error = %e, "unreadable filing record; the folder's metadata will lack it")
+                }
+            }
+        }
+        Ok(out)
     }
 
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
