@@ -177,10 +177,12 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     }
 }
 
+/// One thread for the network: the CPU and disk work (parsing, hashing, filing, SQLite) runs on
+/// the blocking pool, so a second async worker would only cost memory (the idle target is 15 MB).
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
+    tokio::runtime::Builder::new_current_thread()
         .max_blocking_threads(4)
+        .thread_keep_alive(Duration::from_secs(10))
         .enable_all()
         .build()
         .context("cannot start the async runtime")
