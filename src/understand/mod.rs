@@ -382,6 +382,11 @@ fn find_documents(mail: &ParsedMail) -> Vec<Document> {
             .unwrap_or_else(|| "bin".into());
         let is_image = part.content_type.starts_with("image/");
         let verdict = match name.as_deref().and_then(classify_filename) {
+            _ if part.in_report || is_report_type(&part.content_type) => Verdict::new(
+                DocKind::Ignored,
+                0.95,
+                format!("{} is part of a delivery or read report", part.content_type),
+            ),
             Some(v) => v,
             None if is_image && part.inline && part.bytes.len() < INLINE_IMAGE_IGNORE_BYTES => {
                 Verdict::new(DocKind::Ignored, 0.9, "small inline image (signature logo or tracking pixel)")
@@ -500,6 +505,20 @@ fn missing_kinds(docs: &[Document]) -> Vec<DocKind> {
         missing.push(DocKind::CoverLetter);
     }
     missing
+}
+
+/// What mail systems write into reports (RFC 3464, 8098, 6522): status, not documents.
+fn is_report_type(content_type: &str) -> bool {
+    matches!(
+        content_type,
+        "message/delivery-status"
+            | "message/global-delivery-status"
+            | "message/disposition-notification"
+            | "message/global-disposition-notification"
+            | "text/rfc822-headers"
+            | "message/global-headers"
+            | "message/feedback-report"
+    )
 }
 
 fn extension_for_type(content_type: &str) -> Option<&'static str> {
