@@ -9,6 +9,7 @@
 pub mod classify;
 pub mod parse;
 mod robots;
+pub mod tnef;
 pub mod zip;
 
 use chrono::{DateTime, NaiveDate, Utc};
