@@ -85,6 +85,13 @@ enum Command {
 struct UsageError(String);
 
 pub fn main() -> ExitCode {
+    // The PDF text extractor child (see understand::extract): not a command for people, so not
+    // in the help, and answered before anything else starts.
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::understand::extract::SUBCOMMAND) {
+        let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::understand::extract::child_main(&args);
+    }
+    crate::understand::extract::running_as_cli();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -269,6 +276,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             limits: Default::default(),
             default_language: "fr".into(),
             own_addresses: Vec::new(),
+            text: crate::understand::extract::TextReader::locate(),
         },
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display())));
