@@ -100,9 +100,12 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) {
     }
 }
 
+/// A corpus: its label, where it was found (or why not), which files in it are messages.
+type Corpus = (&'static str, Result<PathBuf, String>, fn(&Path) -> bool);
+
 #[test]
 fn corpora_go_through_understand_and_filing_without_panic_or_escape() {
-    let corpora: [(&str, Result<PathBuf, String>, fn(&Path) -> bool); 2] = [
+    let corpora: [Corpus; 2] = [
         ("mail-parser resources/eml", mail_parser_corpus(), |p| p.extension().is_some_and(|e| e == "eml")),
         ("CPython test_email/data", cpython_corpus(), |p| {
             let name = p.file_name().unwrap_or_default().to_string_lossy();

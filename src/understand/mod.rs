@@ -1,10 +1,25 @@
 //! Stage 2, understand: one raw message in, one typed [`Understood`] out.
 //!
-//! May: parse, classify, decide who the candidate is and which posting the message answers.
-//! May not: touch the disk, the network or the store. It is a pure function of the message and
-//! the configuration, which is what lets `mailroom inspect` show exactly what the daemon would do.
+//! May: parse, open containers (ZIP, winmail.dat, forwarded messages), classify, read a
+//! document's text when its name does not tell, decide who the candidate is and which posting
+//! the message answers.
+//! May not: touch the disk, the network or the store. It is a function of the message and the
+//! configuration alone, which is what lets `mailroom inspect` show exactly what the daemon would
+//! do. The one thing it starts is the PDF text extractor, a child process that can write
+//! nothing and is killed at a deadline ([`extract`]).
 //! Bad mail is data here: every message gets an outcome, and nothing in this module panics on
-//! input (a message we cannot make sense of becomes [`Understood::Quarantine`]).
+//! input (a message we cannot make sense of becomes [`Understood::Quarantine`]; a document whose
+//! text cannot be read only loses its classification by text).
+//!
+//! | module | role |
+//! |---|---|
+//! | [`parse`] | the only user of mail-parser: raw bytes to a plain [`parse::ParsedMail`] |
+//! | `documents` | every part's kind, confidence and reason; containers opened one level |
+//! | [`classify`] | kinds from file names |
+//! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
+//! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
+//! | [`forward`] | inline-forwarded applications |
+//! | `robots` | who must never be answered |
 
 pub mod classify;
 mod documents;

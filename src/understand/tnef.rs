@@ -262,7 +262,7 @@ mod tests {
     }
 
     fn padded(mut v: Vec<u8>) -> Vec<u8> {
-        while v.len() % 4 != 0 {
+        while !v.len().is_multiple_of(4) {
             v.push(0);
         }
         v
