@@ -152,3 +152,40 @@ fn a_pdf_that_crashes_the_extractor_costs_only_its_classification() {
     let Understood::Application(app) = understand(&raw, None, &rules_with(reader())) else { panic!() };
     assert_eq!(app.documents.iter().find(|d| d.extension == "pdf").unwrap().kind, DocKind::CoverLetter);
 }
+
+/// The systemd unit kills a process that makes a syscall of `~@privileged @resources`; the child
+/// limits itself with prlimit64, which must stay allowed (setrlimit is not).
+#[test]
+fn the_units_syscall_filter_lets_the_child_restrict_itself() {
+    // A set's system calls, nested sets (`@default` inside `@system-service`) expanded.
+    fn calls(set: &str, depth: usize) -> Option<Vec<String>> {
+        let out = std::process::Command::new("systemd-analyze").args(["syscall-filter", set]).output().ok()?;
+        if !out.status.success() || depth > 4 {
+            return None;
+        }
+        let mut all = Vec::new();
+        for line in String::from_utf8_lossy(&out.stdout).lines().skip(1).map(str::trim) {
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.strip_prefix('@') {
+                Some(_) => all.extend(calls(line, depth + 1)?),
+                None => all.push(line.to_owned()),
+            }
+        }
+        Some(all)
+    }
+    let (Some(allowed), Some(resources), Some(privileged)) =
+        (calls("@system-service", 0), calls("@resources", 0), calls("@privileged", 0))
+    else {
+        assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "systemd-analyze is needed under CI");
+        eprintln!("SKIPPED: systemd-analyze not available");
+        return;
+    };
+    let has = |list: &[String], call: &str| list.iter().any(|c| c == call);
+    for call in ["prlimit64", "execve", "clone", "clone3", "vfork", "pipe2", "wait4", "kill"] {
+        assert!(has(&allowed, call), "@system-service lacks {call}");
+        assert!(!has(&resources, call) && !has(&privileged, call), "{call} is denied by the unit");
+    }
+    assert!(has(&resources, "setrlimit"), "why the child uses prlimit64 and not setrlimit");
+}

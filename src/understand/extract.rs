@@ -313,13 +313,16 @@ pub fn child_main(args: &[String]) -> ExitCode {
 /// The child's own cage, set before it looks at the document. Without unsafe code it cannot be
 /// set between fork and exec by the parent; setting it first thing in the child is equivalent,
 /// since no untrusted byte has been read yet.
-#[cfg(unix)]
+#[cfg(target_os = "linux")]
 fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
     use rlimit::Resource;
+    // prlimit64, not setrlimit: the systemd unit's `SystemCallFilter=~@resources` kills a
+    // process that calls setrlimit, while @system-service allows prlimit64.
     let lower = |resource: Resource, value: u64| -> std::io::Result<()> {
-        let (_, hard) = resource.get()?;
+        let (mut soft, mut hard) = (0, 0);
+        rlimit::prlimit(0, resource, None, Some((&mut soft, &mut hard)))?;
         let value = value.min(hard);
-        resource.set(value, value)
+        rlimit::prlimit(0, resource, Some((value, value)), None)
     };
     // Standard input, output and error are descriptors 0–2: with a limit of 3 no file can be
     // opened or created. The others are belts to those braces.
@@ -330,6 +333,20 @@ fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
     lower(Resource::AS, max_memory)?;
     lower(Resource::CPU, cpu_seconds)?;
     Ok(())
+}
+
+#[cfg(all(unix, not(target_os = "linux")))]
+fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
+    use rlimit::Resource;
+    let lower = |resource: Resource, value: u64| -> std::io::Result<()> {
+        let (_, hard) = resource.get()?;
+        resource.set(value.min(hard), value.min(hard))
+    };
+    lower(Resource::NOFILE, 3)?;
+    lower(Resource::FSIZE, 0)?;
+    lower(Resource::CORE, 0)?;
+    lower(Resource::AS, max_memory)?;
+    lower(Resource::CPU, cpu_seconds)
 }
 
 #[cfg(not(unix))]
