@@ -249,29 +249,29 @@ const CV_HEADINGS: &[&str] = &[
     "projects",
 ];
 
-/// Phrases of a letter, folded, with their weight.
-const LETTER_PHRASES: &[(&str, f32)] = &[
-    ("madame monsieur", 2.0),
-    ("je vous prie d agreer", 2.0),
-    ("veuillez agreer", 2.0),
-    ("je vous prie de croire", 2.0),
-    ("salutations distinguees", 1.5),
-    ("l expression de mes", 1.0),
-    ("dear", 1.5),
-    ("sincerely", 1.5),
-    ("yours faithfully", 1.5),
-    ("i am writing", 1.5),
-    ("kind regards", 1.0),
-    ("best regards", 1.0),
-    ("je me permets", 1.0),
-    ("je vous adresse", 1.0),
-    ("ma candidature", 1.0),
-    ("my application", 1.0),
-    ("lettre de motivation", 1.0),
-    ("cover letter", 1.0),
-    ("dans l attente", 1.0),
-    ("i look forward", 1.0),
-    ("i would welcome", 1.0),
+/// Phrases of a letter: folded form, as shown in a reason, weight.
+const LETTER_PHRASES: &[(&str, &str, f32)] = &[
+    ("madame monsieur", "Madame, Monsieur", 2.0),
+    ("je vous prie d agreer", "je vous prie d'agréer", 2.0),
+    ("veuillez agreer", "veuillez agréer", 2.0),
+    ("je vous prie de croire", "je vous prie de croire", 2.0),
+    ("salutations distinguees", "salutations distinguées", 1.5),
+    ("l expression de mes", "l'expression de mes", 1.0),
+    ("dear", "Dear", 1.5),
+    ("sincerely", "Sincerely", 1.5),
+    ("yours faithfully", "Yours faithfully", 1.5),
+    ("i am writing", "I am writing", 1.5),
+    ("kind regards", "Kind regards", 1.0),
+    ("best regards", "Best regards", 1.0),
+    ("je me permets", "je me permets", 1.0),
+    ("je vous adresse", "je vous adresse", 1.0),
+    ("ma candidature", "ma candidature", 1.0),
+    ("my application", "my application", 1.0),
+    ("lettre de motivation", "lettre de motivation", 1.0),
+    ("cover letter", "cover letter", 1.0),
+    ("dans l attente", "dans l'attente", 1.0),
+    ("i look forward", "I look forward", 1.0),
+    ("i would welcome", "I would welcome", 1.0),
 ];
 
 const FIRST_PERSON: &[&str] = &["je", "j", "me", "m", "moi", "mon", "ma", "mes", "i", "my", "me", "myself"];
@@ -311,10 +311,10 @@ pub fn score(text: &str) -> Score {
     }
 
     let folded = format!(" {} ", fold(&text));
-    for (phrase, weight) in LETTER_PHRASES {
+    for (phrase, label, weight) in LETTER_PHRASES {
         if folded.contains(&format!(" {phrase} ")) {
             s.letter += weight;
-            s.letter_signals.push(format!("{phrase:?}"));
+            s.letter_signals.push(format!("{label:?}"));
         }
     }
     let words: Vec<&str> = folded.split_whitespace().collect();
@@ -451,7 +451,11 @@ sincerely,\n\nTom Baker\n";
         assert_eq!(kind(LETTER_EN), Some(DocKind::CoverLetter));
         let v = verdict(CV_FR).unwrap();
         assert!(v.reason.contains("\"Formation\""), "{}", v.reason);
-        assert!(verdict(LETTER_FR).unwrap().reason.contains("madame monsieur"));
+        assert!(
+            verdict(LETTER_FR).unwrap().reason.contains("\"Madame, Monsieur\""),
+            "{}",
+            verdict(LETTER_FR).unwrap().reason
+        );
     }
 
     #[test]
