@@ -122,6 +122,13 @@ enum Command {
 struct UsageError(String);
 
 pub fn main() -> ExitCode {
+    // The PDF text extractor child (see understand::extract): not a command for people, so not
+    // in the help, and answered before anything else starts.
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::understand::extract::SUBCOMMAND) {
+        let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
+        return crate::understand::extract::child_main(&args);
+    }
+    crate::understand::extract::running_as_cli();
     let cli = match Cli::try_parse() {
         Ok(c) => c,
         Err(e) => {
@@ -300,9 +307,25 @@ struct Inspection {
     message_id: Option<String>,
     candidate: Option<crate::understand::Candidate>,
     posting: Option<crate::understand::PostingRef>,
-    documents: Vec<crate::understand::Document>,
+    documents: Vec<InspectedDocument>,
     missing: Vec<crate::understand::DocKind>,
     reply: String,
+}
+
+/// One part as `inspect` shows it: what understand decided, and the name filing would give it.
+#[derive(serde::Serialize)]
+struct InspectedDocument {
+    kind: crate::understand::DocKind,
+    /// The name in the candidate folder (as filed into a folder with nothing in it yet); `None`
+    /// for ignored parts, which are not filed.
+    filename: Option<String>,
+    original_name: Option<String>,
+    content_type: String,
+    size: u64,
+    sha256: String,
+    confidence: f32,
+    reason: String,
+    also_cover_letter: bool,
 }
 
 fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -321,6 +344,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             limits: Default::default(),
             default_language: "fr".into(),
             own_addresses: Vec::new(),
+            text: crate::understand::extract::TextReader::locate(),
         },
         Err(e) => {
             return Err(anyhow::Error::new(e).context(format!("configuration {}", config.display())));
@@ -347,7 +371,24 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
                 ),
             };
+            let names = crate::filing::planned_names(&app);
             let app = *app;
+            let documents = app
+                .documents
+                .into_iter()
+                .zip(names)
+                .map(|(d, filename)| InspectedDocument {
+                    kind: d.kind,
+                    filename,
+                    original_name: d.original_name,
+                    content_type: d.content_type,
+                    size: d.size,
+                    sha256: d.sha256,
+                    confidence: d.confidence,
+                    reason: d.reason,
+                    also_cover_letter: d.also_cover_letter,
+                })
+                .collect();
             Inspection {
                 outcome: "filed",
                 reason: None,
@@ -356,41 +397,43 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 candidate: Some(app.candidate),
                 posting: Some(app.posting),
                 missing: app.missing,
-                documents: app.documents,
+                documents,
                 reply,
             }
         }
     };
+    use std::fmt::Write as _;
+    let mut out = String::new();
     if json {
-        println!("{}", serde_json::to_string_pretty(&report)?);
+        out = serde_json::to_string_pretty(&report)?;
+        out.push('\n');
     } else {
-        println!(
-            "outcome:   {}{}",
-            report.outcome,
-            report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default()
-        );
+        let reason = report.reason.as_deref().map(|r| format!(" ({r})")).unwrap_or_default();
+        writeln!(out, "outcome:   {}{reason}", report.outcome)?;
         if let Some(c) = &report.candidate {
-            println!("candidate: {} <{}>", c.display(), c.email);
+            writeln!(out, "candidate: {} <{}>", c.display(), c.email)?;
         }
         if let Some(p) = &report.posting {
-            println!("posting:   {} [{}] ({})", p.title, p.slug, p.matched_by);
+            writeln!(out, "posting:   {} [{}] ({})", p.title, p.slug, p.matched_by)?;
         }
         for d in &report.documents {
-            println!(
-                "document:  {:<12} {:<40} {:>9} bytes  {:.0}%  {}",
-                d.kind.as_str(),
-                d.original_name.as_deref().unwrap_or("(message body)"),
-                d.size,
-                d.confidence * 100.0,
-                d.reason
-            );
+            let from =
+                d.original_name.as_deref().map(|n| format!("{n:?}")).unwrap_or_else(|| "the message body".into());
+            let filed = d.filename.as_deref().unwrap_or("(not filed)");
+            writeln!(out, "document:  {:<12} {filed} ← {from} ({} bytes)", d.kind.as_str(), d.size)?;
+            writeln!(out, "           {:.0}%: {}", d.confidence * 100.0, d.reason)?;
         }
         if !report.missing.is_empty() {
-            println!("missing:   {}", report.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "));
+            let missing = report.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            writeln!(out, "missing:   {missing}")?;
         }
-        println!("reply:     {}", report.reply);
+        writeln!(out, "reply:     {}", report.reply)?;
     }
-    Ok(ExitCode::SUCCESS)
+    // `mailroom inspect x.eml | head` closing the pipe early is not a failure.
+    match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
+        _ => Ok(ExitCode::SUCCESS),
+    }
 }
 
 fn status(cfg: &Config, json: bool) -> anyhow::Result<ExitCode> {

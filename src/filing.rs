@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Classified, Retry};
-use crate::understand::{Application, DocKind, Quarantine, sha256_hex};
+use crate::understand::{Application, DocKind, Document, Quarantine, sha256_hex};
 
 /// Longest name we create, in bytes: room below every filesystem's 255 for a version suffix
 /// and the temporary-file prefix.
@@ -236,26 +236,19 @@ impl Filer {
             .filter_map(|d| Some((d.filename.clone()?, d.sha256.clone())))
             .collect();
 
-        let who = app.candidate.display();
         let mut documents = Vec::new();
         let mut taken: Vec<String> = Vec::new();
         for doc in &app.documents {
-            let filename = if doc.kind == DocKind::Ignored {
-                None
-            } else {
-                let base = match doc.kind {
-                    DocKind::Cv => format!("CV - {who}.{}", doc.extension),
-                    DocKind::CoverLetter => {
-                        format!("{} - {who}.{}", letter_label(&app.posting.language), doc.extension)
+            let filename = match base_name(app, doc) {
+                None => None,
+                Some(base) => {
+                    let name = self.place(&dir, &base, &doc.sha256, &known, &taken)?;
+                    if !dir.join(&name).exists() {
+                        self.write_atomic(&dir, &name, &doc.bytes)?;
                     }
-                    _ => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
-                };
-                let name = self.place(&dir, &safe_component(&base, MAX_NAME_BYTES), &doc.sha256, &known, &taken)?;
-                if !dir.join(&name).exists() {
-                    self.write_atomic(&dir, &name, &doc.bytes)?;
+                    taken.push(name.clone());
+                    Some(name)
                 }
-                taken.push(name.clone());
-                Some(name)
             };
             documents.push(FiledDocument {
                 kind: doc.kind,
@@ -320,7 +313,8 @@ impl Filer {
         Ok(())
     }
 
-    /// The name for a document: the base name, or the same bytes' existing name, or `base (N)`.
+    /// The name for a document: the same bytes' existing name, or the first of `base`,
+    /// `base (2)`, … that is free in the folder (see [`planned_names`] for an empty folder).
     fn place(
         &self,
         dir: &Path,
@@ -329,32 +323,23 @@ impl Filer {
         known: &HashMap<String, String>,
         taken: &[String],
     ) -> Result<String, FilingError> {
-        let (stem, ext) = match base.rsplit_once('.') {
-            Some((s, e)) => (s.to_owned(), format!(".{e}")),
-            None => (base.to_owned(), String::new()),
-        };
         if let Some((name, _)) = known.iter().find(|(_, sha)| *sha == sha256) {
             return Ok(name.clone());
         }
-        for n in 1.. {
-            let name = if n == 1 { base.to_owned() } else { format!("{stem} ({n}){ext}") };
-            if taken.contains(&name) {
-                continue;
+        choose_name(base, |name| {
+            if taken.iter().any(|t| t == name) {
+                return Ok(Slot::Taken);
             }
-            let path = dir.join(&name);
-            match known.get(&name) {
-                Some(sha) if sha == sha256 => return Ok(name),
-                Some(_) => continue,
-                None if !path.exists() => return Ok(name),
+            let path = dir.join(name);
+            Ok(match known.get(name) {
+                Some(sha) if sha == sha256 => Slot::Ours,
+                Some(_) => Slot::Taken,
+                None if !path.exists() => Slot::Free,
                 // On disk but in no metadata: left by a crash between writing it and the metadata.
-                None => {
-                    if sha256_hex(&fs::read(&path).at(&path)?) == sha256 {
-                        return Ok(name);
-                    }
-                }
-            }
-        }
-        unreachable!("the loop above returns")
+                None if sha256_hex(&fs::read(&path).at(&path)?) == sha256 => Slot::Ours,
+                None => Slot::Taken,
+            })
+        })
     }
 
     fn create_dirs(&mut self, dir: &Path) -> Result<(), FilingError> {
@@ -392,6 +377,66 @@ impl Filer {
         self.dirty.insert(dir.to_path_buf());
         Ok(())
     }
+}
+
+/// What a candidate name in a folder holds, as far as one document is concerned.
+enum Slot {
+    Free,
+    /// Already holds these very bytes.
+    Ours,
+    Taken,
+}
+
+/// The first of `base`, `base (2)`, `base (3)`, … whose slot is free or already ours.
+fn choose_name<E>(base: &str, mut slot: impl FnMut(&str) -> Result<Slot, E>) -> Result<String, E> {
+    let (stem, ext) = match base.rsplit_once('.') {
+        Some((s, e)) => (s, format!(".{e}")),
+        None => (base, String::new()),
+    };
+    let mut n = 1u32;
+    loop {
+        let name = if n == 1 { base.to_owned() } else { format!("{stem} ({n}){ext}") };
+        match slot(&name)? {
+            Slot::Free | Slot::Ours => return Ok(name),
+            Slot::Taken => n += 1,
+        }
+    }
+}
+
+/// The name a document is filed under before any numbering, already safe; `None` for ignored
+/// parts, which are not filed.
+fn base_name(app: &Application, doc: &Document) -> Option<String> {
+    let who = app.candidate.display();
+    let base = match doc.kind {
+        DocKind::Ignored => return None,
+        DocKind::Cv => format!("CV - {who}.{}", doc.extension),
+        DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(&app.posting.language), doc.extension),
+        DocKind::Other => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
+    };
+    Some(safe_component(&base, MAX_NAME_BYTES))
+}
+
+/// The names `file_application` gives the documents in a folder that holds nothing yet, in
+/// document order (`None` for ignored parts). Pure: `mailroom inspect` shows these, and filing
+/// starts from the same names, so the two cannot disagree; only files already in the folder
+/// (an earlier application) can move a name on to `(2)`.
+pub fn planned_names(app: &Application) -> Vec<Option<String>> {
+    let mut taken: Vec<String> = Vec::new();
+    app.documents
+        .iter()
+        .map(|doc| {
+            let base = base_name(app, doc)?;
+            let Ok(name) = choose_name(&base, |name| {
+                Ok::<_, std::convert::Infallible>(if taken.iter().any(|t| t == name) {
+                    Slot::Taken
+                } else {
+                    Slot::Free
+                })
+            });
+            taken.push(name.clone());
+            Some(name)
+        })
+        .collect()
 }
 
 fn letter_label(language: &str) -> &'static str {
@@ -454,6 +499,105 @@ mod tests {
         assert!(out.ends_with(".pdf"));
         let no_ext = "x".repeat(1000);
         assert_safe(&safe_component(&no_ext, 50), 50);
+    }
+
+    fn doc(kind: DocKind, original_name: Option<&str>, extension: &str, bytes: &[u8]) -> Document {
+        Document {
+            kind,
+            confidence: 0.9,
+            reason: "test".into(),
+            original_name: original_name.map(str::to_owned),
+            content_type: "application/pdf".into(),
+            extension: extension.into(),
+            size: bytes.len() as u64,
+            sha256: sha256_hex(bytes),
+            also_cover_letter: false,
+            bytes: bytes.to_vec(),
+        }
+    }
+
+    fn application(sha: &str, documents: Vec<Document>) -> Application {
+        use crate::understand::{Candidate, PostingRef};
+        Application {
+            sha256: sha.repeat(64 / sha.len()),
+            message_id: None,
+            subject: "Candidature".into(),
+            received_at: DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
+            candidate: Candidate {
+                email: "jeanne@example.test".into(),
+                name: Some("Jeanne Dupré".into()),
+                given_name: Some("Jeanne".into()),
+                family_name: Some("Dupré".into()),
+            },
+            posting: PostingRef {
+                slug: "stage".into(),
+                title: "Stage".into(),
+                language: "fr".into(),
+                closed: false,
+                matched_by: "test".into(),
+            },
+            documents,
+            missing: vec![],
+            automated: None,
+            references: vec![],
+        }
+    }
+
+    #[test]
+    fn planned_names_are_what_filing_writes_into_an_empty_folder() {
+        let app = application(
+            "a",
+            vec![
+                doc(DocKind::Cv, Some("cv_fr.pdf"), "pdf", b"cv fr"),
+                doc(DocKind::Ignored, Some("logo.png"), "png", b"logo"),
+                doc(DocKind::Cv, Some("cv_en.pdf"), "pdf", b"cv en"),
+                doc(DocKind::CoverLetter, None, "txt", b"Madame, Monsieur"),
+                doc(DocKind::Other, Some("../Diplôme.pdf"), "pdf", b"diplome 1"),
+                doc(DocKind::Other, Some("_Diplôme.pdf"), "pdf", b"diplome 2"),
+                doc(DocKind::Other, None, "bin", b"unnamed"),
+            ],
+        );
+        let planned = planned_names(&app);
+        assert_eq!(
+            planned,
+            [
+                Some("CV - Jeanne Dupré.pdf"),
+                None,
+                Some("CV - Jeanne Dupré (2).pdf"),
+                Some("Lettre de motivation - Jeanne Dupré.txt"),
+                Some("_Diplôme.pdf"),
+                Some("_Diplôme (2).pdf"),
+                Some("document.bin"),
+            ]
+            .map(|n| n.map(str::to_owned))
+        );
+        let root = tempfile::tempdir().unwrap();
+        let filed = Filer::new(root.path()).file_application(&app, b"raw").unwrap();
+        let written: Vec<Option<String>> = filed.application.documents.iter().map(|d| d.filename.clone()).collect();
+        assert_eq!(written, planned);
+        for name in planned.iter().flatten() {
+            assert!(root.path().join(&filed.folder).join(name).is_file(), "{name}");
+        }
+    }
+
+    #[test]
+    fn an_earlier_application_moves_new_names_on_and_keeps_same_bytes_on_theirs() {
+        let root = tempfile::tempdir().unwrap();
+        let mut filer = Filer::new(root.path());
+        let first = application("a", vec![doc(DocKind::Cv, None, "pdf", b"cv v1")]);
+        filer.file_application(&first, b"raw 1").unwrap();
+        let second = application(
+            "b",
+            vec![doc(DocKind::Cv, None, "pdf", b"cv v2"), doc(DocKind::Other, Some("x.pdf"), "pdf", b"cv v1")],
+        );
+        // Planned for an empty folder; filed next to the first application.
+        assert_eq!(planned_names(&second)[0].as_deref(), Some("CV - Jeanne Dupré.pdf"));
+        let filed = filer.file_application(&second, b"raw 2").unwrap();
+        let names: Vec<_> = filed.application.documents.iter().map(|d| d.filename.clone().unwrap()).collect();
+        assert_eq!(names, ["CV - Jeanne Dupré (2).pdf", "CV - Jeanne Dupré.pdf"]);
+        // Filing the same message again lands on the same names.
+        let again = filer.file_application(&second, b"raw 2").unwrap();
+        assert_eq!(again.application.documents, filed.application.documents);
     }
 
     #[test]

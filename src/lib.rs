@@ -12,7 +12,7 @@
 //! | module | role | may touch |
 //! |---|---|---|
 //! | [`mailbox`] | the `Mailbox` trait (where applications arrive) and its IMAP implementation | network |
-//! | [`understand`] | parse one raw message into a typed [`understand::Understood`]: candidate, posting, documents, missing kinds, robot signals | nothing: pure |
+//! | [`understand`] | parse one raw message into a typed [`understand::Understood`]: candidate, posting, documents, missing kinds, robot signals | nothing (PDF text is read by a sandboxed child process of itself) |
 //! | [`filing`] | write documents, the original `.eml` and `metadata.json` into the candidate's folder; safe names; atomic writes | the data root only |
 //! | [`reply`] | decide whether and how to answer, render the acknowledgement from `templates/` | nothing: pure |
 //! | [`store`] | the `Ledger` trait and its SQLite implementation: the commit point, high-water marks, outbox | the state file |

@@ -20,7 +20,8 @@ fn install_stages_the_service_and_keeps_an_existing_config() {
         "usr/bin/mailroom",
         "etc/systemd/system/mailroom.service",
         "etc/mailroom/mailroom.toml",
-        "usr/share/mailroom/templates/fr/acknowledgement.txt.j2",
+        "usr/share/mailroom/templates/fr/complete.j2",
+        "usr/share/mailroom/templates/fr/digest.html.j2",
         "usr/share/doc/mailroom/README.md",
     ] {
         assert!(dest.path().join(f).is_file(), "{f} not installed");

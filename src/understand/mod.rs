@@ -1,14 +1,35 @@
 //! Stage 2, understand: one raw message in, one typed [`Understood`] out.
 //!
-//! May: parse, classify, decide who the candidate is and which posting the message answers.
-//! May not: touch the disk, the network or the store. It is a pure function of the message and
-//! the configuration, which is what lets `mailroom inspect` show exactly what the daemon would do.
+//! May: parse, open containers (ZIP, winmail.dat, forwarded messages), classify, read a
+//! document's text when its name does not tell, decide who the candidate is and which posting
+//! the message answers.
+//! May not: touch the disk, the network or the store. It is a function of the message and the
+//! configuration alone, which is what lets `mailroom inspect` show exactly what the daemon would
+//! do. The one thing it starts is the PDF text extractor, a child process that can write
+//! nothing and is killed at a deadline ([`extract`]).
 //! Bad mail is data here: every message gets an outcome, and nothing in this module panics on
-//! input (a message we cannot make sense of becomes [`Understood::Quarantine`]).
+//! input (a message we cannot make sense of becomes [`Understood::Quarantine`]; a document whose
+//! text cannot be read only loses its classification by text).
+//!
+//! | module | role |
+//! |---|---|
+//! | [`parse`] | the only user of mail-parser: raw bytes to a plain [`parse::ParsedMail`] |
+//! | `documents` | every part's kind, confidence and reason; containers opened one level |
+//! | [`classify`] | kinds from file names |
+//! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
+//! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
+//! | [`forward`] | inline-forwarded applications |
+//! | `robots` | who must never be answered |
 
 pub mod classify;
+mod documents;
+pub mod extract;
+pub mod forward;
 pub mod parse;
 mod robots;
+pub mod text;
+pub mod tnef;
+pub mod zip;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -16,15 +37,11 @@ use sha2::{Digest, Sha256};
 use unicode_normalization::UnicodeNormalization;
 
 pub use classify::DocKind;
-use classify::{Verdict, classify_filename, extension, fold, is_document_extension};
+use classify::fold;
+use extract::TextReader;
 use parse::{MailAddress, ParsedMail};
 
 use crate::config::{Config, Limits, Posting};
-
-/// Inline images below this size are signature logos and tracking pixels, not documents.
-const INLINE_IMAGE_IGNORE_BYTES: usize = 64 * 1024;
-/// A body shorter than this is a note ("please find my CV attached"), not a letter.
-const BODY_LETTER_MIN_CHARS: usize = 400;
 
 /// What understanding needs from the configuration, prepared once.
 #[derive(Debug, Clone)]
@@ -34,6 +51,8 @@ pub struct Rules {
     pub default_language: String,
     /// Our own addresses (the contact address and the team): never candidates, never answered.
     pub own_addresses: Vec<String>,
+    /// Reads documents' text when their names do not tell (PDFs in an isolated child process).
+    pub text: TextReader,
 }
 
 impl Rules {
@@ -45,6 +64,7 @@ impl Rules {
             limits: cfg.limits.clone(),
             default_language: cfg.replies.default_language.clone(),
             own_addresses: own,
+            text: TextReader::locate(),
         }
     }
 }
@@ -198,24 +218,24 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
             at,
         );
     }
-    if let Some(big) = mail.parts.iter().find(|p| p.bytes.len() as u64 > rules.limits.max_document_bytes) {
+    if let Some((name, size)) = oversized_part(&mail, rules.limits.max_document_bytes) {
         return quarantine(
             format!(
-                "attachment {:?} of {} bytes is over limits.max_document_bytes ({})",
-                big.filename.as_deref().unwrap_or("(unnamed)"),
-                big.bytes.len(),
+                "attachment {name:?} of {size} bytes is over limits.max_document_bytes ({})",
                 rules.limits.max_document_bytes
             ),
             message_id,
             at,
         );
     }
-    let Some(candidate) = find_candidate(&mail) else {
+    let application = application_message(&mail, &rules.own_addresses);
+    let Some(candidate) = application.sender.as_ref().and_then(candidate_from) else {
         return quarantine("no sender address in From or Reply-To".into(), message_id, at);
     };
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
-    let documents = find_documents(&mail);
+    let mut documents = application.containers;
+    documents.extend(documents::find_documents(application.mail, application.letter_text.as_deref(), rules));
     // A bounce, a newsletter or a robot with nothing to file is not an application: keep it out
     // of the candidate folders. (A job board relay that attaches a CV is filed, unanswered.)
     if let Some(why) = &automated
@@ -223,7 +243,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     {
         return quarantine(format!("not an application: {why}, and no document"), message_id, at);
     }
-    let missing = missing_kinds(&documents);
+    let missing = documents::missing_kinds(&documents);
     Understood::Application(Box::new(Application {
         sha256,
         message_id,
@@ -243,15 +263,88 @@ pub fn normalise_address(a: &str) -> String {
     a.trim().nfc().collect::<String>().to_lowercase()
 }
 
-fn find_candidate(mail: &ParsedMail) -> Option<Candidate> {
-    let from = mail.from.as_ref();
-    // A job board relay or a no-reply sender names the candidate in Reply-To.
-    let chosen: &MailAddress = match (from, &mail.reply_to) {
-        (Some(f), Some(r)) if robots::is_system_local_part(&f.address) => r,
-        (Some(f), _) => f,
-        (None, Some(r)) => r,
-        (None, None) => return None,
-    };
+/// The biggest part anywhere in the message (forwarded messages included) over the limit.
+fn oversized_part(mail: &ParsedMail, limit: u64) -> Option<(String, u64)> {
+    mail.parts.iter().find_map(|p| {
+        if p.bytes.len() as u64 > limit {
+            return Some((p.filename.clone().unwrap_or_else(|| "(unnamed)".into()), p.bytes.len() as u64));
+        }
+        p.message.as_deref().and_then(|m| oversized_part(m, limit))
+    })
+}
+
+/// Where the application is inside the message that arrived.
+struct ApplicationMessage<'a> {
+    /// The message whose parts are the documents.
+    mail: &'a ParsedMail,
+    /// Who sent the application (From, or Reply-To for relays).
+    sender: Option<MailAddress>,
+    /// The text that may be the cover letter.
+    letter_text: Option<String>,
+    /// The forwarded messages opened on the way, listed as ignored parts.
+    containers: Vec<Document>,
+}
+
+/// Follows forwards to the candidate's own message. A message with no document of its own and
+/// exactly one attached message is a forward: the application is the attached one (repeatedly:
+/// a forward of a forward). Otherwise an inline forward in the body names the original sender,
+/// whose documents are the outer message's attachments.
+fn application_message<'a>(mail: &'a ParsedMail, own: &[String]) -> ApplicationMessage<'a> {
+    let mut current = mail;
+    let mut containers = Vec::new();
+    loop {
+        let own_documents = current.parts.iter().any(documents::is_own_document);
+        let attached: Vec<&parse::Part> =
+            current.parts.iter().filter(|p| !p.in_report && p.message.is_some()).collect();
+        let [part] = attached.as_slice() else { break };
+        let Some(inner) = part.message.as_deref() else { break };
+        if own_documents || sender_of(inner).is_none() {
+            break;
+        }
+        let from = sender_of(inner).map(|a| a.address.clone()).unwrap_or_default();
+        containers.push(Document {
+            kind: DocKind::Ignored,
+            confidence: 0.9,
+            reason: format!("a forwarded message from {from}, opened: the application is inside"),
+            original_name: part.filename.as_deref().map(parse::clean_line),
+            content_type: part.content_type.clone(),
+            extension: "eml".into(),
+            size: part.bytes.len() as u64,
+            sha256: sha256_hex(&part.bytes),
+            also_cover_letter: false,
+            bytes: Vec::new(),
+        });
+        current = inner;
+    }
+    if containers.is_empty()
+        && let Some(fwd) = mail.text_body.as_deref().and_then(forward::inline_forward)
+    {
+        let address = normalise_address(&fwd.from.address);
+        let outer = sender_of(mail).map(|a| normalise_address(&a.address));
+        if !own.contains(&address) && outer.as_ref() != Some(&address) && !robots::is_system_local_part(&address) {
+            return ApplicationMessage { mail, sender: Some(fwd.from), letter_text: Some(fwd.body), containers };
+        }
+    }
+    ApplicationMessage {
+        mail: current,
+        sender: sender_of(current).cloned(),
+        letter_text: current.text_body.clone(),
+        containers,
+    }
+}
+
+/// The sender to treat as the candidate: From, unless it is a relay's system address and the
+/// person is in Reply-To.
+fn sender_of(mail: &ParsedMail) -> Option<&MailAddress> {
+    match (mail.from.as_ref(), mail.reply_to.as_ref()) {
+        (Some(f), Some(r)) if robots::is_system_local_part(&f.address) => Some(r),
+        (Some(f), _) => Some(f),
+        (None, Some(r)) => Some(r),
+        (None, None) => None,
+    }
+}
+
+fn candidate_from(chosen: &MailAddress) -> Option<Candidate> {
     if !chosen.address.contains('@') {
         return None;
     }
@@ -361,163 +454,6 @@ fn match_posting(mail: &ParsedMail, rules: &Rules, today: NaiveDate) -> PostingR
             matched_by: "no posting configured".into(),
         },
     }
-}
-
-fn find_documents(mail: &ParsedMail) -> Vec<Document> {
-    let mut docs: Vec<Document> = Vec::new();
-    let mut unknown: Vec<usize> = Vec::new();
-    for part in &mail.parts {
-        if part.bytes.is_empty() {
-            continue;
-        }
-        let sha256 = sha256_hex(&part.bytes);
-        if docs.iter().any(|d| d.sha256 == sha256) {
-            continue; // the same file attached twice is one document
-        }
-        let name = part.filename.as_deref().map(parse::clean_line).filter(|n| !n.is_empty());
-        let ext = name
-            .as_deref()
-            .and_then(extension)
-            .or_else(|| extension_for_type(&part.content_type).map(str::to_owned))
-            .unwrap_or_else(|| "bin".into());
-        let is_image = part.content_type.starts_with("image/");
-        let verdict = match name.as_deref().and_then(classify_filename) {
-            Some(v) => v,
-            None if is_image && part.inline && part.bytes.len() < INLINE_IMAGE_IGNORE_BYTES => {
-                Verdict::new(DocKind::Ignored, 0.9, "small inline image (signature logo or tracking pixel)")
-            }
-            None if matches!(
-                part.content_type.as_str(),
-                "application/pkcs7-signature" | "text/vcard" | "text/x-vcard"
-            ) =>
-            {
-                Verdict::new(DocKind::Ignored, 0.95, format!("{} is not a document", part.content_type))
-            }
-            None if is_document_extension(&ext) => {
-                unknown.push(docs.len());
-                Verdict::new(DocKind::Other, 0.3, "the file name does not tell")
-            }
-            None => {
-                Verdict::new(DocKind::Other, 0.6, format!("a {} file, not a CV or letter format", part.content_type))
-            }
-        };
-        let also_cover_letter = verdict.also_cover_letter;
-        docs.push(Document {
-            kind: verdict.kind,
-            confidence: verdict.confidence,
-            reason: verdict.reason,
-            original_name: name,
-            content_type: part.content_type.clone(),
-            extension: ext,
-            size: part.bytes.len() as u64,
-            sha256,
-            also_cover_letter,
-            bytes: part.bytes.clone(),
-        });
-    }
-    let has = |docs: &[Document], k: DocKind| docs.iter().any(|d| d.kind == k);
-    // One unnamed document and no CV: it is the CV (the usual "Jeanne_Dupré.pdf" case).
-    if !has(&docs, DocKind::Cv) && unknown.len() == 1 {
-        let d = &mut docs[unknown[0]];
-        d.kind = DocKind::Cv;
-        d.confidence = 0.5;
-        d.reason = "the only document whose name does not tell; taken as the CV".into();
-    } else if !has(&docs, DocKind::Cv) && !has(&docs, DocKind::CoverLetter) && unknown.len() == 2 {
-        // Two unnamed documents: by far the most common pair is a CV and a letter, in that order.
-        let (a, b) = (unknown[0], unknown[1]);
-        docs[a].kind = DocKind::Cv;
-        docs[a].confidence = 0.35;
-        docs[a].reason = "two documents whose names do not tell; the first taken as the CV".into();
-        docs[b].kind = DocKind::CoverLetter;
-        docs[b].confidence = 0.35;
-        docs[b].reason = "two documents whose names do not tell; the second taken as the letter".into();
-    }
-    let letter_attached = docs.iter().any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter);
-    if !letter_attached && let Some(letter) = body_letter(mail) {
-        docs.push(letter);
-    }
-    docs
-}
-
-/// The message body as a cover letter, when it reads like one.
-fn body_letter(mail: &ParsedMail) -> Option<Document> {
-    let text = mail.text_body.as_deref()?;
-    // Quoted history, forwarded text and signatures are not the letter.
-    let is_cut = |l: &str| {
-        let l = l.trim_end();
-        l == "--"
-            || l.starts_with("-----")
-            || l.starts_with("________________________________")
-            || (l.starts_with("Le ") && l.ends_with("a écrit :"))
-            || (l.starts_with("On ") && l.ends_with("wrote:"))
-    };
-    let own: String =
-        text.lines().take_while(|l| !is_cut(l)).filter(|l| !l.starts_with('>')).collect::<Vec<_>>().join("\n");
-    let trimmed = own.trim();
-    if trimmed.chars().count() < BODY_LETTER_MIN_CHARS {
-        return None;
-    }
-    let folded = format!(" {} ", fold(trimmed));
-    const GREETINGS: &[&str] = &["madame", "monsieur", "bonjour", "dear", "hello", "to whom", "chere", "cher"];
-    const CLOSINGS: &[&str] = &[
-        "cordialement",
-        "salutations",
-        "je vous prie",
-        "sincerely",
-        "regards",
-        "bien a vous",
-        "yours faithfully",
-        "yours truly",
-        "best wishes",
-        "dans l attente",
-    ];
-    let greeting = GREETINGS.iter().find(|g| folded.contains(&format!(" {g} ")))?;
-    let closing = CLOSINGS.iter().find(|c| folded.contains(&format!(" {c} ")))?;
-    let bytes = trimmed.as_bytes().to_vec();
-    Some(Document {
-        kind: DocKind::CoverLetter,
-        confidence: 0.7,
-        reason: format!(
-            "no letter attached; the message body reads as one ({} words, greeting {greeting:?}, closing {closing:?})",
-            trimmed.split_whitespace().count()
-        ),
-        original_name: None,
-        content_type: "text/plain".into(),
-        extension: "txt".into(),
-        size: bytes.len() as u64,
-        sha256: sha256_hex(&bytes),
-        also_cover_letter: false,
-        bytes,
-    })
-}
-
-fn missing_kinds(docs: &[Document]) -> Vec<DocKind> {
-    let mut missing = Vec::new();
-    if !docs.iter().any(|d| d.kind == DocKind::Cv) {
-        missing.push(DocKind::Cv);
-    }
-    if !docs.iter().any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter) {
-        missing.push(DocKind::CoverLetter);
-    }
-    missing
-}
-
-fn extension_for_type(content_type: &str) -> Option<&'static str> {
-    Some(match content_type {
-        "application/pdf" => "pdf",
-        "application/msword" => "doc",
-        "application/vnd.openxmlformats-officedocument.wordprocessingml.document" => "docx",
-        "application/vnd.oasis.opendocument.text" => "odt",
-        "application/rtf" | "text/rtf" => "rtf",
-        "text/plain" => "txt",
-        "text/html" => "html",
-        "image/jpeg" => "jpg",
-        "image/png" => "png",
-        "image/gif" => "gif",
-        "message/rfc822" => "eml",
-        "application/zip" => "zip",
-        _ => return None,
-    })
 }
 
 #[cfg(test)]

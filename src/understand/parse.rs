@@ -6,7 +6,7 @@
 //! everything here is total as well.
 
 use chrono::{DateTime, Utc};
-use mail_parser::{Address, MessageParser, MimeHeaders, PartType};
+use mail_parser::{Address, HeaderName, Message, MessageParser, MessagePart, MimeHeaders, PartType};
 
 /// A mailbox from a header: address and decoded display name.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -23,6 +23,11 @@ pub struct Part {
     pub content_type: String,
     pub inline: bool,
     pub content_id: Option<String>,
+    /// A part of a `multipart/report` (delivery status, read receipt, the returned message):
+    /// written by a mail system, never by a candidate.
+    pub in_report: bool,
+    /// The message inside a `message/rfc822` part, parsed (a forwarded application).
+    pub message: Option<Box<ParsedMail>>,
     pub bytes: Vec<u8>,
 }
 
@@ -58,11 +63,43 @@ impl ParsedMail {
 
 /// Parses a raw message. `None` when the bytes hold no message at all.
 pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
+    // mail-parser reads anything as a message (a PDF's first line becomes a header name); mail
+    // starts with a header field, or with the "From " line of an mbox.
+    if !starts_like_mail(raw) {
+        return None;
+    }
     let message = MessageParser::default().parse(raw)?;
     // A message without a single header is not mail (random bytes, an empty file).
     if message.headers().is_empty() {
         return None;
     }
+    let mut parsed = convert(&message);
+    let (count, depth) = measure(&message, 1);
+    parsed.part_count = count;
+    parsed.depth = depth;
+    Some(parsed)
+}
+
+/// Whether the bytes open with a header field (`Name:`), the mbox `From ` line aside.
+fn starts_like_mail(raw: &[u8]) -> bool {
+    let raw = match raw.strip_prefix(b"From ") {
+        Some(rest) => match rest.iter().position(|&b| b == b'\n') {
+            Some(eol) => &rest[eol + 1..],
+            None => return false,
+        },
+        None => raw,
+    };
+    let name_len = raw.iter().take_while(|&&b| (33..=126).contains(&b) && b != b':').count();
+    if name_len == 0 {
+        return false;
+    }
+    let rest = &raw[name_len..];
+    let spaces = rest.iter().take_while(|&&b| b == b' ' || b == b'\t').count();
+    rest.get(spaces) == Some(&b':')
+}
+
+/// One level of the message tree; nested messages recurse through [`Part::message`].
+fn convert(message: &Message<'_>) -> ParsedMail {
     let mut parsed = ParsedMail {
         from: message.from().and_then(first_address),
         reply_to: message.reply_to().and_then(first_address),
@@ -77,44 +114,206 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             .map(|l| l.iter().map(|s| s.to_string()).collect())
             .unwrap_or_else(|| message.references().as_text().map(|s| vec![s.to_owned()]).unwrap_or_default()),
         date: message.date().and_then(|d| DateTime::from_timestamp(d.to_timestamp(), 0)),
-        content_type: message
-            .root_part()
-            .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_owned(),
-            })
-            .unwrap_or_else(|| "text/plain".into())
-            .to_ascii_lowercase(),
+        content_type: type_of(message.root_part()).unwrap_or_else(|| "text/plain".into()),
         text_body: message.body_text(0).map(|t| t.into_owned()),
         html_body: message.body_html(0).filter(|_| message.html_body_count() > 0).map(|t| t.into_owned()),
         part_count: 0,
         depth: 0,
         parts: Vec::new(),
     };
-    let (count, depth) = measure(&message, 1);
-    parsed.part_count = count;
-    parsed.depth = depth;
-    // The text body converted from HTML is not what the sender wrote; keep it only if no text part.
-    for part in message.attachments() {
-        let content_type = part
-            .content_type()
-            .map(|ct| match ct.subtype() {
-                Some(sub) => format!("{}/{}", ct.ctype(), sub),
-                None => ct.ctype().to_owned(),
-            })
-            .unwrap_or_else(|| "application/octet-stream".into())
-            .to_ascii_lowercase();
+    let raw = message.raw_message();
+    let mut in_report: Vec<u32> = Vec::new();
+    for part in &message.parts {
+        if type_of(part).as_deref() == Some("multipart/report") {
+            in_report.extend(part.sub_parts().unwrap_or_default());
+        }
+    }
+    for &id in &message.attachments {
+        let Some(part) = message.part(id) else { continue };
+        let nested = part.message();
+        let bytes = match nested {
+            // An unencoded nested message shares the outer buffer: its own bytes are the part's body.
+            Some(inner) if inner.raw_message().as_ptr() == raw.as_ptr() => {
+                raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize).unwrap_or_default().to_vec()
+            }
+            _ => part.contents().to_vec(),
+        };
         parsed.parts.push(Part {
-            filename: part.attachment_name().map(str::to_owned),
-            content_type,
+            filename: attachment_name(part, raw),
+            content_type: type_of(part).unwrap_or_else(|| "application/octet-stream".into()),
             inline: part.content_disposition().is_some_and(|d| d.is_inline())
                 || (part.content_disposition().is_none() && part.content_id().is_some()),
             content_id: part.content_id().map(str::to_owned),
-            bytes: part.contents().to_vec(),
+            in_report: in_report.contains(&id),
+            message: nested.filter(|m| !m.headers().is_empty()).map(|m| Box::new(convert(m))),
+            bytes,
         });
     }
-    Some(parsed)
+    parsed
+}
+
+fn type_of(part: &MessagePart<'_>) -> Option<String> {
+    part.content_type().map(|ct| {
+        match ct.subtype() {
+            Some(sub) => format!("{}/{}", ct.ctype(), sub),
+            None => ct.ctype().to_owned(),
+        }
+        .to_ascii_lowercase()
+    })
+}
+
+/// The attachment's name, with mail-parser 0.11's RFC 2231 defects repaired from the raw header:
+/// continuations cut inside a UTF-8 sequence come out with U+FFFD, and a quote inside an
+/// extended value (`filename*=utf-8''O'Brien.pdf`) is taken for the charset delimiter.
+fn attachment_name(part: &MessagePart<'_>, raw: &[u8]) -> Option<String> {
+    let parsed = part.attachment_name().map(str::to_owned);
+    let raw_header = |name: HeaderName<'_>| {
+        part.headers()
+            .iter()
+            .find(|h| h.name == name)
+            .and_then(|h| raw.get(h.offset_start as usize..h.offset_end as usize))
+            .map(String::from_utf8_lossy)
+    };
+    let repaired = raw_header(HeaderName::ContentDisposition)
+        .and_then(|v| rfc2231_param(&v, "filename"))
+        .or_else(|| raw_header(HeaderName::ContentType).and_then(|v| rfc2231_param(&v, "name")));
+    match (parsed, repaired) {
+        (Some(p), Some(r)) if (p.contains('\u{FFFD}') || r.quote_in_value) && !r.value.contains('\u{FFFD}') => {
+            Some(r.value)
+        }
+        (None, Some(r)) => Some(r.value),
+        (p, _) => p,
+    }
+}
+
+/// An RFC 2231 parameter decoded from the raw header value.
+#[derive(Debug, PartialEq)]
+struct Extended {
+    value: String,
+    /// The value holds a `'` past the charset and language: mail-parser 0.11 misreads those.
+    quote_in_value: bool,
+}
+
+/// Decodes `param*=charset'lang'value` or its continuations `param*0*=…; param*1*=…` whole:
+/// the segments' bytes are joined before the charset is applied, as RFC 2231 §4.1 requires.
+/// `None` when the parameter is not in the extended form.
+fn rfc2231_param(header_value: &str, param: &str) -> Option<Extended> {
+    let unfolded = unfold(header_value);
+    let mut segments: Vec<(u32, bool, String)> = Vec::new();
+    for (name, value) in split_params(&unfolded) {
+        let name = name.to_ascii_lowercase();
+        let Some(rest) = name.strip_prefix(param) else { continue };
+        let Some(rest) = rest.strip_prefix('*') else { continue };
+        if rest.is_empty() {
+            segments = vec![(0, true, value)];
+            break;
+        }
+        let (number, encoded) = match rest.strip_suffix('*') {
+            Some(n) => (n, true),
+            None => (rest, false),
+        };
+        let Ok(n) = number.parse::<u32>() else { continue };
+        if n < 1000 && !segments.iter().any(|s| s.0 == n) {
+            segments.push((n, encoded, value));
+        }
+    }
+    if segments.is_empty() {
+        return None;
+    }
+    segments.sort_by_key(|s| s.0);
+    let mut charset = String::new();
+    let mut quote_in_value = false;
+    let mut bytes = Vec::new();
+    for (i, (_, encoded, value)) in segments.iter().enumerate() {
+        let mut value = value.as_str();
+        if i == 0 && *encoded {
+            // charset'language'value: only the first two quotes delimit.
+            let mut it = value.splitn(3, '\'');
+            if let (Some(cs), Some(_lang), Some(v)) = (it.next(), it.next(), it.next()) {
+                charset = cs.to_owned();
+                value = v;
+            }
+        }
+        quote_in_value |= *encoded && value.contains('\'');
+        if *encoded {
+            bytes.extend(percent_decode(value));
+        } else {
+            bytes.extend_from_slice(value.as_bytes());
+        }
+    }
+    let value = decode_charset(&charset, &bytes);
+    let value = value.trim().to_owned();
+    (!value.is_empty()).then_some(Extended { value, quote_in_value })
+}
+
+/// `name=value` pairs of a structured header value (the first item, the type itself, has no `=`).
+fn split_params(value: &str) -> Vec<(String, String)> {
+    let mut out = Vec::new();
+    let mut chars = value.chars().peekable();
+    let mut item = String::new();
+    let mut items = Vec::new();
+    while let Some(c) = chars.next() {
+        match c {
+            '"' => {
+                item.push(c);
+                while let Some(q) = chars.next() {
+                    item.push(q);
+                    if q == '\\' {
+                        if let Some(e) = chars.next() {
+                            item.push(e);
+                        }
+                    } else if q == '"' {
+                        break;
+                    }
+                }
+            }
+            ';' => items.push(std::mem::take(&mut item)),
+            c => item.push(c),
+        }
+    }
+    items.push(item);
+    for item in items {
+        if let Some((name, value)) = item.split_once('=') {
+            let value = value.trim();
+            let value = match value.strip_prefix('"').and_then(|v| v.strip_suffix('"')) {
+                Some(inner) => inner.replace("\\\"", "\"").replace("\\\\", "\\"),
+                None => value.to_owned(),
+            };
+            out.push((name.trim().to_owned(), value));
+        }
+    }
+    out
+}
+
+fn percent_decode(s: &str) -> Vec<u8> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        match (b[i], b.get(i + 1).copied().and_then(hex), b.get(i + 2).copied().and_then(hex)) {
+            (b'%', Some(h), Some(l)) => {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+            }
+            (c, _, _) => {
+                out.push(c);
+                i += 1;
+            }
+        }
+    }
+    out
+}
+
+fn decode_charset(charset: &str, bytes: &[u8]) -> String {
+    let cs = charset.trim().to_ascii_lowercase();
+    if cs.is_empty() || cs == "utf-8" || cs == "utf8" || cs == "us-ascii" {
+        return String::from_utf8_lossy(bytes).into_owned();
+    }
+    match mail_parser::decoders::charsets::map::charset_decoder(cs.as_bytes()) {
+        Some(decode) => decode(bytes),
+        None => String::from_utf8_lossy(bytes).into_owned(),
+    }
 }
 
 fn measure(message: &mail_parser::Message<'_>, level: usize) -> (usize, usize) {
@@ -176,6 +375,96 @@ mod tests {
         assert!(parse(b"").is_none());
         // Whatever it makes of binary junk, it must return.
         let _ = parse(&[0xff, 0xfe, 0x00, 0x01, b'\n', b':', b'\r']);
+    }
+
+    #[test]
+    fn files_that_are_not_mail_are_none() {
+        assert!(parse(b"%PDF-1.7\n%\xe2\xe3\xcf\xd3\n1 0 obj\n<< /Type /Catalog >>\nendobj\n").is_none());
+        assert!(parse(b"\xfd]n\xa4\x96\xa4\x0e\xf8:\r\n").is_none());
+        assert!(parse(b"just words: then a colon\r\n").is_none());
+        assert!(
+            parse(b"From jeanne@example.test Mon Feb  2 10:00:00 2026\nFrom: jeanne@example.test\n\nhi\n").is_some()
+        );
+        assert!(parse(b"Subject : spaced\r\n\r\nbody").is_some());
+    }
+
+    fn with_attachment(disposition: &str) -> Vec<u8> {
+        format!(
+            "From: a@example.test\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+             --b\r\nContent-Type: text/plain\r\n\r\nhi\r\n\
+             --b\r\nContent-Type: application/pdf\r\n{disposition}\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+             JVBERi0xLjQK\r\n--b--\r\n"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn rfc2231_continuations_cut_inside_a_utf8_sequence_decode_whole() {
+        let raw = with_attachment(
+            "Content-Disposition: attachment;\r\n filename*0*=utf-8''Relev%C3;\r\n filename*1*=%A9%20de%20notes.pdf",
+        );
+        assert_eq!(parse(&raw).unwrap().parts[0].filename.as_deref(), Some("Relevé de notes.pdf"));
+        // Mixed encoded and plain segments, and a charset other than UTF-8.
+        let raw = with_attachment(
+            "Content-Disposition: attachment; filename*0*=iso-8859-1'fr'Dipl%F4me; filename*1=\" BTS.pdf\"",
+        );
+        assert_eq!(parse(&raw).unwrap().parts[0].filename.as_deref(), Some("Diplôme BTS.pdf"));
+    }
+
+    #[test]
+    fn a_quote_inside_an_rfc2231_value_belongs_to_the_name() {
+        let raw = with_attachment("Content-Disposition: attachment; filename*=utf-8''O'Brien_Portfolio.pdf");
+        assert_eq!(parse(&raw).unwrap().parts[0].filename.as_deref(), Some("O'Brien_Portfolio.pdf"));
+        let raw = with_attachment("Content-Disposition: attachment; filename*=UTF-8'en'l'%C3%A9t%C3%A9.pdf");
+        assert_eq!(parse(&raw).unwrap().parts[0].filename.as_deref(), Some("l'été.pdf"));
+    }
+
+    #[test]
+    fn names_mail_parser_gets_right_are_left_alone() {
+        for (header, want) in [
+            ("Content-Disposition: attachment; filename=\"CV.pdf\"", "CV.pdf"),
+            ("Content-Disposition: attachment; filename*=utf-8''CV%20Ren%C3%A9e.pdf", "CV Renée.pdf"),
+            ("Content-Disposition: attachment; filename=\"=?utf-8?q?Lettre_Ren=C3=A9e.pdf?=\"", "Lettre Renée.pdf"),
+        ] {
+            assert_eq!(parse(&with_attachment(header)).unwrap().parts[0].filename.as_deref(), Some(want), "{header}");
+        }
+    }
+
+    #[test]
+    fn rfc2231_decoder_is_total() {
+        for v in [
+            "attachment; filename*0*=%",
+            "attachment; filename*=''",
+            "attachment; filename*99999999999*=x",
+            "attachment; filename*=\"unterminated",
+            "attachment; filename*1*=%41; filename*0*=utf-8''%42",
+            ";;;==;*=",
+        ] {
+            let _ = rfc2231_param(v, "filename");
+        }
+        assert_eq!(
+            rfc2231_param("attachment; filename*1*=%41; filename*0*=utf-8''%42", "filename").unwrap().value,
+            "BA"
+        );
+    }
+
+    #[test]
+    fn report_parts_are_marked_and_nested_messages_parsed() {
+        let raw = b"From: MAILER-DAEMON@example.test\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/report; report-type=delivery-status; boundary=\"r\"\r\n\r\n\
+--r\r\nContent-Type: text/plain\r\n\r\nYour message could not be delivered.\r\n\
+--r\r\nContent-Type: message/delivery-status\r\n\r\nReporting-MTA: dns; mx.example.test\r\n\r\nAction: failed\r\n\
+--r\r\nContent-Type: message/rfc822\r\n\r\nFrom: Jeanne <jeanne@example.test>\r\nSubject: CV\r\n\r\nhello\r\n\
+--r--\r\n";
+        let m = parse(raw).unwrap();
+        assert_eq!(m.content_type, "multipart/report");
+        assert!(!m.parts.is_empty());
+        assert!(m.parts.iter().all(|p| p.in_report), "{:?}", m.parts);
+        let returned = m.parts.iter().find_map(|p| p.message.as_ref()).expect("the returned message is parsed");
+        assert_eq!(returned.from.as_ref().unwrap().address, "jeanne@example.test");
+        let eml = m.parts.iter().find(|p| p.content_type == "message/rfc822").unwrap();
+        assert!(eml.bytes.starts_with(b"From: Jeanne"), "{:?}", String::from_utf8_lossy(&eml.bytes));
+        assert!(!eml.bytes.windows(11).any(|w| w == b"MAILER-DAEM"), "only the nested message's bytes");
     }
 
     #[test]
