@@ -13,10 +13,17 @@
 //! through [`safe_component`], so no attachment name can climb out of its folder.
 //! May not: decide anything about the message (understand did that) or record it (the store
 //! does, after this). Because the commit point comes after this stage, filing must be
-//! idempotent: a message filed again after a crash lands on the same paths, a document whose
-//! bytes are already in the folder is not written twice, and its metadata entry is replaced.
-//! Files are written atomically (temporary file, fsync, rename); the directories touched are
-//! fsynced together by [`Filer::sync`] before the store commits (one group fsync per batch).
+//! idempotent: a message filed again after a crash lands on the same paths, and a document
+//! whose bytes are already in the folder is not written twice.
+//!
+//! Durability is per batch, not per file: files are written to a temporary name and renamed,
+//! and [`Filer::sync`] makes the whole batch durable at once (`syncfs`, or a few `fsync`s for a
+//! small batch) just before the store commits. An fsync costs milliseconds; a 2,000-message
+//! backlog writes some 8,000 files. The price is that a crash before the commit can leave a
+//! renamed file whose bytes never reached the disk, so what a folder holds is taken from the
+//! store (the applications committed there, handed in by the pipeline), never from the disk:
+//! a file the store does not know is a leftover of an uncommitted batch and is overwritten, and
+//! `metadata.json` is rewritten from the committed applications each time the folder changes.
 
 use std::collections::{BTreeSet, HashMap};
 use std::fs::{self, File, OpenOptions};
@@ -182,11 +189,19 @@ pub struct Filed {
 pub struct Filer {
     root: PathBuf,
     dirty: BTreeSet<PathBuf>,
+    written: Vec<PathBuf>,
+    /// Applications filed in this batch, per folder: not committed yet, but on disk.
+    batch: HashMap<String, Vec<FiledApplication>>,
 }
+
+/// Up to this many files, a batch is made durable file by file; beyond, with one `syncfs`
+/// (which also flushes other programs' writes on the same filesystem, so it is not worth it
+/// for the one or two messages `mailroom run` sees at a time).
+const SYNC_FILES_ONE_BY_ONE: usize = 16;
 
 impl Filer {
     pub fn new(root: impl Into<PathBuf>) -> Filer {
-        Filer { root: root.into(), dirty: BTreeSet::new() }
+        Filer { root: root.into(), dirty: BTreeSet::new(), written: Vec::new(), batch: HashMap::new() }
     }
 
     pub fn root(&self) -> &Path {
@@ -206,26 +221,34 @@ impl Filer {
         PathBuf::from(safe_component(&app.posting.slug, 64)).join(format!("{person}--{hash}"))
     }
 
-    /// Files one application. Safe to call again for the same message.
-    pub fn file_application(&mut self, app: &Application, raw: &[u8]) -> Result<Filed, FilingError> {
+    /// The candidate folder as the store keys it: relative, `/`-separated.
+    pub fn folder_key(app: &Application) -> String {
+        path_to_slash(&Self::candidate_folder(app))
+    }
+
+    /// Files one application. `committed`: the applications the store has committed in this
+    /// candidate's folder ([`Filer::folder_key`]), the truth about what it holds. Safe to call
+    /// again for the same message.
+    pub fn file_application(
+        &mut self,
+        app: &Application,
+        raw: &[u8],
+        committed: &[FiledApplication],
+    ) -> Result<Filed, FilingError> {
         let rel = Self::candidate_folder(app);
+        let key = path_to_slash(&rel);
         let dir = self.root.join(&rel);
         self.create_dirs(&dir)?;
-        let meta_path = dir.join(METADATA_FILE);
-        let mut meta = match fs::read(&meta_path) {
-            Ok(bytes) => serde_json::from_slice::<FolderMetadata>(&bytes).ok(),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => None,
-            Err(e) => return Err(e).at(&meta_path),
-        }
-        .unwrap_or_else(|| FolderMetadata {
+        sweep_leftover_temporaries(&dir);
+        let mut meta = FolderMetadata {
             candidate: CandidateMetadata {
                 email: app.candidate.email.clone(),
                 name: app.candidate.name.clone(),
                 given_name: app.candidate.given_name.clone(),
                 family_name: app.candidate.family_name.clone(),
             },
-            applications: Vec::new(),
-        });
+            applications: committed.iter().chain(self.batch.get(&key).into_iter().flatten()).cloned().collect(),
+        };
         // Filing again after a crash: forget our own earlier entry, keep everyone else's.
         meta.applications.retain(|a| a.sha256 != app.sha256);
         let repeat = !meta.applications.is_empty();
@@ -242,8 +265,9 @@ impl Filer {
             let filename = match base_name(app, doc) {
                 None => None,
                 Some(base) => {
-                    let name = self.place(&dir, &base, &doc.sha256, &known, &taken)?;
-                    if !dir.join(&name).exists() {
+                    let name = place(&base, &doc.sha256, &known, &taken);
+                    // Bytes the store knows are durable already; anything else is (re)written.
+                    if known.get(&name) != Some(&doc.sha256) {
                         self.write_atomic(&dir, &name, &doc.bytes)?;
                     }
                     taken.push(name.clone());
@@ -275,6 +299,7 @@ impl Filer {
             missing: app.missing.clone(),
         };
         meta.applications.push(filed.clone());
+        self.batch.entry(key.clone()).or_default().push(filed.clone());
         meta.applications.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         self.write_atomic(&dir, METADATA_FILE, &json)?;
@@ -283,7 +308,7 @@ impl Filer {
             .into_iter()
             .filter(|k| meta.applications.iter().all(|a| a.missing.contains(k)))
             .collect();
-        Ok(Filed { folder: path_to_slash(&rel), application: filed, folder_missing })
+        Ok(Filed { folder: key, application: filed, folder_missing })
     }
 
     /// Puts a message we could not understand aside, with the reason next to it.
@@ -305,41 +330,28 @@ impl Filer {
         Ok(format!("{QUARANTINE_DIR}/{stem}"))
     }
 
-    /// Fsyncs every directory written since the last call: after this, renames are durable.
+    /// Makes everything written since the last call durable: file contents, renames and new
+    /// directories. Called once per batch, just before the store commits.
     pub fn sync(&mut self) -> Result<(), FilingError> {
-        for dir in std::mem::take(&mut self.dirty) {
-            File::open(&dir).and_then(|d| d.sync_all()).at(&dir)?;
+        let written = std::mem::take(&mut self.written);
+        let dirty = std::mem::take(&mut self.dirty);
+        self.batch.clear();
+        if written.len() > SYNC_FILES_ONE_BY_ONE && cfg!(target_os = "linux") {
+            let root = File::open(&self.root).at(&self.root)?;
+            return rustix::fs::syncfs(&root).map_err(io::Error::from).at(&self.root);
+        }
+        for path in written.iter().chain(&dirty) {
+            File::open(path).and_then(|f| f.sync_all()).at(path)?;
         }
         Ok(())
     }
 
-    /// The name for a document: the same bytes' existing name, or the first of `base`,
-    /// `base (2)`, … that is free in the folder (see [`planned_names`] for an empty folder).
-    fn place(
-        &self,
-        dir: &Path,
-        base: &str,
-        sha256: &str,
-        known: &HashMap<String, String>,
-        taken: &[String],
-    ) -> Result<String, FilingError> {
-        if let Some((name, _)) = known.iter().find(|(_, sha)| *sha == sha256) {
-            return Ok(name.clone());
-        }
-        choose_name(base, |name| {
-            if taken.iter().any(|t| t == name) {
-                return Ok(Slot::Taken);
-            }
-            let path = dir.join(name);
-            Ok(match known.get(name) {
-                Some(sha) if sha == sha256 => Slot::Ours,
-                Some(_) => Slot::Taken,
-                None if !path.exists() => Slot::Free,
-                // On disk but in no metadata: left by a crash between writing it and the metadata.
-                None if sha256_hex(&fs::read(&path).at(&path)?) == sha256 => Slot::Ours,
-                None => Slot::Taken,
-            })
-        })
+    /// Forgets a batch that failed before its commit: what it wrote is left over, to be
+    /// overwritten when the batch is filed again.
+    pub fn discard(&mut self) {
+        self.written.clear();
+        self.dirty.clear();
+        self.batch.clear();
     }
 
     fn create_dirs(&mut self, dir: &Path) -> Result<(), FilingError> {
@@ -367,27 +379,58 @@ impl Filer {
         let result = (|| {
             let mut f = OpenOptions::new().write(true).create_new(true).open(&tmp)?;
             f.write_all(bytes)?;
-            f.sync_all()?;
             fs::rename(&tmp, &target)
         })();
         if result.is_err() {
             let _ = fs::remove_file(&tmp);
         }
         result.at(&target)?;
+        self.written.push(target);
         self.dirty.insert(dir.to_path_buf());
         Ok(())
     }
 }
 
+/// Removes the temporary files a killed mailroom left in a folder (ours are named
+/// `.tmp-<pid>-…`; those of other processes ids are dead weight). Best effort: a folder we cannot
+/// list costs nothing but the sweep.
+fn sweep_leftover_temporaries(dir: &Path) {
+    let ours = format!(".tmp-{}-", std::process::id());
+    let Ok(entries) = fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let name = name.to_string_lossy();
+        if name.starts_with(".tmp-") && !name.starts_with(&ours) {
+            let _ = fs::remove_file(entry.path());
+        }
+    }
+}
+
+/// The name for a document: the name its bytes already have in the folder, or the first of
+/// `base`, `base (2)`, … that no committed document (nor one of this message) holds (see
+/// [`planned_names`] for an empty folder). A file on disk that the store does not know is a
+/// leftover of an uncommitted batch: its name is free.
+fn place(base: &str, sha256: &str, known: &HashMap<String, String>, taken: &[String]) -> String {
+    if let Some((name, _)) = known.iter().find(|(_, sha)| *sha == sha256) {
+        return name.clone();
+    }
+    let Ok(name) = choose_name(base, |name| {
+        Ok::<_, std::convert::Infallible>(if taken.iter().any(|t| t == name) || known.contains_key(name) {
+            Slot::Taken
+        } else {
+            Slot::Free
+        })
+    });
+    name
+}
+
 /// What a candidate name in a folder holds, as far as one document is concerned.
 enum Slot {
     Free,
-    /// Already holds these very bytes.
-    Ours,
     Taken,
 }
 
-/// The first of `base`, `base (2)`, `base (3)`, … whose slot is free or already ours.
+/// The first of `base`, `base (2)`, `base (3)`, … whose slot is free.
 fn choose_name<E>(base: &str, mut slot: impl FnMut(&str) -> Result<Slot, E>) -> Result<String, E> {
     let (stem, ext) = match base.rsplit_once('.') {
         Some((s, e)) => (s, format!(".{e}")),
@@ -397,7 +440,7 @@ fn choose_name<E>(base: &str, mut slot: impl FnMut(&str) -> Result<Slot, E>) -> 
     loop {
         let name = if n == 1 { base.to_owned() } else { format!("{stem} ({n}){ext}") };
         match slot(&name)? {
-            Slot::Free | Slot::Ours => return Ok(name),
+            Slot::Free => return Ok(name),
             Slot::Taken => n += 1,
         }
     }
@@ -572,7 +615,7 @@ mod tests {
             .map(|n| n.map(str::to_owned))
         );
         let root = tempfile::tempdir().unwrap();
-        let filed = Filer::new(root.path()).file_application(&app, b"raw").unwrap();
+        let filed = Filer::new(root.path()).file_application(&app, b"raw", &[]).unwrap();
         let written: Vec<Option<String>> = filed.application.documents.iter().map(|d| d.filename.clone()).collect();
         assert_eq!(written, planned);
         for name in planned.iter().flatten() {
@@ -585,19 +628,39 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let mut filer = Filer::new(root.path());
         let first = application("a", vec![doc(DocKind::Cv, None, "pdf", b"cv v1")]);
-        filer.file_application(&first, b"raw 1").unwrap();
+        filer.file_application(&first, b"raw 1", &[]).unwrap();
         let second = application(
             "b",
             vec![doc(DocKind::Cv, None, "pdf", b"cv v2"), doc(DocKind::Other, Some("x.pdf"), "pdf", b"cv v1")],
         );
         // Planned for an empty folder; filed next to the first application.
         assert_eq!(planned_names(&second)[0].as_deref(), Some("CV - Jeanne Dupré.pdf"));
-        let filed = filer.file_application(&second, b"raw 2").unwrap();
+        let filed = filer.file_application(&second, b"raw 2", &[]).unwrap();
         let names: Vec<_> = filed.application.documents.iter().map(|d| d.filename.clone().unwrap()).collect();
         assert_eq!(names, ["CV - Jeanne Dupré (2).pdf", "CV - Jeanne Dupré.pdf"]);
         // Filing the same message again lands on the same names.
-        let again = filer.file_application(&second, b"raw 2").unwrap();
+        let again = filer.file_application(&second, b"raw 2", &[]).unwrap();
         assert_eq!(again.application.documents, filed.application.documents);
+    }
+
+    #[test]
+    fn a_file_the_store_does_not_know_is_a_leftover_and_is_overwritten() {
+        let root = tempfile::tempdir().unwrap();
+        let app = application("a", vec![doc(DocKind::Cv, None, "pdf", b"the real cv")]);
+        let folder = root.path().join(Filer::candidate_folder(&app));
+        std::fs::create_dir_all(&folder).unwrap();
+        // What a crash before the commit can leave: the name, without the bytes.
+        std::fs::write(folder.join("CV - Jeanne Dupré.pdf"), b"").unwrap();
+        let mut filer = Filer::new(root.path());
+        let filed = filer.file_application(&app, b"raw", &[]).unwrap();
+        filer.sync().unwrap();
+        assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré.pdf"));
+        assert_eq!(std::fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
+        // A committed document with other bytes keeps its name; the new one moves on.
+        let second = application("b", vec![doc(DocKind::Cv, None, "pdf", b"another cv")]);
+        let filed = filer.file_application(&second, b"raw 2", std::slice::from_ref(&filed.application)).unwrap();
+        assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré (2).pdf"));
+        assert_eq!(std::fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
     }
 
     #[test]

@@ -541,6 +541,8 @@ fn process_batch<L: Ledger>(
     let mut seen_sha: HashSet<String> = HashSet::new();
     let mut seen_mid: HashSet<String> = HashSet::new();
     let mut replies = BatchReplies::default();
+    // A batch that failed before its commit left files behind; they are leftovers now.
+    filer.discard();
     for item in items {
         report.fetched += 1;
         let uid = item.uid();
@@ -623,7 +625,8 @@ fn process_batch<L: Ledger>(
                 }
                 Understood::Application(app) => {
                     let raw = raw.as_deref().unwrap_or_default();
-                    let filed = filer.file_application(&app, raw)?;
+                    let committed = lock(ledger).committed_in_folder(&Filer::folder_key(&app))?;
+                    let filed = filer.file_application(&app, raw, &committed)?;
                     let history = replies.history(&*lock(ledger), &app.candidate.email)?;
                     let decision = stages.replier.decide(&app, &filed, first_start, &history);
                     report.filed += 1;

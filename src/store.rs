@@ -277,9 +277,23 @@ const MIGRATIONS: &[&str] = &[
 ];
 
 fn migrate(conn: &Connection) -> Result<(), StoreError> {
-    let applied: usize = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
-    for (i, sql) in MIGRATIONS.iter().enumerate().skip(applied) {
-        conn.execute_batch(&format!("BEGIN; {sql} PRAGMA user_version = {}; COMMIT;", i + 1))?;
+    // The version is read under the write lock: `mailroom status` may open a new state at the
+    // very moment the daemon creates it, and only one of them may apply each migration.
+    conn.execute_batch("BEGIN IMMEDIATE")?;
+    let result = (|| {
+        let applied = conn.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0))? as usize;
+        for sql in MIGRATIONS.iter().skip(applied) {
+            conn.execute_batch(sql)?;
+        }
+        conn.pragma_update(None, "user_version", MIGRATIONS.len() as i64)?;
+        Ok::<_, rusqlite::Error>(())
+    })();
+    match result {
+        Ok(()) => conn.execute_batch("COMMIT")?,
+        Err(e) => {
+            let _ = conn.execute_batch("ROLLBACK");
+            return Err(e.into());
+        }
     }
     Ok(())
 }

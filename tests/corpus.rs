@@ -142,7 +142,7 @@ fn corpora_go_through_understand_and_filing_without_panic_or_escape() {
             let mut filer = Filer::new(&root);
             let outcome = catch_unwind(AssertUnwindSafe(|| match understand(&raw, None, &rules) {
                 Understood::Application(app) => {
-                    filer.file_application(&app, &raw).map(|_| true).map_err(|e| e.to_string())
+                    filer.file_application(&app, &raw, &[]).map(|_| true).map_err(|e| e.to_string())
                 }
                 Understood::Quarantine(q) => {
                     filer.file_quarantine(&q, Some(&raw)).map(|_| false).map_err(|e| e.to_string())

@@ -243,3 +243,68 @@ fn run_watches_several_folders_at_once() {
     let s = status_json(&config);
     assert_eq!(s["totals"]["filed"].as_u64(), Some(2), "{s}");
 }
+
+#[test]
+fn sigkill_mid_backlog_loses_nothing_and_files_nothing_twice() {
+    let Some(stack) = Stack::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = stack.fresh_folder("contact@example.test", "kill");
+    const TOTAL: usize = 300;
+    let big = vec![b'y'; 100_000];
+    let messages: Vec<Vec<u8>> = (0..TOTAL)
+        .map(|i| {
+            application_eml(
+                &format!("Person {i} <person{i}@example.test>"),
+                "contact@example.test",
+                "Candidature stage",
+                &unique_id(&format!("kill{i}")),
+                &[],
+                "Bonjour",
+                &[
+                    ("CV.pdf", "application/pdf", &[pdf(&format!("cv{i}")).as_slice(), &big].concat()),
+                    ("Lettre de motivation.pdf", "application/pdf", &pdf(&format!("lm{i}"))),
+                ],
+            )
+        })
+        .collect();
+    stack.lmtp_deliver(&format!("contact+{folder}@example.test"), &messages);
+    let imap = format!(
+        "{}\npoll_interval_secs = 3600\nbatch_messages = 8",
+        stack.imap_lines("contact@example.test", &folder, false)
+    );
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
+    let mut daemon = Daemon::start(&config);
+    wait_for("the daemon to be into the backlog", DEADLINE, || {
+        let db = dir.path().join("state/mailroom.sqlite3");
+        (db.exists() && status_json(&config)["totals"]["filed"].as_u64().unwrap_or(0) >= 30).then_some(())
+    });
+    // No goodbye: the process dies wherever it is, mid-write or mid-commit.
+    daemon.child.kill().unwrap();
+    daemon.child.wait().unwrap();
+    let out = mailroom(&["once", "--config", config.to_str().unwrap()]);
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let s = status_json(&config);
+    assert_eq!(s["totals"]["filed"].as_u64(), Some(TOTAL as u64), "{s}");
+    assert_eq!(s["totals"]["duplicates"].as_u64(), Some(0), "{s}");
+    // Every folder holds exactly what its metadata lists, with the bytes it records.
+    let posting = dir.path().join("data/stage-gestion-projet");
+    let folders: Vec<_> = std::fs::read_dir(&posting).unwrap().map(|e| e.unwrap().path()).collect();
+    assert_eq!(folders.len(), TOTAL);
+    for f in folders {
+        let meta: serde_json::Value = serde_json::from_slice(&std::fs::read(f.join("metadata.json")).unwrap()).unwrap();
+        let apps = meta["applications"].as_array().unwrap();
+        assert_eq!(apps.len(), 1, "{f:?}");
+        let mut listed = vec!["metadata.json".to_owned(), apps[0]["eml"].as_str().unwrap().to_owned()];
+        for d in apps[0]["documents"].as_array().unwrap() {
+            let name = d["filename"].as_str().unwrap();
+            let bytes = std::fs::read(f.join(name)).unwrap();
+            assert_eq!(mailroom::understand::sha256_hex(&bytes), d["sha256"].as_str().unwrap(), "{f:?}/{name}");
+            listed.push(name.to_owned());
+        }
+        let mut on_disk: Vec<String> =
+            std::fs::read_dir(&f).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        on_disk.sort();
+        listed.sort();
+        assert_eq!(on_disk, listed, "{f:?}: nothing more, nothing less");
+    }
+}

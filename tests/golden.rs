@@ -84,7 +84,7 @@ fn check(eml: &Path, rules: &Rules, root: &Path) -> Vec<String> {
         Understood::Application(app) => {
             differ("outcome", "filed".into(), expected.outcome.clone());
             let mut filer = Filer::new(root);
-            let filed = filer.file_application(&app, &raw).expect("filing into a temporary root works");
+            let filed = filer.file_application(&app, &raw, &[]).expect("filing into a temporary root works");
             if let Some(c) = &expected.candidate {
                 differ("candidate.email", app.candidate.email.clone(), c.email.clone());
                 differ("candidate.name", format!("{:?}", app.candidate.name), format!("{:?}", c.name));
