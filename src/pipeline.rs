@@ -109,10 +109,11 @@ enum Incoming {
 }
 
 impl Incoming {
-    fn uid(&self) -> u32 {
+    /// Roughly how much work understanding it is.
+    fn weight(&self) -> usize {
         match self {
-            Incoming::Downloaded { uid, .. } => *uid,
-            Incoming::TooLarge(e) => e.uid,
+            Incoming::Downloaded { raw, .. } => raw.len(),
+            Incoming::TooLarge(_) => 1,
         }
     }
 }
@@ -527,6 +528,57 @@ impl BatchReplies {
     }
 }
 
+/// Stage 2 for a whole batch, on up to [`UNDERSTAND_THREADS`] threads: understanding is a pure
+/// function of each message, and decoding a backlog's attachments is the pipeline's largest CPU
+/// cost. The result keeps the batch's order; filing and the commit stay sequential.
+fn understand_all(
+    items: Vec<Incoming>,
+    rules: &Rules,
+    mailbox: &MailboxKey,
+) -> Vec<(u32, Understood, Option<Vec<u8>>)> {
+    let one = |item: Incoming| match item {
+        Incoming::Downloaded { uid, internal_date, raw } => (uid, understand(&raw, internal_date, rules), Some(raw)),
+        Incoming::TooLarge(env) => (
+            env.uid,
+            Understood::Quarantine(Quarantine {
+                sha256: sha256_hex(format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes()),
+                message_id: None,
+                received_at: env.internal_date.unwrap_or_else(Utc::now),
+                reason: format!(
+                    "announced size {} bytes is over limits.max_message_bytes; not downloaded, left in the mailbox",
+                    env.size
+                ),
+            }),
+            None,
+        ),
+    };
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
+    if threads < 2 || items.len() < 2 {
+        return items.into_iter().map(one).collect();
+    }
+    // Contiguous chunks of similar byte size, so the threads finish together.
+    let total: usize = items.iter().map(Incoming::weight).sum();
+    let mut chunks: Vec<Vec<Incoming>> = vec![Vec::new()];
+    let mut weight = 0;
+    for item in items {
+        weight += item.weight();
+        chunks.last_mut().expect("never empty").push(item);
+        if weight >= total * chunks.len() / threads && chunks.len() < threads {
+            chunks.push(Vec::new());
+        }
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = chunks
+            .into_iter()
+            .map(|chunk| scope.spawn(move || chunk.into_iter().map(one).collect::<Vec<_>>()))
+            .collect();
+        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+    })
+}
+
+/// Threads that understand a batch at once (capped by the machine's cores).
+const UNDERSTAND_THREADS: usize = 4;
+
 fn process_batch<L: Ledger>(
     stages: &Stages,
     filer: &mut Filer,
@@ -543,26 +595,8 @@ fn process_batch<L: Ledger>(
     let mut replies = BatchReplies::default();
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
-    for item in items {
+    for (uid, understood, raw) in understand_all(items, &stages.rules, &mailbox) {
         report.fetched += 1;
-        let uid = item.uid();
-        let (understood, raw) = match item {
-            Incoming::Downloaded { internal_date, raw, .. } => {
-                (understand(&raw, internal_date, &stages.rules), Some(raw))
-            }
-            Incoming::TooLarge(env) => (
-                Understood::Quarantine(Quarantine {
-                    sha256: sha256_hex(format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes()),
-                    message_id: None,
-                    received_at: env.internal_date.unwrap_or_else(Utc::now),
-                    reason: format!(
-                        "announced size {} bytes is over limits.max_message_bytes; not downloaded, left in the mailbox",
-                        env.size
-                    ),
-                }),
-                None,
-            ),
-        };
         let sha = understood.sha256().to_owned();
         let mid = understood.message_id().map(str::to_owned);
         let dup_in_batch = seen_sha.contains(&sha) || mid.as_ref().is_some_and(|m| seen_mid.contains(m));
