@@ -108,16 +108,6 @@ enum Incoming {
     TooLarge(Envelope),
 }
 
-impl Incoming {
-    /// Roughly how much work understanding it is.
-    fn weight(&self) -> usize {
-        match self {
-            Incoming::Downloaded { raw, .. } => raw.len(),
-            Incoming::TooLarge(_) => 1,
-        }
-    }
-}
-
 /// The pipeline over one store and one data root.
 pub struct Pipeline<L: Ledger> {
     stages: Arc<Stages>,
@@ -528,14 +518,17 @@ impl BatchReplies {
     }
 }
 
-/// Stage 2 for a whole batch, on up to [`UNDERSTAND_THREADS`] threads: understanding is a pure
-/// function of each message, and decoding a backlog's attachments is the pipeline's largest CPU
-/// cost. The result keeps the batch's order; filing and the commit stay sequential.
-fn understand_all(
+/// Stage 2 for a batch, on up to [`UNDERSTAND_THREADS`] threads, handing each message to `file`
+/// in the batch's order as soon as it is understood: understanding is a pure function of each
+/// message and decoding a backlog's attachments is the pipeline's largest CPU cost, so the
+/// workers parse ahead while the caller files. A bounded channel keeps only a few understood
+/// messages in memory. An error from `file` stops the workers and is returned.
+fn understand_each(
     items: Vec<Incoming>,
     rules: &Rules,
     mailbox: &MailboxKey,
-) -> Vec<(u32, Understood, Option<Vec<u8>>)> {
+    mut file: impl FnMut(u32, Understood, Option<Vec<u8>>) -> Result<(), PipelineError>,
+) -> Result<(), PipelineError> {
     let one = |item: Incoming| match item {
         Incoming::Downloaded { uid, internal_date, raw } => (uid, understand(&raw, internal_date, rules), Some(raw)),
         Incoming::TooLarge(env) => (
@@ -552,28 +545,47 @@ fn understand_all(
             None,
         ),
     };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
-    if threads < 2 || items.len() < 2 {
-        return items.into_iter().map(one).collect();
-    }
-    // Contiguous chunks of similar byte size, so the threads finish together.
-    let total: usize = items.iter().map(Incoming::weight).sum();
-    let mut chunks: Vec<Vec<Incoming>> = vec![Vec::new()];
-    let mut weight = 0;
-    for item in items {
-        weight += item.weight();
-        chunks.last_mut().expect("never empty").push(item);
-        if weight >= total * chunks.len() / threads && chunks.len() < threads {
-            chunks.push(Vec::new());
+    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS).min(items.len());
+    if threads < 2 {
+        for item in items {
+            let (uid, understood, raw) = one(item);
+            file(uid, understood, raw)?;
         }
+        return Ok(());
     }
+    let slots: Vec<Mutex<Option<Incoming>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
     std::thread::scope(|scope| {
-        let handles: Vec<_> = chunks
-            .into_iter()
-            .map(|chunk| scope.spawn(move || chunk.into_iter().map(one).collect::<Vec<_>>()))
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap_or_else(|panic| std::panic::resume_unwind(panic))).collect()
+        let (tx, rx) = std::sync::mpsc::sync_channel(threads * 2);
+        for _ in 0..threads {
+            let (tx, slots, next, one) = (tx.clone(), &slots, &next, &one);
+            scope.spawn(move || {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(item) = slots.get(i).and_then(|slot| lock_plain(slot).take()) else { break };
+                    // The receiver is gone when filing failed: stop quietly.
+                    if tx.send((i, one(item))).is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+        drop(tx);
+        let mut waiting = std::collections::BTreeMap::new();
+        let mut wanted = 0;
+        for (i, understood) in rx {
+            waiting.insert(i, understood);
+            while let Some((uid, understood, raw)) = waiting.remove(&wanted) {
+                file(uid, understood, raw)?;
+                wanted += 1;
+            }
+        }
+        Ok(())
     })
+}
+
+fn lock_plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 /// Threads that understand a batch at once (capped by the machine's cores).
@@ -595,7 +607,7 @@ fn process_batch<L: Ledger>(
     let mut replies = BatchReplies::default();
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
-    for (uid, understood, raw) in understand_all(items, &stages.rules, &mailbox) {
+    understand_each(items, &stages.rules, &mailbox, |uid, understood, raw| {
         report.fetched += 1;
         let sha = understood.sha256().to_owned();
         let mid = understood.message_id().map(str::to_owned);
@@ -706,7 +718,8 @@ fn process_batch<L: Ledger>(
             }
         };
         records.push(record);
-    }
+        Ok(())
+    })?;
     filer.sync()?;
     let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
     lock(ledger).commit(&Batch { mailbox, high_water, records })?;
@@ -719,6 +732,55 @@ mod tests {
 
     fn env(uid: u32, size: u64) -> Envelope {
         Envelope { uid, size, internal_date: None }
+    }
+
+    fn incoming(n: u32) -> Vec<Incoming> {
+        (1..=n)
+            .map(|uid| Incoming::Downloaded {
+                uid,
+                internal_date: None,
+                raw: format!("Return-Path: <p{uid}@example.test>\r\nFrom: p{uid}@example.test\r\nSubject: {uid}\r\n\r\nBonjour\r\n")
+                    .into_bytes(),
+            })
+            .collect()
+    }
+
+    fn rules() -> Rules {
+        Rules {
+            postings: Vec::new(),
+            limits: Default::default(),
+            default_language: "fr".into(),
+            own_addresses: Vec::new(),
+            text: crate::understand::extract::TextReader::with_program(None),
+        }
+    }
+
+    #[test]
+    fn understood_messages_are_filed_in_batch_order() {
+        let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
+        let mut seen = Vec::new();
+        understand_each(incoming(50), &rules(), &key, |uid, understood, _| {
+            assert!(matches!(understood, Understood::Application(_)));
+            seen.push(uid);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(seen, (1..=50).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_filing_error_stops_the_workers_and_is_returned() {
+        let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
+        let mut filed = 0;
+        let result = understand_each(incoming(200), &rules(), &key, |uid, _, _| {
+            if uid == 3 {
+                return Err(PipelineError::Worker("disk full".into()));
+            }
+            filed += 1;
+            Ok(())
+        });
+        assert!(matches!(result, Err(PipelineError::Worker(_))));
+        assert_eq!(filed, 2);
     }
 
     #[test]
