@@ -240,7 +240,9 @@ impl Replier {
             return ReplyDecision::Skip(format!("{CAP_REASON} (replies.max_per_hour = {})", self.max_per_hour));
         }
         let kind = self.kind_for(app, filed);
-        if let Some((at, last_kind)) = history.last_reply {
+        // 0 days: no window at all (and no whole-second INTERNALDATE against a millisecond reply
+        // time deciding that a new message is older than the last reply).
+        if let Some((at, last_kind)) = history.last_reply.filter(|_| self.once_per_days > 0) {
             let window = Duration::days(self.once_per_days.into());
             // We asked for a missing document and this message completes the file: say so, even
             // inside the window. It can happen once per file, so it cannot loop.
