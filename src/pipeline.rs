@@ -622,52 +622,34 @@ fn process_batch<L: Ledger>(
         let record = if let Some(original) = dup_of {
             report.duplicates += 1;
             tracing::info!(outcome = "duplicate", "already recorded; not filed or answered again");
-            MessageRecord {
+            MessageRecord::not_filed(
                 uid,
-                sha256: sha,
-                message_id: mid,
-                received_at: Utc::now(),
-                outcome: Outcome::Duplicate,
-                reason: Some(if original < 0 {
+                sha,
+                mid,
+                Utc::now(),
+                Outcome::Duplicate,
+                if original < 0 {
                     "same message twice in one fetch".into()
                 } else {
                     format!("same message as record {original}")
-                }),
-                candidate: None,
-                candidate_name: None,
-                posting: None,
-                missing: Vec::new(),
-                repeat: false,
-                filed: None,
-                path: None,
-                reply: "skipped: duplicate".into(),
-                documents: Vec::new(),
-                outbox: None,
-            }
+                },
+                None,
+            )
         } else {
             match understood {
                 Understood::Quarantine(q) => {
                     let path = filer.file_quarantine(&q, raw.as_deref())?;
                     report.quarantined += 1;
                     tracing::warn!(outcome = "quarantined", reason = %q.reason, "message quarantined");
-                    MessageRecord {
+                    MessageRecord::not_filed(
                         uid,
-                        sha256: q.sha256,
-                        message_id: q.message_id,
-                        received_at: q.received_at,
-                        outcome: Outcome::Quarantined,
-                        reason: Some(q.reason),
-                        candidate: None,
-                        candidate_name: None,
-                        posting: None,
-                        missing: Vec::new(),
-                        repeat: false,
-                        filed: None,
-                        path: Some(path),
-                        reply: "skipped: quarantined".into(),
-                        documents: Vec::new(),
-                        outbox: None,
-                    }
+                        q.sha256,
+                        q.message_id,
+                        q.received_at,
+                        Outcome::Quarantined,
+                        q.reason,
+                        Some(path),
+                    )
                 }
                 Understood::Application(app) => {
                     let raw = raw.as_deref().unwrap_or_default();

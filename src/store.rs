@@ -105,6 +105,42 @@ pub struct MessageRecord {
     pub outbox: Option<OutgoingMail>,
 }
 
+impl MessageRecord {
+    /// A message that was not filed (a duplicate, a quarantine): no candidate, no documents, no reply.
+    pub fn not_filed(
+        uid: u32,
+        sha256: String,
+        message_id: Option<String>,
+        received_at: DateTime<Utc>,
+        outcome: Outcome,
+        reason: String,
+        path: Option<String>,
+    ) -> MessageRecord {
+        let reply = match outcome {
+            Outcome::Duplicate => "skipped: duplicate",
+            _ => "skipped: quarantined",
+        };
+        MessageRecord {
+            uid,
+            sha256,
+            message_id,
+            received_at,
+            outcome,
+            reason: Some(reason),
+            candidate: None,
+            candidate_name: None,
+            posting: None,
+            missing: Vec::new(),
+            repeat: false,
+            filed: None,
+            path,
+            reply: reply.into(),
+            documents: Vec::new(),
+            outbox: None,
+        }
+    }
+}
+
 /// One group commit.
 #[derive(Debug, Clone)]
 pub struct Batch {
