@@ -94,14 +94,7 @@ fn a_stopped_daemon_catches_up_with_one_digest_and_never_sends_a_window_twice() 
 fn digest_on_the_real_stack_with_candidates_a_quarantine_and_a_missing_document() {
     let Some(stack) = Stack::get() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let folder = stack.fresh_folder("contact@example.test", "digest");
-    let to = format!("contact+{folder}@example.test");
-    let config = write_config(
-        dir.path(),
-        &stack.imap_lines("contact@example.test", &folder, false),
-        &stack.smtp_lines("contact@example.test", false),
-        "",
-    );
+    let (folder, to, config) = stack.contact_folder_config(dir.path(), "digest", "");
     let once = |args: &[&str]| {
         let mut all = args.to_vec();
         all.extend(["--config", config.to_str().unwrap()]);

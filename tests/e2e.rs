@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Stack, application_eml, mailroom, pdf, wait_for, write_config};
+use common::{Stack, application_eml, files_under, mailroom, pdf, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -36,23 +36,6 @@ fn deliver_and_wait(stack: &Stack, from: &str, folder: &str, raw: &[u8]) {
     wait_for("delivery into the contact folder", DEADLINE, || {
         (stack.count("contact@example.test", folder) > before).then_some(())
     });
-}
-
-fn tree(root: &Path) -> Vec<String> {
-    let mut out = Vec::new();
-    let mut stack = vec![root.to_path_buf()];
-    while let Some(d) = stack.pop() {
-        for e in std::fs::read_dir(&d).unwrap() {
-            let p = e.unwrap().path();
-            if p.is_dir() {
-                stack.push(p);
-            } else {
-                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-            }
-        }
-    }
-    out.sort();
-    out
 }
 
 /// The walking skeleton's promise, on the real stack: a candidate applies through Postfix
@@ -94,7 +77,7 @@ fn application_is_filed_once_and_acknowledged_once_over_implicit_tls() {
     assert!(summary.contains("sent 1"), "{summary}");
 
     let data = dir.path().join("data");
-    let files = tree(&data);
+    let files = files_under(&data);
     let person = files
         .iter()
         .find_map(|f| f.strip_suffix("/metadata.json"))
@@ -144,7 +127,7 @@ fn application_is_filed_once_and_acknowledged_once_over_implicit_tls() {
     assert!(again.starts_with("fetched 0,") && again.contains("sent 0"), "{again}");
     let again = once(&config);
     assert!(again.starts_with("fetched 0,") && again.contains("sent 0"), "{again}");
-    assert_eq!(tree(&data), files);
+    assert_eq!(files_under(&data), files);
     wait_for("postfix to empty its queue", DEADLINE, || stack.postfix_queue_empty().then_some(()));
     assert_eq!(stack.messages_with("alice@example.test", "INBOX", "In-Reply-To", &message_id).len(), 1);
 

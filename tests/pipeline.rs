@@ -112,21 +112,7 @@ impl World {
     }
 
     fn files(&self) -> Vec<String> {
-        let mut out = Vec::new();
-        let root = &self.cfg.storage.data_dir;
-        let mut stack = vec![root.clone()];
-        while let Some(d) = stack.pop() {
-            for e in std::fs::read_dir(&d).unwrap() {
-                let p = e.unwrap().path();
-                if p.is_dir() {
-                    stack.push(p);
-                } else {
-                    out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
-                }
-            }
-        }
-        out.sort();
-        out
+        common::files_under(&self.cfg.storage.data_dir)
     }
 }
 

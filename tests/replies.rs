@@ -150,14 +150,7 @@ fn every_reply_variant_arrives_in_the_candidates_language() {
 fn robots_lists_bounces_and_ourselves_get_no_reply_and_a_recorded_reason() {
     let Some(stack) = Stack::get() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let folder = stack.fresh_folder("contact@example.test", "robots");
-    let to = format!("contact+{folder}@example.test");
-    let config = write_config(
-        dir.path(),
-        &stack.imap_lines("contact@example.test", &folder, false),
-        &stack.smtp_lines("contact@example.test", false),
-        "",
-    );
+    let (folder, to, config) = stack.contact_folder_config(dir.path(), "robots", "");
     once(&config);
     let cv = pdf("cv");
     /// (envelope sender, From, extra headers, expected reason)
@@ -226,14 +219,7 @@ fn robots_lists_bounces_and_ourselves_get_no_reply_and_a_recorded_reason() {
 fn a_display_name_full_of_crlf_cannot_inject_a_header() {
     let Some(stack) = Stack::get() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let folder = stack.fresh_folder("contact@example.test", "crlf");
-    let to = format!("contact+{folder}@example.test");
-    let config = write_config(
-        dir.path(),
-        &stack.imap_lines("contact@example.test", &folder, false),
-        &stack.smtp_lines("contact@example.test", false),
-        "",
-    );
+    let (folder, to, config) = stack.contact_folder_config(dir.path(), "crlf", "");
     once(&config);
     let id = unique_id("crlf");
     // "Erin\r\nBcc: intruder@example.test" and a subject with the same trick, RFC 2047-encoded.

@@ -127,18 +127,25 @@ pub fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules: &Rule
     docs
 }
 
-/// The parts, with ZIP archives and winmail.dat replaced by the files inside them (one level).
-fn open_containers<'a>(parts: &'a [Part], rules: &Rules) -> Vec<Item<'a>> {
-    let mut items = Vec::new();
-    for part in parts {
-        let item = Item {
+impl<'a> Item<'a> {
+    /// A part of the message as it stands, before any container is opened or verdict given.
+    fn from_part(part: &'a Part) -> Item<'a> {
+        Item {
             name: part.filename.clone(),
             content_type: part.content_type.clone(),
             inline: part.inline,
             bytes: std::borrow::Cow::Borrowed(&part.bytes),
             within: None,
             verdict: None,
-        };
+        }
+    }
+}
+
+/// The parts, with ZIP archives and winmail.dat replaced by the files inside them (one level).
+fn open_containers<'a>(parts: &'a [Part], rules: &Rules) -> Vec<Item<'a>> {
+    let mut items = Vec::new();
+    for part in parts {
+        let item = Item::from_part(part);
         if part.in_report || is_report_type(&part.content_type) {
             let why = format!("{} is part of a delivery or read report", part.content_type);
             items.push(Item { verdict: Some(Verdict::new(DocKind::Ignored, 0.95, why)), ..item });
@@ -270,14 +277,7 @@ pub fn is_own_document(part: &Part) -> bool {
     if part.message.is_some() || part.in_report || is_report_type(&part.content_type) || part.bytes.is_empty() {
         return false;
     }
-    let item = Item {
-        name: part.filename.clone(),
-        content_type: part.content_type.clone(),
-        inline: part.inline,
-        bytes: std::borrow::Cow::Borrowed(&part.bytes),
-        within: None,
-        verdict: None,
-    };
+    let item = Item::from_part(part);
     let name = part.filename.as_deref().map(parse::clean_line);
     let ext = name.as_deref().and_then(extension).unwrap_or_default();
     first_verdict(&item, name.as_deref(), &ext).is_none_or(|v| v.kind != DocKind::Ignored)

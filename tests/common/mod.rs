@@ -460,3 +460,37 @@ pub fn status_json(config: &Path) -> serde_json::Value {
     assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
+
+/// Every file below `root`, relative and sorted.
+pub fn files_under(root: &Path) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut stack = vec![root.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for e in std::fs::read_dir(&d).unwrap() {
+            let p = e.unwrap().path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p.strip_prefix(root).unwrap().to_string_lossy().into_owned());
+            }
+        }
+    }
+    out.sort();
+    out
+}
+
+impl Stack {
+    /// A fresh folder of contact@ and a config (implicit TLS on both sides) watching it:
+    /// `(folder, the address that delivers into it, config path)`.
+    pub fn contact_folder_config(&self, dir: &Path, prefix: &str, extra: &str) -> (String, String, PathBuf) {
+        let folder = self.fresh_folder("contact@example.test", prefix);
+        let to = format!("contact+{folder}@example.test");
+        let config = write_config(
+            dir,
+            &self.imap_lines("contact@example.test", &folder, false),
+            &self.smtp_lines("contact@example.test", false),
+            extra,
+        );
+        (folder, to, config)
+    }
+}
