@@ -13,13 +13,15 @@ use std::path::{Path, PathBuf};
 use chrono::NaiveDate;
 use serde::Deserialize;
 
+use crate::lang::{Lang, PostingLang};
+
 /// The default place an installed mailroom reads its configuration from.
 pub const DEFAULT_PATH: &str = "/etc/mailroom/mailroom.toml";
 
 /// A configuration problem, naming the key (or file) at fault. The CLI exits 2 on it.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
-    #[error("{path}: {message}")]
+    #[error("configuration {}: {message}", path.display())]
     Load { path: PathBuf, message: String },
     #[error("{key}: {message}")]
     Invalid { key: String, message: String },
@@ -188,8 +190,8 @@ pub struct Replies {
     pub acknowledge_backlog: bool,
     /// Directory with `fr/…` and `en/…` templates overriding the built-in ones. Empty: built-in.
     pub templates_dir: Option<PathBuf>,
-    /// Language used when the posting does not say.
-    pub default_language: String,
+    /// Language used when the posting does not say (`fr` or `en`).
+    pub default_language: Lang,
     /// Privacy notice appended to every acknowledgement (who keeps the data, why, how long).
     pub privacy_notice: String,
     /// An address answered within this many days is not answered again (except to confirm that
@@ -206,7 +208,7 @@ impl Default for Replies {
             enabled: true,
             acknowledge_backlog: false,
             templates_dir: None,
-            default_language: "fr".into(),
+            default_language: Lang::Fr,
             privacy_notice: String::new(),
             once_per_days: 1,
             max_per_hour: 100,
@@ -224,8 +226,8 @@ pub struct DigestConfig {
     pub schedule: String,
     /// Who gets it. Empty: `identity.team`.
     pub recipients: Vec<String>,
-    /// "fr" or "en".
-    pub language: String,
+    /// `fr` or `en`.
+    pub language: Lang,
     /// The subject, a template (`{{ new_count }}`, `{{ window.start }}`, `{{ window.end }}`,
     /// `{{ organisation }}`). Empty: the built-in one for the language.
     pub subject: String,
@@ -242,7 +244,7 @@ impl Default for DigestConfig {
             enabled: true,
             schedule: "0 8 * * *".into(),
             recipients: Vec::new(),
-            language: "fr".into(),
+            language: Lang::Fr,
             subject: String::new(),
             when_empty: WhenEmpty::Send,
             stale_after_days: 7,
@@ -307,8 +309,9 @@ pub struct Posting {
     /// Folder name and stable identifier: lower-case letters, digits and `-`.
     pub slug: String,
     pub title: String,
+    /// `fr`, `en`, or `auto` (the candidate's language, told from what they wrote).
     #[serde(default = "defaults::language")]
-    pub language: String,
+    pub language: PostingLang,
     /// Recipient addresses that mean this posting (`contact+stage@…` works for tagged addresses).
     #[serde(default)]
     pub addresses: Vec<String>,
@@ -324,46 +327,43 @@ pub struct Posting {
 
 mod defaults {
     use super::TlsMode;
-    pub fn imap_port() -> u16 {
+    pub(super) fn imap_port() -> u16 {
         993
     }
-    pub fn smtp_port() -> u16 {
+    pub(super) fn smtp_port() -> u16 {
         465
     }
-    pub fn tls() -> TlsMode {
+    pub(super) fn tls() -> TlsMode {
         TlsMode::Implicit
     }
-    pub fn folder() -> String {
+    pub(super) fn folder() -> String {
         "INBOX".into()
     }
-    pub fn filed_keyword() -> String {
+    pub(super) fn filed_keyword() -> String {
         "$MailroomFiled".into()
     }
-    pub fn yes() -> bool {
+    pub(super) fn yes() -> bool {
         true
     }
-    pub fn poll_interval_secs() -> u64 {
+    pub(super) fn poll_interval_secs() -> u64 {
         60
     }
-    pub fn timeout_secs() -> u64 {
+    pub(super) fn timeout_secs() -> u64 {
         60
     }
-    pub fn batch_messages() -> usize {
+    pub(super) fn batch_messages() -> usize {
         100
     }
-    pub fn batch_bytes() -> u64 {
+    pub(super) fn batch_bytes() -> u64 {
         32 * 1024 * 1024
     }
-    pub fn language() -> String {
-        "fr".into()
+    pub(super) fn language() -> super::PostingLang {
+        super::PostingLang::Fr
     }
-    pub fn timezone() -> String {
+    pub(super) fn timezone() -> String {
         "Europe/Paris".into()
     }
 }
-
-/// Languages we ship templates for.
-pub const LANGUAGES: &[&str] = &["fr", "en"];
 
 impl Config {
     /// Reads the file, applies the environment, resolves paths and validates.
@@ -408,7 +408,7 @@ impl Config {
             )
             .build()
             .map_err(|e| load_err(e.to_string()))?;
-        let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(e.to_string()))?;
+        let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(dotted_keys(&e.to_string())))?;
         cfg.resolve_paths(base, std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
         cfg.validate()?;
         Ok(cfg)
@@ -524,13 +524,10 @@ impl Config {
                 format!("{:?} is not a time zone name (e.g. Europe/Paris, UTC)", self.identity.timezone),
             ));
         }
-        crate::digest::Schedule::parse(&self.digest.schedule, self.identity.timezone())
+        crate::schedule::Schedule::parse(&self.digest.schedule, self.identity.timezone())
             .map_err(|m| invalid("digest.schedule", m))?;
         for (i, a) in self.digest.recipients.iter().enumerate() {
             parse_address(a).map_err(|m| invalid(format!("digest.recipients[{i}]"), m))?;
-        }
-        if !LANGUAGES.contains(&self.digest.language.as_str()) {
-            return Err(invalid("digest.language", format!("unsupported language {:?}", self.digest.language)));
         }
         if self.replies.max_per_hour == 0 {
             return Err(invalid(
@@ -543,12 +540,6 @@ impl Config {
         }
         for (i, a) in self.identity.team.iter().enumerate() {
             parse_address(a).map_err(|m| invalid(format!("identity.team[{i}]"), m))?;
-        }
-        if !LANGUAGES.contains(&self.replies.default_language.as_str()) {
-            return Err(invalid(
-                "replies.default_language",
-                format!("unsupported language {:?} (one of {})", self.replies.default_language, LANGUAGES.join(", ")),
-            ));
         }
         if let Some(dir) = &self.replies.templates_dir
             && !dir.is_dir()
@@ -570,12 +561,6 @@ impl Config {
             if p.title.trim().is_empty() {
                 return Err(invalid(key("title"), "must not be empty"));
             }
-            if !LANGUAGES.contains(&p.language.as_str()) && p.language != "auto" {
-                return Err(invalid(
-                    key("language"),
-                    format!("unsupported language {:?} (fr, en, or auto for the candidate's)", p.language),
-                ));
-            }
             for (j, a) in p.addresses.iter().enumerate() {
                 parse_address(a).map_err(|m| invalid(format!("postings[{i}].addresses[{j}]"), m))?;
             }
@@ -584,6 +569,24 @@ impl Config {
             return Err(invalid("postings", "at most one posting may have default = true"));
         }
         Ok(())
+    }
+
+    /// Enough of a configuration to render templates and inspect messages when there is no file.
+    pub fn sample() -> Config {
+        let toml = r#"
+[imap]
+host = "imap.example.test"
+username = "contact@example.test"
+password = "-"
+[smtp]
+host = "smtp.example.test"
+username = "contact@example.test"
+password = "-"
+[identity]
+from = "contact@example.test"
+organisation = "La 27e Région"
+"#;
+        Config::from_toml(toml, Path::new("."), std::iter::empty()).expect("the sample configuration is valid")
     }
 
     /// Who gets the digest: `digest.recipients`, or the team.
@@ -604,6 +607,20 @@ impl Config {
     pub fn smtp_password(&self) -> Result<Secret, ConfigError> {
         password(&self.smtp.password, &self.smtp.password_file, "smtp")
     }
+}
+
+/// The config crate writes a key below a list as `postings[0]language`; people write
+/// `postings[0].language`.
+fn dotted_keys(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut chars = message.chars().peekable();
+    while let Some(c) = chars.next() {
+        out.push(c);
+        if c == ']' && chars.peek().is_some_and(|n| n.is_ascii_alphabetic()) {
+            out.push('.');
+        }
+    }
+    out
 }
 
 fn password(pw: &Option<Secret>, file: &Option<PathBuf>, section: &str) -> Result<Secret, ConfigError> {
@@ -701,6 +718,15 @@ organisation = "Example"
         let no_pw = MINIMAL.replacen("password = \"hunter2\"", "", 1);
         let err = load(&no_pw, &[]).unwrap_err().to_string();
         assert!(err.starts_with("imap.password:"), "{err}");
+    }
+
+    #[test]
+    fn a_bad_language_names_its_key_and_the_choices() {
+        let err = load(&format!("{MINIMAL}[replies]\ndefault_language = \"de\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("replies.default_language") && err.contains("fr or en"), "{err}");
+        let posting = "[[postings]]\nslug = \"x\"\ntitle = \"X\"\nlanguage = \"es\"\n";
+        let err = load(&format!("{MINIMAL}{posting}"), &[]).unwrap_err().to_string();
+        assert!(err.contains("postings[0].language") && err.contains("auto"), "{err}");
     }
 
     #[test]

@@ -1,57 +1,23 @@
 //! The way out: the `Courier` trait (hands one rendered mail to the world) and its SMTP
-//! implementation, plus the outbox sender that feeds it.
+//! implementation.
 //!
-//! Nothing leaves mailroom except through the outbox: the pipeline commits a rendered reply in
-//! the same transaction as the message it answers, and [`send_due`] works from there. Replies are
-//! sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for automatic
-//! responses, so a reply that bounces can never start a loop.
+//! May: talk SMTP. May not: decide what to send or when: it only ever sends what the outbox
+//! sender (the `outbox` module) hands it, which only ever comes from committed outbox entries.
+//! Mail is sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for
+//! automatic responses, so a reply that bounces can never start a loop.
 
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use chrono::Utc;
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::Credentials;
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Severity;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
-use serde::{Deserialize, Serialize};
 
 use crate::config::{Config, ConfigError, SmtpConfig, TlsMode};
-use crate::error::{Classified, Retry, backoff};
-use crate::store::{Ledger, OutboxEntry, StoreError};
-
-/// A rendered reply, as stored in the outbox: plain data, so it survives a restart unchanged.
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct OutgoingMail {
-    pub to: String,
-    pub to_name: Option<String>,
-    pub subject: String,
-    pub text: String,
-    pub html: Option<String>,
-    /// Without angle brackets. Derived from the application, so a duplicate is recognisable.
-    pub message_id: String,
-    pub in_reply_to: Option<String>,
-    pub references: Vec<String>,
-    /// The reply kind (`complete`, `missing_cv`, …, or `digest`): the per-address window looks at it.
-    #[serde(default)]
-    pub kind: String,
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub attachments: Vec<TextAttachment>,
-}
-
-/// The kind of the team's digest in the outbox.
-pub const DIGEST_KIND: &str = "digest";
-
-/// A small text attachment (the digest's CSV).
-#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
-pub struct TextAttachment {
-    pub filename: String,
-    /// With its charset, e.g. `text/csv; charset=utf-8`.
-    pub content_type: String,
-    pub content: String,
-}
+use crate::error::{Classified, Retry};
+use crate::mail::OutgoingMail;
 
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -68,7 +34,7 @@ impl Classified for SendError {
 
 /// The way out, by role.
 pub trait Courier {
-    fn deliver(&self, mail: &OutgoingMail) -> impl std::future::Future<Output = Result<(), SendError>> + Send;
+    fn deliver(&self, mail: &OutgoingMail) -> impl Future<Output = Result<(), SendError>> + Send;
 }
 
 /// `Auto-Submitted` (RFC 3834): `auto-replied` on acknowledgements, `auto-generated` on the
@@ -117,7 +83,7 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
         .to(Mailbox::new(mail.to_name.as_deref().map(one_line).filter(|n| !n.is_empty()), to))
         .subject(one_line(&mail.subject))
         .message_id(Some(angle(&mail.message_id)))
-        .header(AutoSubmitted(if mail.kind == DIGEST_KIND { "auto-generated" } else { "auto-replied" }))
+        .header(AutoSubmitted(mail.kind.auto_submitted()))
         .header(AutoResponseSuppress);
     if let Some(irt) = &mail.in_reply_to {
         builder = builder.in_reply_to(angle(irt));
@@ -206,96 +172,6 @@ impl Courier for SmtpCourier {
     }
 }
 
-/// What one pass over the outbox did.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
-pub struct SendReport {
-    pub sent: usize,
-    pub retrying: usize,
-    pub failed: usize,
-}
-
-impl SendReport {
-    pub fn add(&mut self, o: SendReport) {
-        self.sent += o.sent;
-        self.retrying += o.retrying;
-        self.failed += o.failed;
-    }
-}
-
-const RETRY_BASE: Duration = Duration::from_secs(5);
-const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
-/// After this many transient failures an entry is given up and reported.
-pub const MAX_ATTEMPTS: u32 = 50;
-
-/// Sends every outbox entry that is due, [`SEND_CONCURRENCY`] at a time. Each entry is claimed
-/// (`sending`, committed) before it is handed to SMTP, so a crash mid-send leaves it `uncertain`
-/// instead of sending it twice. A transient failure ends the pass (the server is likely away for
-/// all of them); the entries already on their way finish first.
-pub async fn send_due<L: Ledger + Send + 'static, C: Courier>(
-    ledger: &Arc<Mutex<L>>,
-    courier: &C,
-) -> Result<SendReport, StoreError> {
-    use futures::StreamExt;
-    let mut report = SendReport::default();
-    loop {
-        let due = lock(ledger).due_outbox(Utc::now(), 64)?;
-        if due.is_empty() {
-            return Ok(report);
-        }
-        let mut claimed = Vec::with_capacity(due.len());
-        for entry in due {
-            if lock(ledger).claim(entry.id, Utc::now())? {
-                claimed.push(entry);
-            }
-        }
-        let outcomes: Vec<(OutboxEntry, Result<(), SendError>)> = futures::stream::iter(claimed)
-            .map(|entry| async move {
-                let result = courier.deliver(&entry.mail).await;
-                (entry, result)
-            })
-            .buffer_unordered(SEND_CONCURRENCY)
-            .collect()
-            .await;
-        let mut server_away = false;
-        for (entry, result) in outcomes {
-            let attempt = entry.attempts + 1;
-            match result {
-                Ok(()) => {
-                    lock(ledger).mark_sent(entry.id, Utc::now())?;
-                    tracing::info!(outbox_id = entry.id, attempt, kind = %entry.mail.kind, "sent");
-                    report.sent += 1;
-                }
-                Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
-                    let wait = backoff(attempt - 1, RETRY_BASE, RETRY_CAP);
-                    let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
-                    lock(ledger).mark_retry(entry.id, &e.message, next)?;
-                    tracing::warn!(outbox_id = entry.id, attempt, retry_in_s = wait.as_secs(), error = %e, "sending failed; will retry");
-                    report.retrying += 1;
-                    server_away = true;
-                }
-                Err(e) => {
-                    lock(ledger).mark_failed(entry.id, &e.message)?;
-                    tracing::error!(outbox_id = entry.id, attempt, error = %e, "sending failed for good");
-                    report.failed += 1;
-                }
-            }
-        }
-        if server_away {
-            return Ok(report);
-        }
-    }
-}
-
-/// SMTP submissions in flight at once: enough to hide the round trips, few enough to be polite
-/// to a submission server that limits connections per client.
-pub const SEND_CONCURRENCY: usize = 4;
-
-/// The ledger mutex is only ever held for one short store call; a panic while holding it is a
-/// bug we want to see, not hide.
-pub fn lock<L>(m: &Arc<Mutex<L>>) -> std::sync::MutexGuard<'_, L> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -310,7 +186,7 @@ mod tests {
             message_id: "mailroom.ack.1234@example.test".into(),
             in_reply_to: Some("orig@example.test".into()),
             references: vec!["first@example.test".into(), "orig@example.test".into()],
-            kind: "complete".into(),
+            kind: crate::mail::MailKind::Ack(crate::mail::ReplyKind::Complete),
             attachments: Vec::new(),
         }
     }

@@ -35,6 +35,7 @@ use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
 use crate::error::{Classified, Retry};
+use crate::lang::{Lang, PostingLang};
 use crate::understand::{Application, DocKind, Document, Quarantine, sha256_hex};
 
 /// Longest name we create, in bytes: room below every filesystem's 255 for a version suffix
@@ -52,10 +53,17 @@ pub struct FilingError {
 }
 
 impl Classified for FilingError {
-    // A full disk or a permission fixed by the admin: worth trying again later. The message
-    // itself is never at fault here (understand has vetted it), so it is never quarantined for this.
+    /// A full disk, a quota, a permission, a busy or failing device: the admin or time fixes
+    /// these, so the message waits and is tried again. Something in the way at the very path this
+    /// message files to (a directory where its file goes, a file where its folder goes), or a name
+    /// the filesystem refuses, will be there next time too: that message is set aside.
     fn retry(&self) -> Retry {
-        Retry::Transient
+        use io::ErrorKind::*;
+        match self.source.kind() {
+            NotADirectory | IsADirectory | DirectoryNotEmpty | AlreadyExists | InvalidFilename | InvalidInput
+            | FileTooLarge | TooManyLinks => Retry::Permanent,
+            _ => Retry::Transient,
+        }
     }
 }
 
@@ -229,7 +237,26 @@ impl Filer {
     /// Files one application. `committed`: the applications the store has committed in this
     /// candidate's folder ([`Filer::folder_key`]), the truth about what it holds. Safe to call
     /// again for the same message.
+    ///
+    /// On an error nothing of this message is left in the folder: `metadata.json` is written last
+    /// (atomically), and the files written before the failure are removed again.
     pub fn file_application(
+        &mut self,
+        app: &Application,
+        raw: &[u8],
+        committed: &[FiledApplication],
+    ) -> Result<Filed, FilingError> {
+        let mark = self.written.len();
+        let result = self.file_application_unguarded(app, raw, committed);
+        if result.is_err() {
+            for path in self.written.drain(mark..) {
+                let _ = fs::remove_file(path);
+            }
+        }
+        result
+    }
+
+    fn file_application_unguarded(
         &mut self,
         app: &Application,
         raw: &[u8],
@@ -285,7 +312,7 @@ impl Filer {
                 reason: doc.reason.clone(),
             });
         }
-        let eml = format!("message-{}-{}.eml", app.received_at.format("%Y%m%dT%H%M%SZ"), &app.sha256[..8]);
+        let eml = eml_name(app);
         self.write_atomic(&dir, &eml, raw)?;
         let filed = FiledApplication {
             sha256: app.sha256.clone(),
@@ -319,9 +346,12 @@ impl Filer {
         if let Some(raw) = raw {
             self.write_atomic(&dir, &format!("{stem}.eml"), raw)?;
         }
+        // For whoever opens the folder: both languages, and the code the logs and the store use.
         let reason = format!(
-            "reason: {}\nmessage-id: {}\nsha256: {}\nreceived: {}\n",
-            q.reason,
+            "reason: {}\nraison : {}\ncode: {}\nmessage-id: {}\nsha256: {}\nreceived: {}\n",
+            q.reason.describe(Lang::En),
+            q.reason.describe(Lang::Fr),
+            q.reason.code(),
             q.message_id.as_deref().unwrap_or("(none)"),
             q.sha256,
             q.received_at.to_rfc3339()
@@ -465,7 +495,7 @@ fn base_name(app: &Application, doc: &Document) -> Option<String> {
     let base = match doc.kind {
         DocKind::Ignored => return None,
         DocKind::Cv => format!("CV - {who}.{}", doc.extension),
-        DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(&app.posting.language), doc.extension),
+        DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(app.posting.language), doc.extension),
         DocKind::Other => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
     };
     Some(safe_component(&base, MAX_NAME_BYTES))
@@ -494,11 +524,49 @@ pub fn planned_names(app: &Application) -> Vec<Option<String>> {
         .collect()
 }
 
-fn letter_label(language: &str) -> &'static str {
-    match language {
-        "en" => "Cover letter",
-        _ => "Lettre de motivation",
+/// A bilingual posting's letters are filed under the French name: the folders are the team's.
+/// What filing this application into a folder that holds nothing yet would give: the names of
+/// [`planned_names`], no repeat, and the folder lacking what the message lacks. Pure: `mailroom
+/// inspect` hands it to the same reply decision the daemon uses.
+pub fn planned(app: &Application) -> Filed {
+    let documents = app
+        .documents
+        .iter()
+        .zip(planned_names(app))
+        .map(|(doc, filename)| FiledDocument {
+            kind: doc.kind,
+            filename,
+            original_name: doc.original_name.clone(),
+            content_type: doc.content_type.clone(),
+            size: doc.size,
+            sha256: doc.sha256.clone(),
+            confidence: doc.confidence,
+            reason: doc.reason.clone(),
+        })
+        .collect();
+    Filed {
+        folder: Filer::folder_key(app),
+        application: FiledApplication {
+            sha256: app.sha256.clone(),
+            message_id: app.message_id.clone(),
+            subject: app.subject.clone(),
+            received_at: app.received_at,
+            eml: eml_name(app),
+            repeat: false,
+            posting: app.posting.slug.clone(),
+            documents,
+            missing: app.missing.clone(),
+        },
+        folder_missing: app.missing.clone(),
     }
+}
+
+fn eml_name(app: &Application) -> String {
+    format!("message-{}-{}.eml", app.received_at.format("%Y%m%dT%H%M%SZ"), &app.sha256[..8])
+}
+
+fn letter_label(language: PostingLang) -> &'static str {
+    language.or(Lang::Fr).pick("Lettre de motivation", "Cover letter")
 }
 
 fn path_to_slash(p: &Path) -> String {
@@ -587,7 +655,7 @@ mod tests {
             posting: PostingRef {
                 slug: "stage".into(),
                 title: "Stage".into(),
-                language: "fr".into(),
+                language: PostingLang::Fr,
                 closed: false,
                 matched_by: "test".into(),
             },
@@ -660,19 +728,19 @@ mod tests {
         let root = tempfile::tempdir().unwrap();
         let app = application("a", vec![doc(DocKind::Cv, None, "pdf", b"the real cv")]);
         let folder = root.path().join(Filer::candidate_folder(&app));
-        std::fs::create_dir_all(&folder).unwrap();
+        fs::create_dir_all(&folder).unwrap();
         // What a crash before the commit can leave: the name, without the bytes.
-        std::fs::write(folder.join("CV - Jeanne Dupré.pdf"), b"").unwrap();
+        fs::write(folder.join("CV - Jeanne Dupré.pdf"), b"").unwrap();
         let mut filer = Filer::new(root.path());
         let filed = filer.file_application(&app, b"raw", &[]).unwrap();
         filer.sync().unwrap();
         assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré.pdf"));
-        assert_eq!(std::fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
+        assert_eq!(fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
         // A committed document with other bytes keeps its name; the new one moves on.
         let second = application("b", vec![doc(DocKind::Cv, None, "pdf", b"another cv")]);
         let filed = filer.file_application(&second, b"raw 2", std::slice::from_ref(&filed.application)).unwrap();
         assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré (2).pdf"));
-        assert_eq!(std::fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
+        assert_eq!(fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
     }
 
     #[test]

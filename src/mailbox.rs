@@ -73,22 +73,18 @@ pub struct RawMessage {
 pub trait Mailbox {
     /// `user@host/folder`: with UIDVALIDITY, the key of the folder's UIDs in the store.
     fn name(&self) -> &str;
-    fn select(&mut self) -> impl std::future::Future<Output = Result<Selected, MailboxError>>;
+    fn select(&mut self) -> impl Future<Output = Result<Selected, MailboxError>>;
     /// Messages with a UID above `after`, in UID order, without their bodies.
-    fn list_after(&mut self, after: u32) -> impl std::future::Future<Output = Result<Vec<Envelope>, MailboxError>>;
+    fn list_after(&mut self, after: u32) -> impl Future<Output = Result<Vec<Envelope>, MailboxError>>;
     /// Downloads these messages without marking them seen.
-    fn fetch(&mut self, uids: &[u32]) -> impl std::future::Future<Output = Result<Vec<RawMessage>, MailboxError>>;
+    fn fetch(&mut self, uids: &[u32]) -> impl Future<Output = Result<Vec<RawMessage>, MailboxError>>;
     /// Sets a keyword (`$MailroomFiled`) on these messages.
-    fn add_keyword(
-        &mut self,
-        uids: &[u32],
-        keyword: &str,
-    ) -> impl std::future::Future<Output = Result<(), MailboxError>>;
+    fn add_keyword(&mut self, uids: &[u32], keyword: &str) -> impl Future<Output = Result<(), MailboxError>>;
     /// Waits until the folder may have changed (IDLE) or `at_most` has passed (polling, or the
     /// IDLE refresh). Either way the caller then fetches everything above its high-water mark,
     /// so a wake-up that brings nothing costs one cheap command, and a missed one costs nothing.
-    fn wait_for_change(&mut self, at_most: Duration) -> impl std::future::Future<Output = Result<Wake, MailboxError>>;
-    fn logout(&mut self) -> impl std::future::Future<Output = ()>;
+    fn wait_for_change(&mut self, at_most: Duration) -> impl Future<Output = Result<Wake, MailboxError>>;
+    fn logout(&mut self) -> impl Future<Output = ()>;
 }
 
 /// Why [`Mailbox::wait_for_change`] returned.
@@ -148,7 +144,7 @@ impl std::fmt::Debug for ImapMailbox {
 async fn deadline<T, E: std::fmt::Display>(
     timeout: Duration,
     command: &'static str,
-    fut: impl std::future::Future<Output = Result<T, E>>,
+    fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, MailboxError> {
     match tokio::time::timeout(timeout, fut).await {
         Ok(Ok(v)) => Ok(v),

@@ -1,39 +1,46 @@
-//! The pipeline: **fetch → understand → file → acknowledge → record**, then flag and send.
+//! The pipeline: **fetch → understand → file → acknowledge → record**, then flag.
 //!
 //! This is the only place that knows the order of the stages. Messages travel in batches
 //! (bounded by count and bytes) so that a large backlog costs one IMAP round trip and one fsync of
-//! the store per batch, not per message. For each batch:
+//! the store per batch, not per message. For each batch, [`Pipeline::pass`] downloads, and
+//! [`process_batch`] runs one small function per stage for each message, in UID order:
 //!
-//! 1. **fetch** ([`crate::mailbox`]): bodies of the UIDs above the high-water mark; a message over
-//!    `limits.max_message_bytes` is never downloaded, its announced size is enough to quarantine it;
-//! 2. **understand** ([`crate::understand`]): pure, one typed outcome per message;
-//! 3. **file** ([`crate::filing`]): documents, `.eml`, metadata, or the quarantine; then one
-//!    group fsync of the directories touched;
-//! 4. **acknowledge** ([`crate::reply`]): decide and render; nothing is sent yet;
+//! 1. **fetch** ([`fetch`], [`crate::mailbox`]): bodies of the UIDs above the high-water mark; a
+//!    message over `limits.max_message_bytes` is never downloaded, its announced size is enough to
+//!    set it aside;
+//! 2. **understand** ([`crate::understand`]): pure, one typed outcome per message; run on a few
+//!    threads ahead of the rest, handed on in order ([`InOrder`]);
+//! 3. **file** ([`file`], [`set_aside`], [`crate::filing`]): documents, `.eml`, metadata, or the
+//!    quarantine; the batch is made durable at once just before the commit;
+//! 4. **acknowledge** ([`acknowledge`], [`crate::reply`]): decide and render; nothing is sent;
 //! 5. **record** ([`crate::store`]): one transaction with every row, outbox entry and the new
 //!    high-water mark. This is the commit point.
 //!
-//! After the commit the messages get our keyword on the server and the outbox sender is woken.
-//! A crash anywhere before the commit replays the batch: filing is idempotent and nothing was
-//! sent. A crash after it replays nothing.
+//! After the commit the messages get our keyword on the server and the outbox sender is woken
+//! ([`crate::outbox`]). A crash anywhere before the commit replays the batch: filing is idempotent
+//! and nothing was sent. A crash after it replays nothing.
+//!
+//! Errors act: a message whose filing fails for good (something in the way at its path) is set
+//! aside with its reason and the batch moves on; a transient failure (a full disk) commits the
+//! messages before it and ends the pass with the error, which the caller retries with backoff.
 
-use std::collections::HashSet;
-use std::future::Future;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
-use chrono::Utc;
+use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
-use crate::courier::{Courier, SendReport, lock, send_due};
-use crate::error::{Classified, Retry, backoff};
-use crate::filing::{Filer, FilingError};
+use crate::error::{Classified, Retry};
+use crate::filing::{Filed, Filer, FilingError};
 use crate::mailbox::{Envelope, Mailbox, MailboxError};
-use crate::reply::{CAP_REASON, History, Replier, ReplyDecision, ReplyKind};
+use crate::reason::{QuarantineReason, SkipReason};
+use crate::reply::{History, Replier, ReplyDecision};
 use crate::service::Monitor;
-use crate::store::{Batch, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
-use crate::understand::{Quarantine, Rules, Understood, sha256_hex, understand};
+use crate::store::{Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
+use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -57,9 +64,6 @@ impl Classified for PipelineError {
         }
     }
 }
-
-/// What a batch's commit reports: counts, and the UIDs committed (to flag on the server).
-type BatchResult = Result<(Report, Vec<u32>), PipelineError>;
 
 /// How batches are cut.
 #[derive(Debug, Clone, Copy)]
@@ -91,40 +95,50 @@ impl Report {
     }
 }
 
-/// The pure and local stages, shared with the blocking worker that runs them.
-struct Stages {
-    rules: Rules,
-    replier: Replier,
-}
-
 /// One message as it enters understanding.
 enum Incoming {
     Downloaded {
         uid: u32,
-        internal_date: Option<chrono::DateTime<Utc>>,
+        internal_date: Option<DateTime<Utc>>,
         raw: Vec<u8>,
     },
     /// Over the size limit: judged from its envelope, never downloaded.
     TooLarge(Envelope),
 }
 
+/// One message as stage 2 hands it on: its UID, what it is, and its bytes (if downloaded).
+type Understanding = (u32, Understood, Option<Vec<u8>>);
+
+/// What a batch's commit reports: counts, and the UIDs committed (to flag on the server).
+type BatchResult = Result<(Report, Vec<u32>), PipelineError>;
+
+/// The stages that run on the blocking worker, and what they share.
+struct Stages<L> {
+    rules: Rules,
+    replier: Replier,
+    store: L,
+    /// One batch at a time: the filer's batch state (files to make durable) is per batch.
+    filer: Mutex<Filer>,
+}
+
 /// The pipeline over one store and one data root.
 pub struct Pipeline<L: Ledger> {
-    stages: Arc<Stages>,
-    filer: Arc<Mutex<Filer>>,
-    ledger: Arc<Mutex<L>>,
+    stages: Arc<Stages<L>>,
     limits: BatchLimits,
     keyword: String,
     /// Woken after each commit that queued a reply.
     outbox_ready: Arc<Notify>,
 }
 
-impl<L: Ledger + Send + 'static> Pipeline<L> {
-    pub fn new(cfg: &Config, replier: Replier, ledger: L) -> Pipeline<L> {
+impl<L: Ledger> Pipeline<L> {
+    pub fn new(cfg: &Config, replier: Replier, store: L) -> Pipeline<L> {
         Pipeline {
-            stages: Arc::new(Stages { rules: Rules::from_config(cfg), replier }),
-            filer: Arc::new(Mutex::new(Filer::new(&cfg.storage.data_dir))),
-            ledger: Arc::new(Mutex::new(ledger)),
+            stages: Arc::new(Stages {
+                rules: Rules::from_config(cfg),
+                replier,
+                store,
+                filer: Mutex::new(Filer::new(&cfg.storage.data_dir)),
+            }),
             limits: BatchLimits {
                 messages: cfg.imap.batch_messages,
                 bytes: cfg.imap.batch_bytes,
@@ -135,12 +149,12 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         }
     }
 
-    pub fn ledger(&self) -> &Arc<Mutex<L>> {
-        &self.ledger
+    pub fn store(&self) -> &L {
+        &self.stages.store
     }
 
-    /// Wakes the outbox sender; for jobs beside the pipeline (the digest) that queue mail.
-    pub fn outbox_ready(&self) -> &Notify {
+    /// Notified after each commit that queued mail; the outbox sender waits on it.
+    pub fn outbox_ready(&self) -> &Arc<Notify> {
         &self.outbox_ready
     }
 
@@ -154,11 +168,9 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
     ) -> Result<Report, PipelineError> {
         let selected = mailbox.select().await?;
         let key = MailboxKey { name: mailbox.name().to_owned(), uidvalidity: selected.uid_validity };
-        let high_water = {
-            let mut ledger = lock(&self.ledger);
-            ledger.record_contact(&key, Utc::now())?;
-            ledger.high_water(&key)?
-        };
+        let store = &self.stages.store;
+        store.record_contact(&key, Utc::now())?;
+        let high_water = store.high_water(&key)?;
         let envelopes = mailbox.list_after(high_water).await?;
         let mut report = Report::default();
         if envelopes.is_empty() {
@@ -177,7 +189,7 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
                 tracing::info!(done, total, "stopping between batches");
                 break;
             }
-            let items = match self.download(mailbox, batch).await {
+            let items = match fetch(mailbox, batch, self.limits.max_message_bytes).await {
                 Ok(items) => items,
                 Err(e) => {
                     outcome = Err(e);
@@ -189,34 +201,15 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
                 self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
             }
             let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
-            in_flight = Some((self.process(key.clone(), high_water, items), batch.len()));
+            let (stages, key) = (Arc::clone(&self.stages), key.clone());
+            let handle = tokio::task::spawn_blocking(move || process_batch(&stages, key, high_water, items));
+            in_flight = Some((handle, batch.len()));
         }
         if let Some((handle, len)) = in_flight.take() {
             done += len;
             self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
         }
         outcome.map(|()| report)
-    }
-
-    /// Downloads one batch (never the messages over the size limit).
-    async fn download<M: Mailbox>(&self, mailbox: &mut M, batch: &[Envelope]) -> Result<Vec<Incoming>, PipelineError> {
-        let wanted: Vec<u32> =
-            batch.iter().filter(|e| e.size <= self.limits.max_message_bytes).map(|e| e.uid).collect();
-        let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
-        let mut items = Vec::with_capacity(batch.len());
-        for env in batch {
-            if env.size > self.limits.max_message_bytes {
-                items.push(Incoming::TooLarge(*env));
-            } else if let Some(m) = downloaded.by_ref().find(|m| m.uid == env.uid) {
-                items.push(Incoming::Downloaded {
-                    uid: m.uid,
-                    internal_date: m.internal_date.or(env.internal_date),
-                    raw: m.raw,
-                });
-            }
-            // A message expunged between listing and fetching is simply gone.
-        }
-        Ok(items)
     }
 
     /// Waits for a batch's commit, then reports it, wakes the sender and flags the messages.
@@ -248,221 +241,258 @@ impl<L: Ledger + Send + 'static> Pipeline<L> {
         }
         Ok(())
     }
+}
 
-    /// Stages 2–5 for one batch, on a blocking thread (parsing, hashing and fsync are not async).
-    fn process(&self, key: MailboxKey, high_water: u32, items: Vec<Incoming>) -> tokio::task::JoinHandle<BatchResult> {
-        let stages = Arc::clone(&self.stages);
-        let filer = Arc::clone(&self.filer);
-        let ledger = Arc::clone(&self.ledger);
-        tokio::task::spawn_blocking(move || {
-            let mut filer = lock(&filer);
-            process_batch(&stages, &mut filer, &ledger, key, high_water, items)
-        })
+/// Stage 1: downloads one batch (never the messages over the size limit).
+async fn fetch<M: Mailbox>(
+    mailbox: &mut M,
+    batch: &[Envelope],
+    max_message_bytes: u64,
+) -> Result<Vec<Incoming>, PipelineError> {
+    let wanted: Vec<u32> = batch.iter().filter(|e| e.size <= max_message_bytes).map(|e| e.uid).collect();
+    let mut downloaded = mailbox.fetch(&wanted).await?.into_iter();
+    let mut items = Vec::with_capacity(batch.len());
+    for env in batch {
+        if env.size > max_message_bytes {
+            items.push(Incoming::TooLarge(*env));
+        } else if let Some(m) = downloaded.by_ref().find(|m| m.uid == env.uid) {
+            items.push(Incoming::Downloaded {
+                uid: m.uid,
+                internal_date: m.internal_date.or(env.internal_date),
+                raw: m.raw,
+            });
+        }
+        // A message expunged between listing and fetching is simply gone.
     }
+    Ok(items)
+}
 
-    /// Sends what is due in the outbox until `stop` turns true, sleeping until the next due
-    /// entry or until a commit queues a new reply. At stop it gives the outbox one last chance,
-    /// bounded by [`SHUTDOWN_OUTBOX_GRACE`]; what is left waits for the next start.
-    pub async fn sender<C: Courier>(&self, courier: &C, mut stop: watch::Receiver<bool>) -> SendReport {
-        let mut total = SendReport::default();
-        let mut add = |r: Result<SendReport, StoreError>| match r {
-            Ok(r) => total.add(r),
-            Err(e) => tracing::error!(error = %e, "outbox: store error"),
+/// Stages 2–5 for one batch, on a blocking thread (parsing, hashing and fsync are not async).
+/// Returns the counts and the UIDs committed.
+fn process_batch<L: Ledger>(
+    stages: &Stages<L>,
+    mailbox: MailboxKey,
+    high_water: u32,
+    items: Vec<Incoming>,
+) -> BatchResult {
+    let mut filer = stages.filer.lock().unwrap_or_else(|p| p.into_inner());
+    // A batch that failed before its commit left files behind; they are leftovers now.
+    filer.discard();
+    let mut batch = BatchState::new(stages.store.first_start());
+    let mut records = Vec::new();
+    let mut stopped: Option<(u32, PipelineError)> = None;
+    for (uid, understood, raw) in InOrder::new(items, &stages.rules, &mailbox) {
+        batch.report.fetched += 1;
+        let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
+        let _enter = span.enter();
+        let result = match dedupe(&stages.store, &mut batch, &understood) {
+            Ok(Some(of)) => Ok(duplicate(&mut batch, uid, &understood, of)),
+            Ok(None) => match understood {
+                Understood::Quarantine(q) => set_aside(&mut filer, &mut batch, uid, q, raw.as_deref()),
+                Understood::Application(app) => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+            },
+            Err(e) => Err(e.into()),
         };
-        loop {
-            if *stop.borrow() {
-                match tokio::time::timeout(SHUTDOWN_OUTBOX_GRACE, send_due(&self.ledger, courier)).await {
-                    Ok(r) => add(r),
-                    Err(_) => {
-                        tracing::warn!("outbox: stopped before everything was sent; the rest goes at the next start")
-                    }
-                }
-                return total;
-            }
-            add(send_due(&self.ledger, courier).await);
-            let next = lock(&self.ledger).next_outbox_due().ok().flatten();
-            let wait = next
-                .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
-                .unwrap_or(Duration::from_secs(3600))
-                .max(Duration::from_millis(50));
-            tokio::select! {
-                _ = self.outbox_ready.notified() => {}
-                _ = tokio::time::sleep(wait) => {}
-                _ = stop.changed() => {}
+        match result {
+            Ok(record) => records.push(record),
+            Err(e) => {
+                stopped = Some((uid, e));
+                break;
             }
         }
     }
+    // A transient failure: what came before it is committed, and the next pass starts at it.
+    let high_water = match &stopped {
+        Some((uid, _)) => uid.saturating_sub(1),
+        None => high_water,
+    };
+    if !records.is_empty() || stopped.is_none() {
+        filer.sync()?;
+        let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
+        stages.store.commit(&Batch { mailbox, high_water, records })?;
+        if stopped.is_none() {
+            return Ok((batch.report, committed));
+        }
+    }
+    let (uid, e) = stopped.expect("a batch that committed everything returned above");
+    tracing::warn!(uid, error = %e, transient = e.is_transient(), "filing stopped at this message; the next pass starts here");
+    Err(e)
+}
 
-    /// `mailroom once`: one pass, then the outbox's chance to send what it queued.
-    pub async fn once<M: Mailbox, C: Courier>(
-        &self,
-        mailbox: &mut M,
-        courier: &C,
-        monitor: &dyn Monitor,
-        stop: watch::Receiver<bool>,
-    ) -> Result<(Report, SendReport), PipelineError> {
-        let (done_tx, done_rx) = watch::channel(false);
-        let work = async {
-            let r = self.pass(mailbox, monitor, &stop).await;
-            let _ = done_tx.send(true);
-            r
+/// Stages 3 and 4 for one application. A filing failure that will not go away (something in the
+/// way at its path) sets the message aside instead, so it does not hold up the ones after it.
+fn file_and_acknowledge<L: Ledger>(
+    stages: &Stages<L>,
+    filer: &mut Filer,
+    batch: &mut BatchState,
+    uid: u32,
+    app: &Application,
+    raw: Option<Vec<u8>>,
+) -> Result<MessageRecord, PipelineError> {
+    let raw = raw.unwrap_or_default();
+    let filed = match file(&stages.store, filer, app, &raw) {
+        Ok(filed) => filed,
+        Err(PipelineError::Filing(e)) if e.retry() == Retry::Permanent => {
+            tracing::error!(error_kind = ?e.source.kind(), "this message cannot be filed; setting it aside");
+            let q = Quarantine {
+                sha256: app.sha256.clone(),
+                message_id: app.message_id.clone(),
+                received_at: app.received_at,
+                reason: QuarantineReason::Unfileable { error: e.source.to_string(), attempts: 1 },
+            };
+            return set_aside(filer, batch, uid, q, Some(&raw));
+        }
+        Err(e) => return Err(e),
+    };
+    let decision = acknowledge(&stages.replier, &stages.store, batch, app, &filed)?;
+    Ok(record(batch, uid, app, filed, decision))
+}
+
+/// Stage 3 for an application: into the candidate's folder, next to what the store says it holds.
+fn file<L: Ledger>(store: &L, filer: &mut Filer, app: &Application, raw: &[u8]) -> Result<Filed, PipelineError> {
+    let committed = store.committed_in_folder(&Filer::folder_key(app))?;
+    Ok(filer.file_application(app, raw, &committed)?)
+}
+
+/// Stage 3 for a message that is not an application: into `_quarantine/`, with its reason.
+fn set_aside(
+    filer: &mut Filer,
+    batch: &mut BatchState,
+    uid: u32,
+    q: Quarantine,
+    raw: Option<&[u8]>,
+) -> Result<MessageRecord, PipelineError> {
+    let path = filer.file_quarantine(&q, raw)?;
+    batch.report.quarantined += 1;
+    tracing::warn!(outcome = "quarantined", reason = q.reason.code(), "message set aside");
+    Ok(MessageRecord {
+        uid,
+        sha256: q.sha256,
+        message_id: q.message_id,
+        received_at: q.received_at,
+        outcome: Outcome::Quarantined { reason: q.reason, path: Some(path) },
+    })
+}
+
+/// Stage 4: whether and how to answer, from what the store and this batch already sent.
+fn acknowledge<L: Ledger>(
+    replier: &Replier,
+    store: &L,
+    batch: &mut BatchState,
+    app: &Application,
+    filed: &Filed,
+) -> Result<ReplyDecision, StoreError> {
+    let history = batch.history(store, &app.candidate.email)?;
+    let decision = replier.decide(app, filed, batch.first_start, &history);
+    match &decision {
+        ReplyDecision::Queue { kind, .. } => {
+            batch.report.replies_queued += 1;
+            batch.queued.insert(app.candidate.email.clone(), *kind);
+        }
+        ReplyDecision::Skip(reason) => {
+            batch.report.replies_skipped += 1;
+            if matches!(reason, SkipReason::HourlyCap { .. }) && !batch.cap_warned {
+                tracing::warn!("the hourly reply cap is reached: further replies are held back and reported");
+                batch.cap_warned = true;
+            }
+        }
+    }
+    Ok(decision)
+}
+
+/// What stage 5 commits for a filed application.
+fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, decision: ReplyDecision) -> MessageRecord {
+    batch.report.filed += 1;
+    let reply = decision.note();
+    let outbox = match decision {
+        ReplyDecision::Queue { mail, .. } => Some(*mail),
+        ReplyDecision::Skip(_) => None,
+    };
+    tracing::info!(
+        outcome = "filed",
+        documents = filed.application.documents.len(),
+        missing = ?app.missing,
+        reply = reply.code(),
+        "application filed"
+    );
+    MessageRecord {
+        uid,
+        sha256: app.sha256.clone(),
+        message_id: app.message_id.clone(),
+        received_at: app.received_at,
+        outcome: Outcome::Filed(Box::new(FiledRecord {
+            candidate: app.candidate.email.clone(),
+            candidate_name: app.candidate.display(),
+            folder: filed.folder,
+            application: filed.application,
+            reply,
+            outbox,
+        })),
+    }
+}
+
+/// Whether this message was recorded before (same bytes or Message-ID), or came twice in this batch.
+fn dedupe<L: Ledger>(
+    store: &L,
+    batch: &mut BatchState,
+    understood: &Understood,
+) -> Result<Option<DuplicateOf>, StoreError> {
+    let sha = understood.sha256();
+    let mid = understood.message_id();
+    let in_batch = batch.seen_sha.contains(sha) || mid.is_some_and(|m| batch.seen_mid.contains(m));
+    batch.seen_sha.insert(sha.to_owned());
+    if let Some(m) = mid {
+        batch.seen_mid.insert(m.to_owned());
+    }
+    if in_batch {
+        return Ok(Some(DuplicateOf::EarlierInBatch));
+    }
+    Ok(store.find_duplicate(sha, mid)?.map(DuplicateOf::Record))
+}
+
+fn duplicate(batch: &mut BatchState, uid: u32, understood: &Understood, of: DuplicateOf) -> MessageRecord {
+    batch.report.duplicates += 1;
+    tracing::info!(outcome = "duplicate", "already recorded; not filed or answered again");
+    let (sha256, message_id, received_at) = match understood {
+        Understood::Application(a) => (a.sha256.clone(), a.message_id.clone(), a.received_at),
+        Understood::Quarantine(q) => (q.sha256.clone(), q.message_id.clone(), q.received_at),
+    };
+    MessageRecord { uid, sha256, message_id, received_at, outcome: Outcome::Duplicate { of } }
+}
+
+/// What one batch knows beyond the store: what it has seen and queued but not yet committed.
+struct BatchState {
+    first_start: DateTime<Utc>,
+    report: Report,
+    seen_sha: HashSet<String>,
+    seen_mid: HashSet<String>,
+    queued: HashMap<String, crate::mail::ReplyKind>,
+    cap_warned: bool,
+}
+
+impl BatchState {
+    fn new(first_start: DateTime<Utc>) -> BatchState {
+        BatchState {
+            first_start,
+            report: Report::default(),
+            seen_sha: HashSet::new(),
+            seen_mid: HashSet::new(),
+            queued: HashMap::new(),
+            cap_warned: false,
+        }
+    }
+
+    /// What the store says about earlier replies, plus what this batch has queued.
+    fn history<L: Ledger>(&self, store: &L, address: &str) -> Result<History, StoreError> {
+        let now = Utc::now();
+        let last_reply = match self.queued.get(address) {
+            Some(kind) => Some((now, *kind)),
+            None => store.last_reply_to(address)?,
         };
-        let (report, sent) = tokio::join!(work, self.sender(courier, done_rx));
-        Ok((report?, sent))
-    }
-
-    /// `mailroom run`: one watch loop per folder (see [`Pipeline::watch`]) and the outbox sender,
-    /// until `stop` turns true. The watchdog is pinged only while every loop is alive.
-    pub async fn run<M, C, F, Fut>(
-        &self,
-        connectors: Vec<F>,
-        courier: &C,
-        poll_interval: Duration,
-        monitor: &dyn Monitor,
-        stop: watch::Receiver<bool>,
-    ) where
-        M: Mailbox,
-        C: Courier,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<M, MailboxError>>,
-    {
-        let liveness = Liveness::new(connectors.len(), monitor.watchdog_interval());
-        let watchers = connectors
-            .into_iter()
-            .enumerate()
-            .map(|(slot, connect)| self.watch(connect, poll_interval, monitor, &liveness, slot, stop.clone()));
-        tokio::join!(futures::future::join_all(watchers), self.sender(courier, stop.clone()));
-        monitor.stopping();
-    }
-
-    /// One folder: a pass, then wait for the server to announce new mail (IDLE) or for the poll
-    /// interval, then another pass, until `stop` turns true. A lost connection is replaced with
-    /// backoff and jitter, for ever; failures are logged once per change of state, not per try.
-    async fn watch<M, F, Fut>(
-        &self,
-        mut connect: F,
-        poll_interval: Duration,
-        monitor: &dyn Monitor,
-        liveness: &Liveness,
-        slot: usize,
-        mut stop: watch::Receiver<bool>,
-    ) where
-        M: Mailbox,
-        F: FnMut() -> Fut,
-        Fut: Future<Output = Result<M, MailboxError>>,
-    {
-        let mut ticker = tokio::time::interval(liveness.every);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut failures: u32 = 0;
-        let mut last_error: Option<String> = None;
-        let alive = || liveness.alive(slot, monitor);
-        while !*stop.borrow() {
-            alive();
-            let result: Result<(), PipelineError> = async {
-                let mut mailbox = connect().await?;
-                if last_error.take().is_some() {
-                    tracing::info!(mailbox = mailbox.name(), after_failures = failures, "mailbox reachable again");
-                }
-                failures = 0;
-                monitor.ready();
-                loop {
-                    alive();
-                    let report = self.pass(&mut mailbox, monitor, &stop).await?;
-                    monitor.status(&self.status_line(&report));
-                    if *stop.borrow() {
-                        break;
-                    }
-                    let wait = mailbox.wait_for_change(poll_interval);
-                    tokio::pin!(wait);
-                    let woke = loop {
-                        tokio::select! {
-                            r = &mut wait => break Some(r),
-                            _ = ticker.tick() => alive(),
-                            _ = stop.changed() => break None,
-                        }
-                    };
-                    match woke {
-                        Some(r) => {
-                            r?;
-                        }
-                        None => break,
-                    }
-                }
-                mailbox.logout().await;
-                Ok(())
-            }
-            .await;
-            let Err(e) = result else { continue };
-            let text = e.to_string();
-            if last_error.as_deref() != Some(text.as_str()) {
-                tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
-            }
-            // Started, but the server is away: systemd should not wait for it.
-            monitor.ready();
-            monitor.status(&format!("mailbox unavailable, retrying: {text}"));
-            last_error = Some(text);
-            let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
-            tracing::debug!(failures, retry_in_ms = wait.as_millis() as u64, "reconnect attempt failed");
-            failures = failures.saturating_add(1);
-            let pause = tokio::time::sleep(wait);
-            tokio::pin!(pause);
-            loop {
-                tokio::select! {
-                    _ = &mut pause => break,
-                    _ = ticker.tick() => alive(),
-                    _ = stop.changed() => break,
-                }
-            }
-        }
-    }
-
-    /// The `STATUS=` line: counts only, no personal data.
-    fn status_line(&self, last: &Report) -> String {
-        match lock(&self.ledger).totals() {
-            Ok(t) => format!(
-                "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; last pass fetched {}",
-                t.filed,
-                t.quarantined,
-                t.outbox_pending,
-                t.outbox_failed + t.outbox_uncertain,
-                last.fetched
-            ),
-            Err(e) => format!("watching; store unreadable: {e}"),
-        }
+        let replies_last_hour = store.replies_since(now - chrono::Duration::hours(1))? + self.queued.len() as u64;
+        Ok(History { last_reply, replies_last_hour })
     }
 }
-
-/// The watchdog is pinged only when every watch loop has shown life within two intervals, so one
-/// stuck folder is enough for systemd to restart the daemon.
-struct Liveness {
-    every: Duration,
-    started: std::time::Instant,
-    last_ms: Vec<std::sync::atomic::AtomicU64>,
-}
-
-impl Liveness {
-    fn new(loops: usize, watchdog: Option<Duration>) -> Liveness {
-        Liveness {
-            every: watchdog.unwrap_or(Duration::from_secs(3600)),
-            started: std::time::Instant::now(),
-            last_ms: (0..loops).map(|_| std::sync::atomic::AtomicU64::new(0)).collect(),
-        }
-    }
-
-    fn alive(&self, slot: usize, monitor: &dyn Monitor) {
-        use std::sync::atomic::Ordering::Relaxed;
-        let now = self.started.elapsed().as_millis() as u64;
-        self.last_ms[slot].store(now, Relaxed);
-        let fresh = (self.every * 2).as_millis() as u64;
-        if self.last_ms.iter().all(|t| now.saturating_sub(t.load(Relaxed)) <= fresh) {
-            monitor.watchdog();
-        }
-    }
-}
-
-/// How long the outbox may keep sending after a stop was asked for: well below the unit's
-/// `TimeoutStopSec`, so a stop never turns into a kill.
-pub const SHUTDOWN_OUTBOX_GRACE: Duration = Duration::from_secs(10);
 
 /// Cuts the envelopes into batches of at most `messages` messages and `bytes` bytes
 /// (a single larger message makes a batch of its own).
@@ -486,50 +516,99 @@ fn plan_batches(envelopes: &[Envelope], limits: BatchLimits) -> Vec<&[Envelope]>
     out
 }
 
-/// What the store says about earlier replies, plus what this batch has queued (not yet committed).
-#[derive(Default)]
-struct BatchReplies {
-    queued: std::collections::HashMap<String, ReplyKind>,
-    cap_warned: bool,
+/// Threads that understand a batch at once (capped by the machine's cores).
+const UNDERSTAND_THREADS: usize = 4;
+
+/// Stage 2 for a batch, as an iterator that yields each message in the batch's order as soon as
+/// it is understood. Understanding is a pure function of each message and decoding a backlog's
+/// attachments is the pipeline's largest CPU cost, so up to [`UNDERSTAND_THREADS`] workers parse
+/// ahead while the caller files; a bounded channel keeps only a few understood messages in memory.
+/// Dropping the iterator (a filing error ends the batch) stops the workers.
+enum InOrder {
+    Inline(std::vec::IntoIter<Understanding>),
+    Threads {
+        rx: Option<Receiver<(usize, Understanding)>>,
+        waiting: BTreeMap<usize, Understanding>,
+        next: usize,
+        total: usize,
+        stop: Arc<AtomicBool>,
+        workers: Vec<std::thread::JoinHandle<()>>,
+    },
 }
 
-impl BatchReplies {
-    fn history<L: Ledger>(&self, ledger: &L, address: &str) -> Result<History, StoreError> {
-        let now = Utc::now();
-        let last_reply = match self.queued.get(address) {
-            Some(kind) => Some((now, *kind)),
-            None => ledger
-                .last_reply_to(address)?
-                .map(|(at, kind)| (at, ReplyKind::parse(&kind).unwrap_or(ReplyKind::Complete))),
-        };
-        let replies_last_hour = ledger.replies_since(now - chrono::Duration::hours(1))? + self.queued.len() as u64;
-        Ok(History { last_reply, replies_last_hour })
+impl InOrder {
+    fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey) -> InOrder {
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
+        if threads < 2 || items.len() < 2 {
+            let done: Vec<Understanding> = items.into_iter().map(|i| understand_one(i, rules, mailbox)).collect();
+            return InOrder::Inline(done.into_iter());
+        }
+        let total = items.len();
+        let slots: Arc<Vec<Mutex<Option<Incoming>>>> =
+            Arc::new(items.into_iter().map(|i| Mutex::new(Some(i))).collect());
+        let next = Arc::new(AtomicUsize::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = sync_channel(threads * 2);
+        let shared = Arc::new((rules.clone(), mailbox.clone()));
+        let workers = (0..threads.min(total))
+            .map(|_| {
+                let (tx, slots, next, stop, shared) =
+                    (tx.clone(), Arc::clone(&slots), Arc::clone(&next), Arc::clone(&stop), Arc::clone(&shared));
+                std::thread::spawn(move || {
+                    while !stop.load(Ordering::Relaxed) {
+                        let i = next.fetch_add(1, Ordering::Relaxed);
+                        let Some(item) = slots.get(i).and_then(|s| s.lock().unwrap_or_else(|p| p.into_inner()).take())
+                        else {
+                            break;
+                        };
+                        // The receiver is gone when the batch ended early: stop quietly.
+                        if tx.send((i, understand_one(item, &shared.0, &shared.1))).is_err() {
+                            break;
+                        }
+                    }
+                })
+            })
+            .collect();
+        InOrder::Threads { rx: Some(rx), waiting: BTreeMap::new(), next: 0, total, stop, workers }
     }
+}
 
-    fn queued(&mut self, address: &str, kind: ReplyKind) {
-        self.queued.insert(address.to_owned(), kind);
-    }
+impl Iterator for InOrder {
+    type Item = Understanding;
 
-    fn warn_cap_once(&mut self) {
-        if !self.cap_warned {
-            tracing::warn!("the hourly reply cap is reached: further replies are held back and reported");
-            self.cap_warned = true;
+    fn next(&mut self) -> Option<Understanding> {
+        match self {
+            InOrder::Inline(items) => items.next(),
+            InOrder::Threads { rx, waiting, next, total, .. } => loop {
+                if let Some(item) = waiting.remove(next) {
+                    *next += 1;
+                    return Some(item);
+                }
+                if *next >= *total {
+                    return None;
+                }
+                let (i, item) = rx.as_ref()?.recv().ok()?;
+                waiting.insert(i, item);
+            },
         }
     }
 }
 
-/// Stage 2 for a batch, on up to [`UNDERSTAND_THREADS`] threads, handing each message to `file`
-/// in the batch's order as soon as it is understood: understanding is a pure function of each
-/// message and decoding a backlog's attachments is the pipeline's largest CPU cost, so the
-/// workers parse ahead while the caller files. A bounded channel keeps only a few understood
-/// messages in memory. An error from `file` stops the workers and is returned.
-fn understand_each(
-    items: Vec<Incoming>,
-    rules: &Rules,
-    mailbox: &MailboxKey,
-    mut file: impl FnMut(u32, Understood, Option<Vec<u8>>) -> Result<(), PipelineError>,
-) -> Result<(), PipelineError> {
-    let one = |item: Incoming| match item {
+impl Drop for InOrder {
+    fn drop(&mut self) {
+        if let InOrder::Threads { rx, stop, workers, .. } = self {
+            stop.store(true, Ordering::Relaxed);
+            // Closing the channel unblocks a worker waiting to send.
+            drop(rx.take());
+            for w in workers.drain(..) {
+                let _ = w.join();
+            }
+        }
+    }
+}
+
+fn understand_one(item: Incoming, rules: &Rules, mailbox: &MailboxKey) -> Understanding {
+    match item {
         Incoming::Downloaded { uid, internal_date, raw } => (uid, understand(&raw, internal_date, rules), Some(raw)),
         Incoming::TooLarge(env) => (
             env.uid,
@@ -537,180 +616,21 @@ fn understand_each(
                 sha256: sha256_hex(format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes()),
                 message_id: None,
                 received_at: env.internal_date.unwrap_or_else(Utc::now),
-                reason: format!(
-                    "announced size {} bytes is over limits.max_message_bytes; not downloaded, left in the mailbox",
-                    env.size
-                ),
+                reason: QuarantineReason::TooLarge {
+                    size: env.size,
+                    limit: rules.limits.max_message_bytes,
+                    announced: true,
+                },
             }),
             None,
         ),
-    };
-    let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS).min(items.len());
-    if threads < 2 {
-        for item in items {
-            let (uid, understood, raw) = one(item);
-            file(uid, understood, raw)?;
-        }
-        return Ok(());
     }
-    let slots: Vec<Mutex<Option<Incoming>>> = items.into_iter().map(|i| Mutex::new(Some(i))).collect();
-    let next = std::sync::atomic::AtomicUsize::new(0);
-    std::thread::scope(|scope| {
-        let (tx, rx) = std::sync::mpsc::sync_channel(threads * 2);
-        for _ in 0..threads {
-            let (tx, slots, next, one) = (tx.clone(), &slots, &next, &one);
-            scope.spawn(move || {
-                loop {
-                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                    let Some(item) = slots.get(i).and_then(|slot| lock_plain(slot).take()) else { break };
-                    // The receiver is gone when filing failed: stop quietly.
-                    if tx.send((i, one(item))).is_err() {
-                        break;
-                    }
-                }
-            });
-        }
-        drop(tx);
-        let mut waiting = std::collections::BTreeMap::new();
-        let mut wanted = 0;
-        for (i, understood) in rx {
-            waiting.insert(i, understood);
-            while let Some((uid, understood, raw)) = waiting.remove(&wanted) {
-                file(uid, understood, raw)?;
-                wanted += 1;
-            }
-        }
-        Ok(())
-    })
-}
-
-fn lock_plain<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
-}
-
-/// Threads that understand a batch at once (capped by the machine's cores).
-const UNDERSTAND_THREADS: usize = 4;
-
-fn process_batch<L: Ledger>(
-    stages: &Stages,
-    filer: &mut Filer,
-    ledger: &Arc<Mutex<L>>,
-    mailbox: MailboxKey,
-    high_water: u32,
-    items: Vec<Incoming>,
-) -> Result<(Report, Vec<u32>), PipelineError> {
-    let first_start = lock(ledger).first_start();
-    let mut report = Report::default();
-    let mut records = Vec::with_capacity(items.len());
-    let mut seen_sha: HashSet<String> = HashSet::new();
-    let mut seen_mid: HashSet<String> = HashSet::new();
-    let mut replies = BatchReplies::default();
-    // A batch that failed before its commit left files behind; they are leftovers now.
-    filer.discard();
-    understand_each(items, &stages.rules, &mailbox, |uid, understood, raw| {
-        report.fetched += 1;
-        let sha = understood.sha256().to_owned();
-        let mid = understood.message_id().map(str::to_owned);
-        let dup_in_batch = seen_sha.contains(&sha) || mid.as_ref().is_some_and(|m| seen_mid.contains(m));
-        let dup_of = if dup_in_batch { Some(-1) } else { lock(ledger).find_duplicate(&sha, mid.as_deref())? };
-        seen_sha.insert(sha.clone());
-        if let Some(m) = &mid {
-            seen_mid.insert(m.clone());
-        }
-        let span = tracing::info_span!("message", uid, sha = &sha[..12]);
-        let _enter = span.enter();
-        let record = if let Some(original) = dup_of {
-            report.duplicates += 1;
-            tracing::info!(outcome = "duplicate", "already recorded; not filed or answered again");
-            MessageRecord::not_filed(
-                uid,
-                sha,
-                mid,
-                Utc::now(),
-                Outcome::Duplicate,
-                if original < 0 {
-                    "same message twice in one fetch".into()
-                } else {
-                    format!("same message as record {original}")
-                },
-                None,
-            )
-        } else {
-            match understood {
-                Understood::Quarantine(q) => {
-                    let path = filer.file_quarantine(&q, raw.as_deref())?;
-                    report.quarantined += 1;
-                    tracing::warn!(outcome = "quarantined", reason = %q.reason, "message quarantined");
-                    MessageRecord::not_filed(
-                        uid,
-                        q.sha256,
-                        q.message_id,
-                        q.received_at,
-                        Outcome::Quarantined,
-                        q.reason,
-                        Some(path),
-                    )
-                }
-                Understood::Application(app) => {
-                    let raw = raw.as_deref().unwrap_or_default();
-                    let committed = lock(ledger).committed_in_folder(&Filer::folder_key(&app))?;
-                    let filed = filer.file_application(&app, raw, &committed)?;
-                    let history = replies.history(&*lock(ledger), &app.candidate.email)?;
-                    let decision = stages.replier.decide(&app, &filed, first_start, &history);
-                    report.filed += 1;
-                    let outbox = match &decision {
-                        ReplyDecision::Queue(mail, kind) => {
-                            report.replies_queued += 1;
-                            replies.queued(&app.candidate.email, *kind);
-                            Some((**mail).clone())
-                        }
-                        ReplyDecision::Skip(reason) => {
-                            report.replies_skipped += 1;
-                            if reason.starts_with(CAP_REASON) {
-                                replies.warn_cap_once();
-                            }
-                            None
-                        }
-                    };
-                    let state = if app.missing.is_empty() {
-                        "complete".to_owned()
-                    } else {
-                        format!("missing {}", app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
-                    };
-                    tracing::info!(outcome = "filed", documents = filed.application.documents.len(), state = %state, reply = outbox.is_some(), "application filed");
-                    MessageRecord {
-                        uid,
-                        sha256: app.sha256.clone(),
-                        message_id: app.message_id.clone(),
-                        received_at: app.received_at,
-                        outcome: Outcome::Filed,
-                        reason: None,
-                        candidate: Some(app.candidate.email.clone()),
-                        candidate_name: Some(app.candidate.display()),
-                        posting: Some(app.posting.slug.clone()),
-                        missing: app.missing.clone(),
-                        repeat: filed.application.repeat,
-                        filed: Some(filed.application.clone()),
-                        path: Some(filed.folder.clone()),
-                        reply: decision.note(),
-                        documents: filed.application.documents.clone(),
-                        outbox,
-                    }
-                }
-            }
-        };
-        records.push(record);
-        Ok(())
-    })?;
-    filer.sync()?;
-    let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
-    lock(ledger).commit(&Batch { mailbox, high_water, records })?;
-    Ok((report, committed))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lang::Lang;
 
     fn env(uid: u32, size: u64) -> Envelope {
         Envelope { uid, size, internal_date: None }
@@ -731,38 +651,32 @@ mod tests {
         Rules {
             postings: Vec::new(),
             limits: Default::default(),
-            default_language: "fr".into(),
+            default_language: Lang::Fr,
             own_addresses: Vec::new(),
             text: crate::understand::extract::TextReader::with_program(None),
         }
     }
 
     #[test]
-    fn understood_messages_are_filed_in_batch_order() {
+    fn understood_messages_come_in_batch_order() {
         let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
-        let mut seen = Vec::new();
-        understand_each(incoming(50), &rules(), &key, |uid, understood, _| {
-            assert!(matches!(understood, Understood::Application(_)));
-            seen.push(uid);
-            Ok(())
-        })
-        .unwrap();
+        let seen: Vec<u32> = InOrder::new(incoming(50), &rules(), &key)
+            .map(|(uid, understood, _)| {
+                assert!(matches!(understood, Understood::Application(_)));
+                uid
+            })
+            .collect();
         assert_eq!(seen, (1..=50).collect::<Vec<_>>());
     }
 
     #[test]
-    fn a_filing_error_stops_the_workers_and_is_returned() {
+    fn stopping_early_stops_the_workers() {
         let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
-        let mut filed = 0;
-        let result = understand_each(incoming(200), &rules(), &key, |uid, _, _| {
-            if uid == 3 {
-                return Err(PipelineError::Worker("disk full".into()));
-            }
-            filed += 1;
-            Ok(())
-        });
-        assert!(matches!(result, Err(PipelineError::Worker(_))));
-        assert_eq!(filed, 2);
+        let mut it = InOrder::new(incoming(200), &rules(), &key);
+        assert_eq!(it.next().map(|(uid, _, _)| uid), Some(1));
+        assert_eq!(it.next().map(|(uid, _, _)| uid), Some(2));
+        // Dropping joins every worker: this returns, it does not hang on a full channel.
+        drop(it);
     }
 
     #[test]

@@ -9,7 +9,7 @@ use rustls_pki_types::CertificateDer;
 use rustls_pki_types::pem::PemObject;
 
 #[derive(Debug, thiserror::Error)]
-pub enum TlsError {
+pub(crate) enum TlsError {
     #[error("cannot read {path}: {source}")]
     Read { path: String, source: std::io::Error },
     #[error("{path} holds no PEM certificate")]
@@ -19,7 +19,7 @@ pub enum TlsError {
 }
 
 /// Reads every certificate of a PEM file.
-pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+pub(crate) fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
     let shown = path.display().to_string();
     let bytes = std::fs::read(path).map_err(|source| TlsError::Read { path: shown.clone(), source })?;
     let certs = CertificateDer::pem_slice_iter(&bytes)
@@ -32,7 +32,7 @@ pub fn load_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsErro
 }
 
 /// A client configuration trusting the system roots and, if given, the certificates of `ca_file`.
-pub fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
+pub(crate) fn client_config(ca_file: Option<&Path>) -> Result<Arc<rustls::ClientConfig>, TlsError> {
     let mut roots = RootCertStore::empty();
     // A host without a CA bundle still works with an explicit ca_file, so a failure here is not fatal.
     let native = rustls_native_certs::load_native_certs();

@@ -10,8 +10,9 @@ use std::time::Duration;
 use chrono::{DateTime, TimeZone, Utc};
 use chrono_tz::Europe::Paris;
 use mailroom::config::Config;
-use mailroom::digest::{Digest, DigestStore, Schedule};
-use mailroom::store::SqliteLedger;
+use mailroom::digest::Digest;
+use mailroom::schedule::Schedule;
+use mailroom::store::{DigestStore, Store};
 
 use common::{Stack, application_eml, mailroom, pdf, wait_for, write_config};
 
@@ -69,7 +70,7 @@ fn a_stopped_daemon_catches_up_with_one_digest_and_never_sends_a_window_twice() 
     let dir = tempfile::tempdir().unwrap();
     let cfg = config(dir.path(), "");
     let digest = Digest::new(&cfg).unwrap();
-    let mut store = SqliteLedger::open(&cfg.storage.state_path).unwrap();
+    let store = Store::open(&cfg.storage.state_path).unwrap();
     let first_start = DigestStore::first_start(&store);
 
     // Nothing has fired since the first start yet (if it is before 08:00 today, or whenever):
@@ -77,15 +78,15 @@ fn a_stopped_daemon_catches_up_with_one_digest_and_never_sends_a_window_twice() 
     let monday_nine = paris(2030, 6, 3, 9, 0);
     let (start, end) = digest.due(None, first_start, monday_nine).expect("Monday's 08:00 has passed");
     assert_eq!((start, end), (first_start, monday_nine));
-    assert!(digest.send_window(&mut store, start, end).unwrap().is_some());
-    assert!(digest.send_window(&mut store, start, end).unwrap().is_none(), "the same window is never claimed twice");
+    assert!(digest.send_window(&store, start, end).unwrap().is_some());
+    assert!(digest.send_window(&store, start, end).unwrap().is_none(), "the same window is never claimed twice");
     assert_eq!(store.last_digest_end().unwrap(), Some(monday_nine));
     assert_eq!(digest.due(Some(monday_nine), first_start, paris(2030, 6, 3, 23, 0)), None, "not due again on Monday");
 
     // The daemon was down from Monday night to Thursday 10:00: one digest covering the gap.
     let thursday = paris(2030, 6, 6, 10, 0);
     assert_eq!(digest.due(Some(monday_nine), first_start, thursday), Some((monday_nine, thursday)));
-    assert!(digest.send_window(&mut store, monday_nine, thursday).unwrap().is_some());
+    assert!(digest.send_window(&store, monday_nine, thursday).unwrap().is_some());
     assert_eq!(digest.due(Some(thursday), first_start, paris(2030, 6, 6, 12, 0)), None);
     assert_eq!(digest.schedule.next_after(thursday), Some(paris(2030, 6, 7, 8, 0)), "then Friday 08:00");
 }
@@ -157,7 +158,7 @@ fn digest_on_the_real_stack_with_candidates_a_quarantine_and_a_missing_document(
     let dry = once(&["digest", "--dry-run"]);
     assert!(dry.contains("Rien de nouveau"), "{dry}");
     // --since rebuilds the past window without moving the stored one.
-    let past = once(&["digest", "--dry-run", "--since", &chrono::Utc::now().format("%Y-%m-%d").to_string()]);
+    let past = once(&["digest", "--dry-run", "--since", &Utc::now().format("%Y-%m-%d").to_string()]);
     assert!(past.contains("Alice Martin"), "{past}");
 }
 

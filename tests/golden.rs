@@ -79,7 +79,7 @@ fn check(eml: &Path, rules: &Rules, root: &Path) -> Vec<String> {
                 format!("quarantined ({})", q.reason)
             };
             differ("outcome", got, expected.outcome.clone());
-            differ("reply", "none".into(), expected.reply.clone());
+            differ("reply", "none".into(), expected.reply);
         }
         Understood::Application(app) => {
             differ("outcome", "filed".into(), expected.outcome.clone());
@@ -102,7 +102,7 @@ fn check(eml: &Path, rules: &Rules, root: &Path) -> Vec<String> {
                 format!("{:?}", expected.missing.iter().copied().collect::<BTreeSet<_>>()),
             );
             let reply = if app.automated.is_some() { "none" } else { "acknowledgement" };
-            differ("reply", reply.into(), expected.reply.clone());
+            differ("reply", reply.into(), expected.reply);
             for d in &filed.application.documents {
                 if let Some(name) = &d.filename {
                     let path = root.join(&filed.folder).join(name);

@@ -9,13 +9,16 @@ use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
 use mailroom::config::Config;
-use mailroom::courier::{Courier, OutgoingMail, SendError, lock};
+use mailroom::courier::{Courier, SendError};
 use mailroom::error::Retry;
+use mailroom::lang::PostingLang;
+use mailroom::mail::OutgoingMail;
 use mailroom::mailbox::{Envelope, Mailbox, MailboxError, RawMessage, Selected, Wake};
-use mailroom::pipeline::Pipeline;
+use mailroom::outbox::SendReport;
+use mailroom::pipeline::{Pipeline, PipelineError, Report};
 use mailroom::reply::Replier;
 use mailroom::service::Quiet;
-use mailroom::store::{Ledger, SqliteLedger};
+use mailroom::store::{Ledger, OutboxStore, Store};
 use tokio::sync::watch;
 
 use common::{application_eml, pdf, write_config};
@@ -106,14 +109,27 @@ impl World {
         World { dir, cfg }
     }
 
-    fn pipeline(&self) -> Pipeline<SqliteLedger> {
-        let ledger = SqliteLedger::open(&self.cfg.storage.state_path).unwrap();
+    fn pipeline(&self) -> Pipeline<Store> {
+        let ledger = Store::open(&self.cfg.storage.state_path).unwrap();
         Pipeline::new(&self.cfg, Replier::new(&self.cfg).unwrap(), ledger)
     }
 
     fn files(&self) -> Vec<String> {
         common::files_under(&self.cfg.storage.data_dir)
     }
+}
+
+/// `mailroom once` on one folder, as the command runs it.
+async fn once(
+    pipeline: &Pipeline<Store>,
+    mailbox: &mut FakeMailbox,
+    courier: &FakeCourier,
+) -> Result<(Report, SendReport), PipelineError> {
+    mailroom::daemon::once(pipeline, mailbox, courier, &Quiet, never()).await
+}
+
+fn reply_code(row: &(u32, String, Option<mailroom::reason::ReplyNote>)) -> &'static str {
+    row.2.as_ref().map_or("none", |n| n.code())
 }
 
 fn never() -> watch::Receiver<bool> {
@@ -157,7 +173,7 @@ async fn files_each_message_once_and_answers_only_people_once() {
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), robot(), b"\x00\x01 not mail".to_vec()], arrived);
     let courier = FakeCourier::default();
 
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.fetched, report.filed, report.quarantined), (3, 1, 2));
     assert_eq!((report.replies_queued, report.replies_skipped), (1, 0));
     assert_eq!(sent.sent, 1);
@@ -180,11 +196,11 @@ async fn files_each_message_once_and_answers_only_people_once() {
 
     // Again, and again after a restart: nothing is filed or sent twice.
     let before = world.files();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     drop(pipeline);
     let pipeline = world.pipeline();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.fetched, sent.sent), (0, 0));
     assert_eq!(world.files(), before);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
@@ -196,16 +212,16 @@ async fn backlog_found_at_first_start_is_filed_but_not_answered() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
     let courier = FakeCourier::default();
-    let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.filed, report.replies_queued, sent.sent), (1, 0, 0));
-    let rows = lock(pipeline.ledger()).messages().unwrap();
-    assert!(rows[0].2.starts_with("skipped: backlog"), "{rows:?}");
+    let rows = pipeline.store().messages().unwrap();
+    assert_eq!(reply_code(&rows[0]), "backlog", "{rows:?}");
 
     // The setting turns it on.
     let world = World::new("[replies]\nacknowledge_backlog = true");
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() - Duration::days(30));
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (_, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(sent.sent, 1);
 }
 
@@ -216,13 +232,13 @@ async fn uidvalidity_reset_files_and_answers_nobody_twice() {
     let at = Utc::now() + Duration::seconds(1);
     let mut mailbox = FakeMailbox::with(vec![jeanne(1), jeanne(2)], at);
     let courier = FakeCourier::default();
-    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
     let files = world.files();
 
     // The server renumbers everything (a restore, a migration): same messages, new UIDs.
     let mut renumbered = FakeMailbox::with(vec![jeanne(2), jeanne(1), jeanne(3)], at);
     renumbered.uid_validity = 8;
-    let (report, sent) = pipeline.once(&mut renumbered, &courier, &Quiet, never()).await.unwrap();
+    let (report, sent) = once(&pipeline, &mut renumbered, &courier).await.unwrap();
     assert_eq!((report.fetched, report.duplicates, report.filed), (3, 2, 1));
     assert_eq!(sent.sent, 1, "only the new message is answered");
     assert_eq!(courier.sent.lock().unwrap().len(), 3);
@@ -237,17 +253,17 @@ async fn transient_smtp_failure_waits_in_the_outbox_and_goes_out_once() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier { transient_failures: Mutex::new(1), ..Default::default() };
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (_, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((sent.sent, sent.retrying), (0, 1));
-    let totals = lock(pipeline.ledger()).totals().unwrap();
+    let totals = pipeline.store().totals().unwrap();
     assert_eq!(totals.outbox_pending, 1);
     // Make the retry due now instead of waiting out the backoff.
-    let due = lock(pipeline.ledger()).next_outbox_due().unwrap().unwrap();
+    let due = pipeline.store().next_outbox_due().unwrap().unwrap();
     assert!(due > Utc::now(), "a retry is scheduled in the future");
-    lock(pipeline.ledger()).mark_retry(1, "test: due now", Utc::now()).unwrap();
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    pipeline.store().mark_retry(1, "test: due now", Utc::now()).unwrap();
+    let (_, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(sent.sent, 1);
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (_, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(sent.sent, 0);
     assert_eq!(courier.sent.lock().unwrap().len(), 1);
 }
@@ -260,17 +276,17 @@ async fn a_reply_caught_mid_send_by_a_crash_is_never_sent_again() {
     let (stop_tx, stop_rx) = watch::channel(false);
     // File and queue, but "crash" (stop) before the sender runs: claim it by hand as a sender would.
     pipeline.pass(&mut mailbox, &Quiet, &stop_rx).await.unwrap();
-    assert!(lock(pipeline.ledger()).claim(1, Utc::now()).unwrap());
+    assert!(pipeline.store().claim(1, Utc::now()).unwrap());
     drop(stop_tx);
     drop(pipeline);
 
-    let mut ledger = SqliteLedger::open(&world.cfg.storage.state_path).unwrap();
+    let ledger = Store::open(&world.cfg.storage.state_path).unwrap();
     assert_eq!(ledger.recover_interrupted().unwrap(), 1);
     let pipeline = Pipeline::new(&world.cfg, Replier::new(&world.cfg).unwrap(), ledger);
     let courier = FakeCourier::default();
-    let (_, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (_, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(sent.sent, 0);
-    assert_eq!(lock(pipeline.ledger()).totals().unwrap().outbox_uncertain, 1);
+    assert_eq!(pipeline.store().totals().unwrap().outbox_uncertain, 1);
     let _ = world.dir.path();
 }
 
@@ -280,7 +296,7 @@ async fn oversized_messages_are_quarantined_without_being_downloaded() {
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    let (report, _) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.quarantined, report.filed), (1, 0));
     assert!(mailbox.fetched_uids.is_empty(), "{:?}", mailbox.fetched_uids);
     let files = world.files();
@@ -359,7 +375,7 @@ async fn each_state_gets_its_own_reply_in_the_right_language() {
     ];
     let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
     let sent = courier.sent.lock().unwrap().clone();
     let kinds: Vec<(&str, &str)> = sent.iter().map(|m| (m.to.as_str(), m.kind.as_str())).collect();
     assert_eq!(
@@ -394,13 +410,12 @@ async fn a_closed_posting_says_so() {
     let world = World::new("");
     let mut cfg = world.cfg.clone();
     cfg.postings[0].closing_date = Some(chrono::NaiveDate::from_ymd_opt(2020, 9, 30).unwrap());
-    let pipeline =
-        Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), SqliteLedger::open(&cfg.storage.state_path).unwrap());
+    let pipeline = Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), Store::open(&cfg.storage.state_path).unwrap());
     let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
     let sent = courier.sent.lock().unwrap().clone();
-    assert_eq!(sent[0].kind, "closed");
+    assert_eq!(sent[0].kind.as_str(), "closed");
     assert!(sent[0].text.contains("close depuis le 30/09/2020"), "{}", sent[0].text);
 }
 
@@ -437,12 +452,12 @@ async fn one_reply_per_address_per_window_except_to_confirm_a_completed_file() {
         from_person("Jeanne Dupré", "jeanne@example.test", "Re: Candidature", "w4@x", "Merci !", &[]),
     ];
     let mut mailbox = FakeMailbox::with(messages, at);
-    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
-    let kinds: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| m.kind.clone()).collect();
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    let kinds: Vec<&str> = courier.sent.lock().unwrap().iter().map(|m| m.kind.as_str()).collect();
     assert_eq!(kinds, vec!["missing_letter", "repeat"]);
-    let rows = lock(pipeline.ledger()).messages().unwrap();
-    assert!(rows[1].2.starts_with("skipped: already answered"), "{rows:?}");
-    assert!(rows[3].2.starts_with("skipped: already answered"), "{rows:?}");
+    let rows = pipeline.store().messages().unwrap();
+    assert_eq!(reply_code(&rows[1]), "already_answered", "{rows:?}");
+    assert_eq!(reply_code(&rows[3]), "already_answered", "{rows:?}");
 }
 
 #[tokio::test]
@@ -463,15 +478,15 @@ async fn the_hourly_cap_holds_across_a_restart() {
     {
         let pipeline = world.pipeline();
         let mut mailbox = FakeMailbox::with(vec![person(1), person(2), person(3)], at);
-        let (report, sent) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+        let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
         assert_eq!((report.replies_queued, report.replies_skipped, sent.sent), (2, 1, 2));
-        let rows = lock(pipeline.ledger()).messages().unwrap();
-        assert!(rows[2].2.starts_with("skipped: hourly cap reached"), "{rows:?}");
+        let rows = pipeline.store().messages().unwrap();
+        assert_eq!(reply_code(&rows[2]), "hourly_cap", "{rows:?}");
     }
     // A restart does not reset the count: it lives in the store.
     let pipeline = world.pipeline();
     let mut mailbox = FakeMailbox::with(vec![person(1), person(2), person(3), person(4)], at);
-    let (report, _) = pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!((report.filed, report.replies_queued, report.replies_skipped), (1, 0, 1));
     assert_eq!(courier.sent.lock().unwrap().len(), 2);
 }
@@ -480,9 +495,8 @@ async fn the_hourly_cap_holds_across_a_restart() {
 async fn a_bilingual_posting_answers_in_the_candidates_language() {
     let world = World::new("");
     let mut cfg = world.cfg.clone();
-    cfg.postings[1].language = "auto".into();
-    let pipeline =
-        Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), SqliteLedger::open(&cfg.storage.state_path).unwrap());
+    cfg.postings[1].language = PostingLang::Auto;
+    let pipeline = Pipeline::new(&cfg, Replier::new(&cfg).unwrap(), Store::open(&cfg.storage.state_path).unwrap());
     let cv = pdf("cv");
     let messages = vec![
         from_person(
@@ -504,8 +518,57 @@ async fn a_bilingual_posting_answers_in_the_candidates_language() {
     ];
     let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
     let courier = FakeCourier::default();
-    pipeline.once(&mut mailbox, &courier, &Quiet, never()).await.unwrap();
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
     let sent = courier.sent.lock().unwrap().clone();
     assert!(sent[0].text.starts_with("Hello Eve"), "{}", sent[0].text);
     assert!(sent[1].text.starts_with("Bonjour Léa"), "{}", sent[1].text);
+}
+
+fn applicant(name: &str, address: &str) -> Vec<u8> {
+    application_eml(
+        &format!("{name} <{address}>"),
+        "contact@example.test",
+        "Candidature stage",
+        &format!("{address}.1@example.test"),
+        &[("Return-Path", &format!("<{address}>"))],
+        "Bonjour, veuillez trouver ci-joint mon CV.",
+        &[("CV.pdf", "application/pdf", &pdf(name)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    )
+}
+
+#[tokio::test]
+async fn a_message_that_can_never_be_filed_is_set_aside_and_the_rest_go_on() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    // Something in the way where Bob's folder goes: filing him can never work, whatever is retried.
+    let posting = world.cfg.storage.data_dir.join("stage-gestion-projet");
+    std::fs::create_dir_all(&posting).unwrap();
+    let bob_hash = &mailroom::understand::sha256_hex(b"bob@example.test")[..8];
+    std::fs::write(posting.join(format!("Durand-Bob--{bob_hash}")), b"not a folder").unwrap();
+
+    let at = Utc::now() + Duration::seconds(1);
+    let mut mailbox = FakeMailbox::with(
+        vec![
+            applicant("Alice Martin", "alice@example.test"),
+            applicant("Bob Durand", "bob@example.test"),
+            applicant("Carol Leroy", "carol@example.test"),
+        ],
+        at,
+    );
+    let courier = FakeCourier::default();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    assert_eq!((report.fetched, report.filed, report.quarantined), (3, 2, 1));
+    assert_eq!(sent.sent, 2, "Alice and Carol are answered; Bob is not");
+    let rows = pipeline.store().messages().unwrap();
+    let outcomes: Vec<(u32, &str)> = rows.iter().map(|(uid, outcome, _)| (*uid, outcome.as_str())).collect();
+    assert_eq!(outcomes, [(1, "filed"), (2, "quarantined"), (3, "filed")]);
+    let files = world.files();
+    assert!(files.iter().any(|f| f.contains("Leroy-Carol--")), "{files:#?}");
+    let reason = files.iter().find(|f| f.starts_with("_quarantine/") && f.ends_with(".reason.txt")).unwrap();
+    let text = std::fs::read_to_string(world.cfg.storage.data_dir.join(reason)).unwrap();
+    assert!(text.contains("code: unfileable"), "{text}");
+    // Nothing of Bob's was left half-filed, and the next pass does not try him again.
+    assert!(!files.iter().any(|f| f.contains("CV - Bob Durand")), "{files:#?}");
+    let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    assert_eq!(report.fetched, 0);
 }

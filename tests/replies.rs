@@ -7,6 +7,9 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
+use mailroom::lang::Lang;
+use mailroom::reason::ReplyNote;
+
 use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -22,11 +25,18 @@ fn once(config: &Path) -> String {
     stdout
 }
 
-/// (uid, outcome, reply) of every message, from the store.
+/// (uid, outcome, what became of the reply, in English words) of every message, from the store.
 fn rows(dir: &Path) -> Vec<(u32, String, String)> {
     let conn = rusqlite::Connection::open(dir.join("state/mailroom.sqlite3")).unwrap();
     let mut stmt = conn.prepare("SELECT uid, outcome, reply FROM messages ORDER BY uid").unwrap();
-    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?))).unwrap().collect::<Result<_, _>>().unwrap()
+    stmt.query_map([], |r| {
+        let reply: String = r.get(2)?;
+        let note = (!reply.is_empty()).then(|| ReplyNote::from_stored(&reply));
+        Ok((r.get(0)?, r.get(1)?, note.map(|n| n.describe(Lang::En)).unwrap_or_default()))
+    })
+    .unwrap()
+    .collect::<Result<_, _>>()
+    .unwrap()
 }
 
 fn ack(stack: &Stack, user: &str, id: &str) -> String {
@@ -206,7 +216,7 @@ fn robots_lists_bounces_and_ourselves_get_no_reply_and_a_recorded_reason() {
     for ((_, from, _, reason), (uid, outcome, reply)) in cases.iter().zip(&rows) {
         assert_eq!(outcome, "filed", "uid {uid} ({from})");
         assert!(
-            reply.starts_with("skipped:") && reply.contains(reason),
+            reply.starts_with("not answered:") && reply.contains(reason),
             "uid {uid} ({from}): {reply:?} lacks {reason:?}"
         );
     }

@@ -42,5 +42,5 @@ fn unit_matches_the_daemon() {
     // The stop bound: our shutdown grace must fit well inside TimeoutStopSec.
     let stop: u64 =
         text.lines().find_map(|l| l.strip_prefix("TimeoutStopSec=")).unwrap().trim_end_matches('s').parse().unwrap();
-    assert!(mailroom::pipeline::SHUTDOWN_OUTBOX_GRACE.as_secs() * 2 <= stop);
+    assert!(mailroom::outbox::SHUTDOWN_OUTBOX_GRACE.as_secs() * 2 <= stop);
 }

@@ -4,6 +4,8 @@
 use serde::{Deserialize, Serialize};
 use unicode_normalization::UnicodeNormalization;
 
+use crate::lang::Lang;
+
 /// What a part of an application is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, PartialOrd, Ord)]
 #[serde(rename_all = "snake_case")]
@@ -25,6 +27,22 @@ impl DocKind {
             DocKind::Ignored => "ignored",
         }
     }
+
+    pub fn parse(s: &str) -> Option<DocKind> {
+        [DocKind::Cv, DocKind::CoverLetter, DocKind::Other, DocKind::Ignored].into_iter().find(|k| k.as_str() == s)
+    }
+
+    /// What a person calls it, in their language.
+    pub fn label(self, lang: Lang) -> &'static str {
+        match (lang, self) {
+            (Lang::En, DocKind::Cv) => "CV",
+            (Lang::En, DocKind::CoverLetter) => "cover letter",
+            (Lang::En, _) => "other document",
+            (Lang::Fr, DocKind::Cv) => "CV",
+            (Lang::Fr, DocKind::CoverLetter) => "lettre de motivation",
+            (Lang::Fr, _) => "autre document",
+        }
+    }
 }
 
 /// The classifier's verdict with its confidence (0–1) and the reason, kept in the metadata.
@@ -44,7 +62,7 @@ impl Verdict {
 }
 
 /// Lower-case, accents removed, every run of non-alphanumerics (and camelCase humps) made one space.
-pub fn fold(text: &str) -> String {
+pub(crate) fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut prev_lower = false;
     for c in text.nfd() {
@@ -72,7 +90,7 @@ pub fn fold(text: &str) -> String {
 }
 
 /// The lower-case extension of a file name, if it has a plausible one.
-pub fn extension(name: &str) -> Option<String> {
+pub(crate) fn extension(name: &str) -> Option<String> {
     let (stem, ext) = name.rsplit_once('.')?;
     if stem.is_empty() || ext.is_empty() || ext.len() > 5 || !ext.chars().all(|c| c.is_ascii_alphanumeric()) {
         return None;
@@ -81,7 +99,7 @@ pub fn extension(name: &str) -> Option<String> {
 }
 
 /// Extensions of documents a person writes (as opposed to images, archives, signatures).
-pub fn is_document_extension(ext: &str) -> bool {
+pub(crate) fn is_document_extension(ext: &str) -> bool {
     matches!(ext, "pdf" | "doc" | "docx" | "odt" | "rtf" | "txt" | "pages")
 }
 
@@ -99,7 +117,7 @@ const CV_WORDS: &[&str] = &["cv", "curriculum", "vitae", "resume", "cvs"];
 const IGNORED_EXTENSIONS: &[&str] = &["vcf", "p7s", "p7m", "asc", "sig", "ics"];
 
 /// Classifies an attachment by its file name alone. `None`: the name does not tell.
-pub fn classify_filename(name: &str) -> Option<Verdict> {
+pub(crate) fn classify_filename(name: &str) -> Option<Verdict> {
     let ext = extension(name);
     if let Some(ext) = ext.as_deref()
         && IGNORED_EXTENSIONS.contains(&ext)

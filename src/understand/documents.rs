@@ -18,7 +18,7 @@ use super::zip::{self, ZipError};
 use super::{Document, Rules, sha256_hex, tnef};
 
 /// Inline images below this size are signature logos and tracking pixels, not documents.
-pub const INLINE_IMAGE_IGNORE_BYTES: usize = 64 * 1024;
+pub(super) const INLINE_IMAGE_IGNORE_BYTES: usize = 64 * 1024;
 /// A body shorter than this is a note ("please find my CV attached"), not a letter.
 const BODY_LETTER_MIN_CHARS: usize = 400;
 
@@ -37,7 +37,7 @@ struct Item<'a> {
 /// The documents of one message: `mail` is the message whose parts are the application (the
 /// forwarded one when the application came forwarded), `letter_text` the text that may be the
 /// letter.
-pub fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules: &Rules) -> Vec<Document> {
+pub(super) fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules: &Rules) -> Vec<Document> {
     let items = open_containers(&mail.parts, rules);
     let mut docs: Vec<Document> = Vec::new();
     let mut undecided: Vec<usize> = Vec::new();
@@ -273,7 +273,7 @@ fn first_verdict(item: &Item<'_>, name: Option<&str>, ext: &str) -> Option<Verdi
 
 /// Whether a part would be a document of the application (not ignored) before any text is read:
 /// a forwarding message whose only parts are logos and the forwarded message has none.
-pub fn is_own_document(part: &Part) -> bool {
+pub(super) fn is_own_document(part: &Part) -> bool {
     if part.message.is_some() || part.in_report || is_report_type(&part.content_type) || part.bytes.is_empty() {
         return false;
     }
@@ -334,7 +334,7 @@ fn body_letter(text: &str) -> Option<Document> {
     })
 }
 
-pub fn missing_kinds(docs: &[Document]) -> Vec<DocKind> {
+pub(super) fn missing_kinds(docs: &[Document]) -> Vec<DocKind> {
     let mut missing = Vec::new();
     if !docs.iter().any(|d| d.kind == DocKind::Cv) {
         missing.push(DocKind::Cv);

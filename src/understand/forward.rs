@@ -16,7 +16,7 @@ use super::parse::MailAddress;
 
 /// A forwarded message found in a body.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct InlineForward {
+pub(crate) struct InlineForward {
     /// The original sender, from the forwarded header block.
     pub from: MailAddress,
     /// The original message's text, after its header block.
@@ -37,7 +37,7 @@ const MARKERS: &[&str] = &[
 const FROM_NAMES: &[&str] = &["from", "de", "von", "da", "van"];
 
 /// The first inline-forwarded message of a body, when its header block names a sender.
-pub fn inline_forward(body: &str) -> Option<InlineForward> {
+pub(crate) fn inline_forward(body: &str) -> Option<InlineForward> {
     let lines: Vec<&str> = body.lines().collect();
     let marker = lines.iter().position(|l| is_marker(l))?;
     let mut i = marker + 1;

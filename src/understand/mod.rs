@@ -21,15 +21,15 @@
 //! | [`forward`] | inline-forwarded applications |
 //! | `robots` | who must never be answered |
 
-pub mod classify;
+pub(crate) mod classify;
 mod documents;
 pub mod extract;
-pub mod forward;
+pub(crate) mod forward;
 pub mod parse;
 mod robots;
 pub mod text;
-pub mod tnef;
-pub mod zip;
+pub(crate) mod tnef;
+pub(crate) mod zip;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde::Serialize;
@@ -41,13 +41,15 @@ use extract::TextReader;
 use parse::{MailAddress, ParsedMail};
 
 use crate::config::{Config, Limits, Posting};
+use crate::lang::{Lang, PostingLang};
+use crate::reason::{Automated, QuarantineReason};
 
 /// What understanding needs from the configuration, prepared once.
 #[derive(Debug, Clone)]
 pub struct Rules {
     pub postings: Vec<Posting>,
     pub limits: Limits,
-    pub default_language: String,
+    pub default_language: Lang,
     /// Our own addresses (the contact address and the team): never candidates, never answered.
     pub own_addresses: Vec<String>,
     /// Reads documents' text when their names do not tell (PDFs in an isolated child process).
@@ -61,7 +63,7 @@ impl Rules {
         Rules {
             postings: cfg.postings.clone(),
             limits: cfg.limits.clone(),
-            default_language: cfg.replies.default_language.clone(),
+            default_language: cfg.replies.default_language,
             own_addresses: own,
             text: TextReader::locate(),
         }
@@ -92,7 +94,7 @@ impl Candidate {
 pub struct PostingRef {
     pub slug: String,
     pub title: String,
-    pub language: String,
+    pub language: PostingLang,
     pub closed: bool,
     /// Why this posting: which rule matched.
     pub matched_by: String,
@@ -130,7 +132,7 @@ pub struct Application {
     pub documents: Vec<Document>,
     pub missing: Vec<DocKind>,
     /// Why the sender is a robot, a list or ourselves: then it never gets an answer.
-    pub automated: Option<String>,
+    pub automated: Option<Automated>,
     /// Message-IDs for the reply's `References`.
     pub references: Vec<String>,
 }
@@ -154,7 +156,7 @@ pub struct Quarantine {
     pub sha256: String,
     pub message_id: Option<String>,
     pub received_at: DateTime<Utc>,
-    pub reason: String,
+    pub reason: QuarantineReason,
 }
 
 impl Understood {
@@ -180,7 +182,7 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Understands one raw message. `received_at` is the server's arrival time when known.
 pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules) -> Understood {
     let sha256 = sha256_hex(raw);
-    let quarantine = |reason: String, message_id: Option<String>, at: Option<DateTime<Utc>>| {
+    let quarantine = |reason: QuarantineReason, message_id: Option<String>, at: Option<DateTime<Utc>>| {
         Understood::Quarantine(Quarantine {
             sha256: sha256.clone(),
             message_id,
@@ -189,48 +191,29 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         })
     };
     if raw.len() as u64 > rules.limits.max_message_bytes {
-        return quarantine(
-            format!(
-                "message of {} bytes is over limits.max_message_bytes ({})",
-                raw.len(),
-                rules.limits.max_message_bytes
-            ),
-            None,
-            None,
-        );
+        let (size, limit) = (raw.len() as u64, rules.limits.max_message_bytes);
+        return quarantine(QuarantineReason::TooLarge { size, limit, announced: false }, None, None);
     }
     let Some(mail) = parse::parse(raw) else {
-        return quarantine("not an email message: no header could be parsed".into(), None, None);
+        return quarantine(QuarantineReason::NotMail, None, None);
     };
     let message_id = mail.message_id.clone();
     let at = received_at.or(mail.date);
     if mail.part_count > rules.limits.max_parts {
-        return quarantine(
-            format!("{} MIME parts, over limits.max_parts ({})", mail.part_count, rules.limits.max_parts),
-            message_id,
-            at,
-        );
+        let (count, limit) = (mail.part_count, rules.limits.max_parts);
+        return quarantine(QuarantineReason::TooManyParts { count, limit }, message_id, at);
     }
     if mail.depth > rules.limits.max_depth {
-        return quarantine(
-            format!("nesting depth {}, over limits.max_depth ({})", mail.depth, rules.limits.max_depth),
-            message_id,
-            at,
-        );
+        let (depth, limit) = (mail.depth, rules.limits.max_depth);
+        return quarantine(QuarantineReason::TooDeep { depth, limit }, message_id, at);
     }
     if let Some((name, size)) = oversized_part(&mail, rules.limits.max_document_bytes) {
-        return quarantine(
-            format!(
-                "attachment {name:?} of {size} bytes is over limits.max_document_bytes ({})",
-                rules.limits.max_document_bytes
-            ),
-            message_id,
-            at,
-        );
+        let limit = rules.limits.max_document_bytes;
+        return quarantine(QuarantineReason::DocumentTooLarge { name, size, limit }, message_id, at);
     }
     let application = application_message(&mail, &rules.own_addresses);
     let Some(candidate) = application.sender.as_ref().and_then(candidate_from) else {
-        return quarantine("no sender address in From or Reply-To".into(), message_id, at);
+        return quarantine(QuarantineReason::NoSender, message_id, at);
     };
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
@@ -238,10 +221,10 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     documents.extend(documents::find_documents(application.mail, application.letter_text.as_deref(), rules));
     // A bounce, a newsletter or a robot with nothing to file is not an application: keep it out
     // of the candidate folders. (A job board relay that attaches a CV is filed, unanswered.)
-    if let Some(why) = &automated
+    if let Some(automated) = &automated
         && documents.iter().all(|d| d.kind == DocKind::Ignored)
     {
-        return quarantine(format!("not an application: {why}, and no document"), message_id, at);
+        return quarantine(QuarantineReason::NotAnApplication { automated: automated.clone() }, message_id, at);
     }
     let missing = documents::missing_kinds(&documents);
     Understood::Application(Box::new(Application {
@@ -420,7 +403,7 @@ fn match_posting(mail: &ParsedMail, rules: &Rules, today: NaiveDate) -> PostingR
     let make = |p: &Posting, why: String| PostingRef {
         slug: p.slug.clone(),
         title: p.title.clone(),
-        language: p.language.clone(),
+        language: p.language,
         closed: p.closing_date.is_some_and(|d| today > d),
         matched_by: why,
     };
@@ -449,7 +432,7 @@ fn match_posting(mail: &ParsedMail, rules: &Rules, today: NaiveDate) -> PostingR
         None => PostingRef {
             slug: "general".into(),
             title: "Candidature spontanée".into(),
-            language: rules.default_language.clone(),
+            language: rules.default_language.into(),
             closed: false,
             matched_by: "no posting configured".into(),
         },

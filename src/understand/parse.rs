@@ -316,7 +316,7 @@ fn decode_charset(charset: &str, bytes: &[u8]) -> String {
     }
 }
 
-fn measure(message: &mail_parser::Message<'_>, level: usize) -> (usize, usize) {
+fn measure(message: &Message<'_>, level: usize) -> (usize, usize) {
     let mut count = 0;
     let mut depth = level;
     for part in &message.parts {

@@ -3,9 +3,10 @@
 //! recorded with the message, so a recruiter can see why nobody was answered.
 
 use super::parse::ParsedMail;
+use crate::reason::Automated;
 
 /// System senders by local part: bounces, list software, no-reply robots.
-pub fn is_system_local_part(address: &str) -> bool {
+pub(super) fn is_system_local_part(address: &str) -> bool {
     let local = address.split('@').next().unwrap_or_default().to_ascii_lowercase();
     matches!(
         local.as_str(),
@@ -33,46 +34,44 @@ pub fn is_system_local_part(address: &str) -> bool {
 }
 
 /// Why this message must not be answered, or `None` when a person sent it.
-pub fn automated_reason(mail: &ParsedMail, candidate: &str, own: &[String]) -> Option<String> {
+pub(super) fn automated_reason(mail: &ParsedMail, candidate: &str, own: &[String]) -> Option<Automated> {
     match mail.header("Return-Path") {
-        None => return Some("no Return-Path header (cannot tell who to answer safely)".into()),
-        Some(rp) if rp.trim().trim_matches(['<', '>']).trim().is_empty() => {
-            return Some("empty return path (a bounce or notification)".into());
-        }
+        None => return Some(Automated::NoReturnPath),
+        Some(rp) if rp.trim().trim_matches(['<', '>']).trim().is_empty() => return Some(Automated::EmptyReturnPath),
         Some(_) => {}
     }
     if let Some(v) = mail.header("Auto-Submitted") {
         let value = v.split(';').next().unwrap_or_default().trim();
         if !value.eq_ignore_ascii_case("no") {
-            return Some(format!("Auto-Submitted: {value}"));
+            return Some(Automated::AutoSubmitted { value: value.to_owned() });
         }
     }
     if let Some((name, _)) = mail.headers.iter().find(|(n, _)| n.len() > 5 && n[..5].eq_ignore_ascii_case("list-")) {
-        return Some(format!("mailing list ({name} header)"));
+        return Some(Automated::MailingList { header: name.clone() });
     }
     if let Some(p) = mail.header("Precedence")
         && ["bulk", "junk", "list"].iter().any(|b| p.eq_ignore_ascii_case(b))
     {
-        return Some(format!("Precedence: {p}"));
+        return Some(Automated::Precedence { value: p.to_owned() });
     }
     if let Some(s) = mail.header("X-Auto-Response-Suppress")
         && s.split(',').any(|t| t.trim().eq_ignore_ascii_case("all") || t.trim().eq_ignore_ascii_case("autoreply"))
     {
-        return Some(format!("X-Auto-Response-Suppress: {s}"));
+        return Some(Automated::AutoResponseSuppress { value: s.to_owned() });
     }
     for h in ["X-Autoreply", "X-Autorespond", "X-Auto-Reply"] {
         if mail.header(h).is_some() {
-            return Some(format!("{h} header (an auto-responder)"));
+            return Some(Automated::AutoReplyHeader { header: h.to_owned() });
         }
     }
     if mail.content_type == "multipart/report" {
-        return Some("multipart/report (a delivery or read report)".into());
+        return Some(Automated::Report);
     }
     if is_system_local_part(candidate) {
-        return Some("system sender (mailer-daemon, list software or no-reply address)".into());
+        return Some(Automated::SystemSender);
     }
     if own.iter().any(|a| a == candidate) {
-        return Some("our own or the team's address".into());
+        return Some(Automated::OwnAddress);
     }
     None
 }
@@ -111,12 +110,12 @@ mod tests {
             (vec![PERSON, ("X-Auto-Response-Suppress", "DR, AutoReply")], "X-Auto-Response-Suppress"),
             (vec![PERSON, ("X-Auto-Response-Suppress", "All")], "X-Auto-Response-Suppress"),
         ] {
-            let reason = automated_reason(&mail(&headers), who, &[]).unwrap_or_default();
-            assert!(reason.contains(expect), "{headers:?}: {reason:?}");
+            let reason = automated_reason(&mail(&headers), who, &[]).map(|a| a.describe(crate::lang::Lang::En));
+            assert!(reason.as_deref().unwrap_or_default().contains(expect), "{headers:?}: {reason:?}");
         }
         let mut report = mail(&[PERSON]);
         report.content_type = "multipart/report".into();
-        assert!(automated_reason(&report, who, &[]).unwrap().contains("report"));
+        assert_eq!(automated_reason(&report, who, &[]), Some(Automated::Report));
         for system in [
             "MAILER-DAEMON@example.test",
             "owner-jobs@example.test",
@@ -127,7 +126,7 @@ mod tests {
             assert!(automated_reason(&mail(&[PERSON]), &system.to_lowercase(), &[]).is_some(), "{system}");
         }
         let own = vec!["contact@example.test".to_string()];
-        assert!(automated_reason(&mail(&[PERSON]), "contact@example.test", &own).unwrap().contains("own"));
+        assert_eq!(automated_reason(&mail(&[PERSON]), "contact@example.test", &own), Some(Automated::OwnAddress));
         // Precedence: first-class is a person's mail.
         assert_eq!(automated_reason(&mail(&[PERSON, ("Precedence", "first-class")]), who, &[]), None);
     }

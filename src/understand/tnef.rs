@@ -11,7 +11,7 @@
 //! Total: every read is bounds-checked; malformed or truncated input ends the walk and keeps
 //! the attachments read whole so far.
 
-pub const SIGNATURE: u32 = 0x223E_9F78;
+pub(crate) const SIGNATURE: u32 = 0x223E_9F78;
 
 const LVL_MESSAGE: u8 = 0x01;
 const LVL_ATTACHMENT: u8 = 0x02;
@@ -31,7 +31,7 @@ const MAX_ATTACHMENTS: usize = 200;
 
 /// A file found inside a winmail.dat.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Attachment {
+pub(crate) struct Attachment {
     /// The long name when Outlook recorded one, else the 8.3 title.
     pub name: Option<String>,
     /// `PR_ATTACH_MIME_TAG`, when present.
@@ -40,14 +40,14 @@ pub struct Attachment {
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-pub enum TnefError {
+pub(crate) enum TnefError {
     #[error("not a TNEF stream (wrong signature)")]
     NotTnef,
     #[error("the winmail.dat is damaged or cut short before any attachment")]
     Damaged,
 }
 
-pub fn looks_like_tnef(data: &[u8]) -> bool {
+pub(crate) fn looks_like_tnef(data: &[u8]) -> bool {
     u32_at(data, 0) == Some(SIGNATURE)
 }
 
@@ -82,7 +82,7 @@ impl Building {
 }
 
 /// The files inside a winmail.dat. A stream damaged after some whole attachments keeps those.
-pub fn attachments(data: &[u8]) -> Result<Vec<Attachment>, TnefError> {
+pub(crate) fn attachments(data: &[u8]) -> Result<Vec<Attachment>, TnefError> {
     if !looks_like_tnef(data) {
         return Err(TnefError::NotTnef);
     }
@@ -112,10 +112,10 @@ pub fn attachments(data: &[u8]) -> Result<Vec<Attachment>, TnefError> {
                 current = Some(Building::default());
             }
             (LVL_ATTACHMENT, ATT_ATTACH_TITLE) => {
-                current.get_or_insert_with(Building::default).title = Some(decode_8bit(value, codepage))
+                current.get_or_insert_with(Building::default).title = Some(decode_8bit(value, codepage));
             }
             (LVL_ATTACHMENT, ATT_ATTACH_DATA) => {
-                current.get_or_insert_with(Building::default).data = Some(value.to_vec())
+                current.get_or_insert_with(Building::default).data = Some(value.to_vec());
             }
             (LVL_ATTACHMENT, ATT_ATTACHMENT) => {
                 let b = current.get_or_insert_with(Building::default);

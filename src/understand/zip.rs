@@ -9,7 +9,7 @@
 
 /// How much an archive may unpack to. A zip bomb declares (or hides) far more than it carries.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Limits {
+pub(crate) struct Limits {
     pub max_members: usize,
     pub max_member_bytes: u64,
     pub max_total_bytes: u64,
@@ -18,14 +18,14 @@ pub struct Limits {
 }
 
 /// Below this size a high ratio is harmless (a page of blank XML compresses 200:1).
-pub const RATIO_FLOOR: u64 = 1024 * 1024;
+pub(crate) const RATIO_FLOOR: u64 = 1024 * 1024;
 
 impl Limits {
     /// An archive attached to an application: a handful of documents.
-    pub const ARCHIVE: Limits =
+    pub(crate) const ARCHIVE: Limits =
         Limits { max_members: 50, max_member_bytes: 25 << 20, max_total_bytes: 50 << 20, max_ratio: 100 };
     /// The XML inside one DOCX or ODT.
-    pub const OFFICE: Limits =
+    pub(crate) const OFFICE: Limits =
         Limits { max_members: 2000, max_member_bytes: 16 << 20, max_total_bytes: 16 << 20, max_ratio: 200 };
 }
 
@@ -55,7 +55,7 @@ pub enum ZipError {
 
 /// One entry of the central directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Entry {
+pub(crate) struct Entry {
     /// The stored path, decoded (UTF-8 when flagged or valid, CP437 otherwise).
     pub path: String,
     flags: u16,
@@ -68,20 +68,16 @@ pub struct Entry {
 
 impl Entry {
     /// The last component of the path: archives carry folders, filing never does.
-    pub fn name(&self) -> &str {
+    pub(crate) fn name(&self) -> &str {
         self.path.trim_end_matches(['/', '\\']).rsplit(['/', '\\']).next().unwrap_or_default()
     }
 
-    pub fn is_dir(&self) -> bool {
+    pub(crate) fn is_dir(&self) -> bool {
         self.path.ends_with('/') || self.path.ends_with('\\')
     }
 
-    pub fn size(&self) -> u64 {
-        self.size
-    }
-
     /// Files operating systems add to archives behind the user's back.
-    pub fn is_os_clutter(&self) -> bool {
+    pub(crate) fn is_os_clutter(&self) -> bool {
         let name = self.name();
         self.path.split(['/', '\\']).any(|c| c == "__MACOSX")
             || name.starts_with("._")
@@ -91,14 +87,14 @@ impl Entry {
 
 /// A file taken out of an archive.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Member {
+pub(crate) struct Member {
     /// Last path component only.
     pub name: String,
     pub bytes: Vec<u8>,
 }
 
 /// Whether the bytes start like a ZIP archive (a local file header, or an empty archive).
-pub fn looks_like_zip(data: &[u8]) -> bool {
+pub(crate) fn looks_like_zip(data: &[u8]) -> bool {
     data.starts_with(b"PK\x03\x04") || data.starts_with(b"PK\x05\x06")
 }
 
@@ -117,7 +113,7 @@ const FLAG_ENCRYPTED: u16 = 0x0001;
 const FLAG_UTF8: u16 = 0x0800;
 
 /// Reads the central directory.
-pub fn entries(data: &[u8]) -> Result<Vec<Entry>, ZipError> {
+pub(crate) fn entries(data: &[u8]) -> Result<Vec<Entry>, ZipError> {
     if data.len() < 22 {
         return Err(ZipError::NotZip);
     }
@@ -222,7 +218,7 @@ fn check(entry: &Entry, limits: &Limits) -> Result<(), ZipError> {
 }
 
 /// Inflates one entry, never past its declared size, and checks its CRC.
-pub fn read(data: &[u8], entry: &Entry, limits: &Limits) -> Result<Vec<u8>, ZipError> {
+pub(crate) fn read(data: &[u8], entry: &Entry, limits: &Limits) -> Result<Vec<u8>, ZipError> {
     check(entry, limits)?;
     let damaged = || ZipError::Damaged(entry.name().to_owned());
     let at = usize::try_from(entry.local_offset).map_err(|_| damaged())?;
@@ -248,7 +244,7 @@ pub fn read(data: &[u8], entry: &Entry, limits: &Limits) -> Result<Vec<u8>, ZipE
 
 /// Every file of an archive, folders flattened, operating-system clutter left out. All or
 /// nothing: an archive over any limit is not opened at all.
-pub fn extract(data: &[u8], limits: &Limits) -> Result<Vec<Member>, ZipError> {
+pub(crate) fn extract(data: &[u8], limits: &Limits) -> Result<Vec<Member>, ZipError> {
     let files: Vec<Entry> = entries(data)?.into_iter().filter(|e| !e.is_dir() && !e.is_os_clutter()).collect();
     if files.len() > limits.max_members {
         return Err(ZipError::TooManyMembers { found: files.len(), limit: limits.max_members });
@@ -264,7 +260,7 @@ pub fn extract(data: &[u8], limits: &Limits) -> Result<Vec<Member>, ZipError> {
 }
 
 /// One file by its exact path (`word/document.xml`), if the archive has it.
-pub fn read_path(data: &[u8], path: &str, limits: &Limits) -> Result<Option<Vec<u8>>, ZipError> {
+pub(crate) fn read_path(data: &[u8], path: &str, limits: &Limits) -> Result<Option<Vec<u8>>, ZipError> {
     let all = entries(data)?;
     if all.len() > limits.max_members {
         return Err(ZipError::TooManyMembers { found: all.len(), limit: limits.max_members });

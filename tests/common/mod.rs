@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// An attachment: file name, content type, bytes.
-pub type Attachment<'a> = (&'a str, &'a str, &'a [u8]);
+pub(crate) type Attachment<'a> = (&'a str, &'a str, &'a [u8]);
 
 fn b64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
@@ -31,7 +31,7 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 /// A MIME application as a mail client writes it (multipart/mixed, base64 attachments, RFC 2231 names).
-pub fn application_eml(
+pub(crate) fn application_eml(
     from: &str,
     to: &str,
     subject: &str,
@@ -71,12 +71,12 @@ pub fn application_eml(
 }
 
 /// A small but real PDF, so filed documents look like what candidates send.
-pub fn pdf(text: &str) -> Vec<u8> {
+pub(crate) fn pdf(text: &str) -> Vec<u8> {
     format!("%PDF-1.4\n1 0 obj << /Type /Catalog >> endobj\n% {text}\ntrailer << /Root 1 0 R >>\n%%EOF\n").into_bytes()
 }
 
 /// A config file in `dir`, with the given [imap]/[smtp] connection lines.
-pub fn write_config(dir: &Path, imap: &str, smtp: &str, extra: &str) -> PathBuf {
+pub(crate) fn write_config(dir: &Path, imap: &str, smtp: &str, extra: &str) -> PathBuf {
     let text = format!(
         r#"[imap]
 {imap}
@@ -116,7 +116,7 @@ subject_keywords = ["design internship"]
 }
 
 /// Waits for `condition` with a deadline, polling; never a fixed sleep.
-pub fn wait_for<T>(what: &str, deadline: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
+pub(crate) fn wait_for<T>(what: &str, deadline: Duration, mut condition: impl FnMut() -> Option<T>) -> T {
     let start = Instant::now();
     let mut pause = Duration::from_millis(20);
     loop {
@@ -134,14 +134,14 @@ pub fn wait_for<T>(what: &str, deadline: Duration, mut condition: impl FnMut() -
 /// The local mail stack's connection facts, from the `MAILSTACK_*` environment that
 /// `scripts/test` exports (see `scripts/mailstack env`).
 #[derive(Debug, Clone)]
-pub struct Stack {
+pub(crate) struct Stack {
     pub vars: HashMap<String, String>,
 }
 
 impl Stack {
     /// The stack, or `None` outside `scripts/test`. Under CI (`CI=true`) a missing stack is a
     /// failure, never a silent skip.
-    pub fn get() -> Option<Stack> {
+    pub(crate) fn get() -> Option<Stack> {
         let vars: HashMap<String, String> = std::env::vars().filter(|(k, _)| k.starts_with("MAILSTACK_")).collect();
         if vars.contains_key("MAILSTACK_IMAPS_PORT") {
             return Some(Stack { vars });
@@ -153,24 +153,24 @@ impl Stack {
         None
     }
 
-    pub fn var(&self, k: &str) -> &str {
+    pub(crate) fn var(&self, k: &str) -> &str {
         self.vars.get(k).unwrap_or_else(|| panic!("{k} missing from the mail stack environment"))
     }
 
-    pub fn port(&self, k: &str) -> u16 {
+    pub(crate) fn port(&self, k: &str) -> u16 {
         self.var(k).parse().unwrap()
     }
 
-    pub fn password(&self) -> &str {
+    pub(crate) fn password(&self) -> &str {
         self.var("MAILSTACK_PASSWORD")
     }
 
-    pub fn ca(&self) -> &str {
+    pub(crate) fn ca(&self) -> &str {
         self.var("MAILSTACK_CA_FILE")
     }
 
     /// `[imap]` lines for a user and folder; `starttls` picks the port and mode.
-    pub fn imap_lines(&self, user: &str, folder: &str, starttls: bool) -> String {
+    pub(crate) fn imap_lines(&self, user: &str, folder: &str, starttls: bool) -> String {
         let (port, tls) = if starttls {
             (self.port("MAILSTACK_IMAP_PORT"), "starttls")
         } else {
@@ -183,7 +183,7 @@ impl Stack {
         )
     }
 
-    pub fn smtp_lines(&self, user: &str, starttls: bool) -> String {
+    pub(crate) fn smtp_lines(&self, user: &str, starttls: bool) -> String {
         let (port, tls) = if starttls {
             (self.port("MAILSTACK_SUBMISSION_PORT"), "starttls")
         } else {
@@ -197,7 +197,7 @@ impl Stack {
     }
 
     /// Sends a raw message through authenticated submission, as the candidate's mail client does.
-    pub fn submit(&self, user: &str, recipients: &[&str], raw: &[u8]) {
+    pub(crate) fn submit(&self, user: &str, recipients: &[&str], raw: &[u8]) {
         let status = std::process::Command::new("swaks")
             .args(["--server", &format!("localhost:{}", self.port("MAILSTACK_SUBMISSION_PORT"))])
             .args(["--tls", "--tls-ca-path", self.ca(), "--tls-verify"])
@@ -213,7 +213,7 @@ impl Stack {
     /// Hands a message to Postfix's inbound port (no authentication), as another mail server on
     /// the Internet would; works while Dovecot (and so SASL) is down. An empty `from` is the null
     /// sender of bounces.
-    pub fn inject(&self, from: &str, recipients: &[&str], raw: &[u8]) {
+    pub(crate) fn inject(&self, from: &str, recipients: &[&str], raw: &[u8]) {
         let status = std::process::Command::new("swaks")
             .args(["--server", &format!("127.0.0.1:{}", self.port("MAILSTACK_SMTP_PORT"))])
             .args(["--from", if from.is_empty() { "<>" } else { from }, "--to", &recipients.join(",")])
@@ -224,7 +224,7 @@ impl Stack {
     }
 
     /// Runs doveadm against the stack's Dovecot.
-    pub fn doveadm(&self, args: &[&str]) -> String {
+    pub(crate) fn doveadm(&self, args: &[&str]) -> String {
         let out = std::process::Command::new("doveadm")
             .args(["-c", self.var("MAILSTACK_DOVECOT_CONF")])
             .args(args)
@@ -235,14 +235,14 @@ impl Stack {
     }
 
     /// Creates a fresh folder in a user's mailbox; mail to `user+folder@` lands there.
-    pub fn fresh_folder(&self, user: &str, prefix: &str) -> String {
+    pub(crate) fn fresh_folder(&self, user: &str, prefix: &str) -> String {
         let folder = format!("{prefix}{}{:04x}", std::process::id(), rand16());
         self.doveadm(&["mailbox", "create", "-u", user, &folder]);
         folder
     }
 
     /// Full raw messages in a user's folder whose header matches `header: value`.
-    pub fn messages_with(&self, user: &str, folder: &str, header: &str, value: &str) -> Vec<String> {
+    pub(crate) fn messages_with(&self, user: &str, folder: &str, header: &str, value: &str) -> Vec<String> {
         let guids = self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "HEADER", header, value]);
         guids
             .lines()
@@ -254,12 +254,12 @@ impl Stack {
             .collect()
     }
 
-    pub fn count(&self, user: &str, folder: &str) -> usize {
+    pub(crate) fn count(&self, user: &str, folder: &str) -> usize {
         self.doveadm(&["-f", "flow", "search", "-u", user, "mailbox", folder, "ALL"]).lines().count()
     }
 
     /// True when Postfix has nothing left to deliver.
-    pub fn postfix_queue_empty(&self) -> bool {
+    pub(crate) fn postfix_queue_empty(&self) -> bool {
         let out = std::process::Command::new("postqueue")
             .args(["-c", self.var("MAILSTACK_POSTFIX_DIR"), "-j"])
             .output()
@@ -279,7 +279,7 @@ trait StdinBytes {
     fn stdin_bytes(&mut self, bytes: &[u8]) -> StdinRun<'_>;
 }
 
-pub struct StdinRun<'a> {
+pub(crate) struct StdinRun<'a> {
     cmd: &'a mut std::process::Command,
     bytes: Vec<u8>,
 }
@@ -305,7 +305,7 @@ impl StdinRun<'_> {
 }
 
 /// Runs the mailroom binary.
-pub fn mailroom(args: &[&str]) -> std::process::Output {
+pub(crate) fn mailroom(args: &[&str]) -> std::process::Output {
     std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(args)
         .env_remove("RUST_LOG")
@@ -316,7 +316,7 @@ pub fn mailroom(args: &[&str]) -> std::process::Output {
 impl Stack {
     /// A stack of this test's own (its own state folder and ports), for tests that stop servers
     /// and must not disturb the others. Stopped when dropped. `None` as for [`Stack::get`].
-    pub fn own(name: &str) -> Option<OwnStack> {
+    pub(crate) fn own(name: &str) -> Option<OwnStack> {
         Stack::get()?;
         let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("target").join(format!("mailstack-{name}"));
         let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack"))
@@ -333,7 +333,7 @@ impl Stack {
     }
 
     /// `scripts/mailstack stop|start dovecot|postfix` for this stack.
-    pub fn service(&self, action: &str, which: &str) {
+    pub(crate) fn service(&self, action: &str, which: &str) {
         let out = std::process::Command::new(Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/mailstack"))
             .args([action, which])
             .env("MAILSTACK_DIR", self.var("MAILSTACK_DIR"))
@@ -343,7 +343,7 @@ impl Stack {
     }
 
     /// Delivers messages straight into Dovecot over LMTP, as the MTA does: fast, for backlogs.
-    pub fn lmtp_deliver(&self, rcpt: &str, messages: &[Vec<u8>]) {
+    pub(crate) fn lmtp_deliver(&self, rcpt: &str, messages: &[Vec<u8>]) {
         use std::io::{BufRead, BufReader, Write};
         let stream =
             std::net::TcpStream::connect(("127.0.0.1", self.port("MAILSTACK_LMTP_PORT"))).expect("LMTP connects");
@@ -388,7 +388,7 @@ impl Stack {
 }
 
 /// A stack started by one test; `down` when dropped.
-pub struct OwnStack {
+pub(crate) struct OwnStack {
     pub stack: Stack,
     dir: PathBuf,
 }
@@ -410,17 +410,17 @@ impl Drop for OwnStack {
 }
 
 /// A `mailroom run` child process, killed when dropped.
-pub struct Daemon {
+pub(crate) struct Daemon {
     pub child: std::process::Child,
     pub log: PathBuf,
 }
 
 impl Daemon {
-    pub fn start(config: &Path) -> Daemon {
+    pub(crate) fn start(config: &Path) -> Daemon {
         Self::start_with_env(config, &[])
     }
 
-    pub fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
+    pub(crate) fn start_with_env(config: &Path, env: &[(&str, &str)]) -> Daemon {
         let log = config.with_file_name("daemon.log");
         let file = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
@@ -434,12 +434,12 @@ impl Daemon {
         Daemon { child, log }
     }
 
-    pub fn log_text(&self) -> String {
+    pub(crate) fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
     /// Sends SIGTERM and waits (with a deadline) for the exit status.
-    pub fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
+    pub(crate) fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
         assert!(ok, "kill -TERM {pid}");
@@ -455,14 +455,14 @@ impl Drop for Daemon {
 }
 
 /// `mailroom status --json` for a config.
-pub fn status_json(config: &Path) -> serde_json::Value {
+pub(crate) fn status_json(config: &Path) -> serde_json::Value {
     let out = mailroom(&["status", "--json", "--config", config.to_str().unwrap()]);
     assert!(out.status.success(), "status: {}", String::from_utf8_lossy(&out.stderr));
     serde_json::from_slice(&out.stdout).unwrap()
 }
 
 /// Every file below `root`, relative and sorted.
-pub fn files_under(root: &Path) -> Vec<String> {
+pub(crate) fn files_under(root: &Path) -> Vec<String> {
     let mut out = Vec::new();
     let mut stack = vec![root.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -482,7 +482,7 @@ pub fn files_under(root: &Path) -> Vec<String> {
 impl Stack {
     /// A fresh folder of contact@ and a config (implicit TLS on both sides) watching it:
     /// `(folder, the address that delivers into it, config path)`.
-    pub fn contact_folder_config(&self, dir: &Path, prefix: &str, extra: &str) -> (String, String, PathBuf) {
+    pub(crate) fn contact_folder_config(&self, dir: &Path, prefix: &str, extra: &str) -> (String, String, PathBuf) {
         let folder = self.fresh_folder("contact@example.test", prefix);
         let to = format!("contact+{folder}@example.test");
         let config = write_config(

@@ -1,0 +1,170 @@
+//! The outbox sender: the only way mail leaves mailroom.
+//!
+//! The pipeline commits a rendered acknowledgement in the same transaction as the message it
+//! answers; the digest commits its mail with the window it covers. This loop works from the
+//! committed entries (see [`crate::store::OutboxStore`] for their states) and hands each to the
+//! [`Courier`]:
+//!
+//! - an entry is claimed (`sending`, committed) just before it is handed to SMTP, and only as many
+//!   are claimed as are in flight ([`SEND_CONCURRENCY`]), so a crash can catch few of them
+//!   mid-send, and those become `uncertain`, never sent twice;
+//! - each is marked `sent` as soon as the server accepts it;
+//! - a transient failure puts the entry back with exponential backoff and jitter, and ends the
+//!   pass (the server is likely away for all of them); a permanent one marks it `failed`.
+//!
+//! May: read and update the outbox, talk to the courier. May not: create mail.
+
+use std::cell::Cell;
+use std::time::Duration;
+
+use chrono::Utc;
+use futures::StreamExt;
+use tokio::sync::{Notify, watch};
+
+use crate::courier::{Courier, SendError};
+use crate::error::{Classified, backoff};
+use crate::store::{OutboxEntry, OutboxStore, StoreError};
+
+/// What one pass over the outbox did.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+pub struct SendReport {
+    pub sent: usize,
+    pub retrying: usize,
+    pub failed: usize,
+}
+
+impl SendReport {
+    pub fn add(&mut self, o: SendReport) {
+        self.sent += o.sent;
+        self.retrying += o.retrying;
+        self.failed += o.failed;
+    }
+}
+
+const RETRY_BASE: Duration = Duration::from_secs(5);
+const RETRY_CAP: Duration = Duration::from_secs(30 * 60);
+/// After this many transient failures an entry is given up and reported.
+pub const MAX_ATTEMPTS: u32 = 50;
+
+/// SMTP submissions in flight at once: enough to hide the round trips, few enough to be polite
+/// to a submission server that limits connections per client.
+pub const SEND_CONCURRENCY: usize = 4;
+
+/// How long the outbox may keep sending after a stop was asked for: well below the unit's
+/// `TimeoutStopSec`, so a stop never turns into a kill.
+pub const SHUTDOWN_OUTBOX_GRACE: Duration = Duration::from_secs(10);
+
+/// What became of one entry in a pass.
+enum Settled {
+    Sent,
+    Retrying,
+    Failed,
+    /// Not tried: the server went away during this pass, or another sender took it.
+    Skipped,
+}
+
+/// Sends every outbox entry that is due, [`SEND_CONCURRENCY`] at a time.
+pub async fn send_due<S: OutboxStore, C: Courier>(store: &S, courier: &C) -> Result<SendReport, StoreError> {
+    let mut report = SendReport::default();
+    loop {
+        let due = store.due_outbox(Utc::now(), 64)?;
+        if due.is_empty() {
+            return Ok(report);
+        }
+        // All futures of the stream run in this one task: a Cell is enough to stop claiming.
+        let server_away = Cell::new(false);
+        let outcomes: Vec<Result<Settled, StoreError>> = futures::stream::iter(due)
+            .map(|entry| {
+                let server_away = &server_away;
+                async move {
+                    if server_away.get() || !store.claim(entry.id, Utc::now())? {
+                        return Ok(Settled::Skipped);
+                    }
+                    let result = courier.deliver(&entry.mail).await;
+                    let sent = settle(store, &entry, result)?;
+                    if matches!(sent, Settled::Retrying) {
+                        server_away.set(true);
+                    }
+                    Ok(sent)
+                }
+            })
+            .buffer_unordered(SEND_CONCURRENCY)
+            .collect()
+            .await;
+        for outcome in outcomes {
+            match outcome? {
+                Settled::Sent => report.sent += 1,
+                Settled::Retrying => report.retrying += 1,
+                Settled::Failed => report.failed += 1,
+                Settled::Skipped => {}
+            }
+        }
+        if server_away.get() {
+            return Ok(report);
+        }
+    }
+}
+
+/// Records what became of one claimed entry, at once.
+fn settle<S: OutboxStore>(
+    store: &S,
+    entry: &OutboxEntry,
+    result: Result<(), SendError>,
+) -> Result<Settled, StoreError> {
+    let attempt = entry.attempts + 1;
+    match result {
+        Ok(()) => {
+            store.mark_sent(entry.id, Utc::now())?;
+            tracing::info!(outbox_id = entry.id, attempt, kind = %entry.mail.kind, "sent");
+            Ok(Settled::Sent)
+        }
+        Err(e) if e.is_transient() && attempt < MAX_ATTEMPTS => {
+            let wait = backoff(attempt - 1, RETRY_BASE, RETRY_CAP);
+            let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
+            store.mark_retry(entry.id, &e.message, next)?;
+            tracing::warn!(outbox_id = entry.id, attempt, retry_in_s = wait.as_secs(), error = %e, "sending failed; will retry");
+            Ok(Settled::Retrying)
+        }
+        Err(e) => {
+            store.mark_failed(entry.id, &e.message)?;
+            tracing::error!(outbox_id = entry.id, attempt, error = %e, "sending failed for good");
+            Ok(Settled::Failed)
+        }
+    }
+}
+
+/// Sends what is due until `stop` turns true, sleeping until the next due entry or until `ready`
+/// is notified (a commit queued new mail). At stop it gives the outbox one last chance, bounded by
+/// [`SHUTDOWN_OUTBOX_GRACE`]; what is left waits for the next start.
+pub async fn run<S: OutboxStore, C: Courier>(
+    store: &S,
+    courier: &C,
+    ready: &Notify,
+    mut stop: watch::Receiver<bool>,
+) -> SendReport {
+    let mut total = SendReport::default();
+    let mut add = |r: Result<SendReport, StoreError>| match r {
+        Ok(r) => total.add(r),
+        Err(e) => tracing::error!(error = %e, "outbox: store error"),
+    };
+    loop {
+        if *stop.borrow() {
+            match tokio::time::timeout(SHUTDOWN_OUTBOX_GRACE, send_due(store, courier)).await {
+                Ok(r) => add(r),
+                Err(_) => tracing::warn!("outbox: stopped before everything was sent; the rest goes at the next start"),
+            }
+            return total;
+        }
+        add(send_due(store, courier).await);
+        let next = store.next_outbox_due().ok().flatten();
+        let wait = next
+            .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))
+            .unwrap_or(Duration::from_secs(3600))
+            .max(Duration::from_millis(50));
+        tokio::select! {
+            _ = ready.notified() => {}
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.changed() => {}
+        }
+    }
+}

@@ -1,0 +1,155 @@
+//! The `outbox` table: every mail mailroom sends, and where it is in its life.
+//!
+//! ```text
+//! pending ──claim──▶ sending ──▶ sent
+//!    ▲                  │ └────▶ failed      (permanent error, or too many tries)
+//!    └──── transient ───┘
+//! sending ──(found at start: a crash caught it mid-send)──▶ uncertain
+//! ```
+//!
+//! An entry is claimed (`sending`, committed) before it is handed to SMTP, so a crash mid-send
+//! can never send it twice: it may or may not have left, so it becomes `uncertain`, is reported,
+//! and is never sent again blindly.
+
+use chrono::{DateTime, Utc};
+use rusqlite::params;
+use serde::Serialize;
+
+use super::{Store, StoreError, parse_ts, ts};
+use crate::mail::OutgoingMail;
+
+/// Where an outbox entry is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutboxState {
+    Pending,
+    Sending,
+    Sent,
+    Failed,
+    Uncertain,
+}
+
+impl OutboxState {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OutboxState::Pending => "pending",
+            OutboxState::Sending => "sending",
+            OutboxState::Sent => "sent",
+            OutboxState::Failed => "failed",
+            OutboxState::Uncertain => "uncertain",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<OutboxState> {
+        [OutboxState::Pending, OutboxState::Sending, OutboxState::Sent, OutboxState::Failed, OutboxState::Uncertain]
+            .into_iter()
+            .find(|st| st.as_str() == s)
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct OutboxEntry {
+    pub id: i64,
+    pub attempts: u32,
+    pub mail: OutgoingMail,
+}
+
+/// The store in the outbox sender's role.
+pub trait OutboxStore: Clone + Send + Sync + 'static {
+    /// Pending entries due at `now`, oldest first.
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
+    /// `pending → sending`, committed before the mail is handed to SMTP. False if already taken.
+    fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
+    fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
+    fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError>;
+    /// At start: entries left in `sending` by a crash become `uncertain`. Returns how many.
+    fn recover_interrupted(&self) -> Result<usize, StoreError>;
+    fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// Queues one mail inside the caller's transaction (the batch commit, or a digest's claim).
+pub(super) fn insert(
+    tx: &rusqlite::Transaction<'_>,
+    message: Option<i64>,
+    mail: &OutgoingMail,
+    now: &str,
+) -> Result<(), StoreError> {
+    let json = serde_json::to_string(mail).expect("outgoing mail serialises");
+    tx.prepare_cached(
+        "INSERT OR IGNORE INTO outbox (message, reply_message_id, recipient, mail, next_attempt_at, created_at, kind)
+         VALUES (?1, ?2, ?3, ?4, ?5, ?5, ?6)",
+    )?
+    .execute(params![message, mail.message_id, mail.to, json, now, mail.kind.as_str()])?;
+    Ok(())
+}
+
+impl OutboxStore for Store {
+    fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT id, attempts, mail FROM outbox WHERE state = 'pending' AND next_attempt_at <= ?1 ORDER BY id LIMIT ?2",
+        )?;
+        let rows = stmt.query_map(params![ts(now), limit as i64], |r| {
+            Ok((r.get::<_, i64>(0)?, r.get::<_, u32>(1)?, r.get::<_, String>(2)?))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (id, attempts, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(mail) => out.push(OutboxEntry { id, attempts, mail }),
+                Err(e) => {
+                    tracing::error!(outbox_id = id, error = %e, "unreadable outbox entry; marking it failed");
+                    conn.execute(
+                        "UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1",
+                        params![id, format!("unreadable entry: {e}")],
+                    )?;
+                }
+            }
+        }
+        Ok(out)
+    }
+
+    fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
+        let n = self.conn().execute(
+            "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'",
+            params![id, ts(now)],
+        )?;
+        Ok(n == 1)
+    }
+
+    fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
+            params![id, ts(now)],
+        )?;
+        Ok(())
+    }
+
+    fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
+        self.conn().execute(
+            "UPDATE outbox SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
+            params![id, error, ts(next_attempt)],
+        )?;
+        Ok(())
+    }
+
+    fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        self.conn().execute("UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1", params![id, error])?;
+        Ok(())
+    }
+
+    fn recover_interrupted(&self) -> Result<usize, StoreError> {
+        Ok(self.conn().execute(
+            "UPDATE outbox SET state = 'uncertain', last_error = 'interrupted while sending; not retried (at most once)' WHERE state = 'sending'",
+            [],
+        )?)
+    }
+
+    fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError> {
+        let next: Option<String> =
+            self.conn()
+                .query_row("SELECT min(next_attempt_at) FROM outbox WHERE state = 'pending'", [], |r| r.get(0))?;
+        Ok(next.map(|s| parse_ts(&s)))
+    }
+}
