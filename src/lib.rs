@@ -24,6 +24,7 @@
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline (DST-safe schedule, windows claimed in the store, sent through the outbox) | the store, the outbox |
 //! | [`service`] | readiness, status, watchdog and progress reports (sd_notify); logging set-up | the notify socket |
 //! | [`cli`] | the command line; the only place `anyhow` is used | — |
+//! | [`manpages`] | man pages and shell completions from the CLI definition (hidden `__generate-docs`, for the .deb) | the output folder |
 //!
 //! The SQLite store is the commit point: a message's row, its documents and its outbox entry
 //! commit in one transaction, together with the mailbox's high-water mark. Everything a stage does
@@ -39,6 +40,7 @@ pub mod digest;
 pub mod error;
 pub mod filing;
 pub mod mailbox;
+pub mod manpages;
 pub mod pipeline;
 pub mod reply;
 pub mod service;
