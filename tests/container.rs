@@ -393,6 +393,9 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     }
     steps.done("status line and journal");
 
+    // (Checks of a running, configured service go here: e.g. `systemctl reload` with a changed
+    // template, or the metrics endpoint through `c.sh("curl -s http://127.0.0.1:9464/metrics")`.)
+
     // The watchdog: a frozen daemon is killed and restarted, and mail sent meanwhile is filed.
     c.sh("mkdir -p /etc/systemd/system/mailroom.service.d && printf '[Service]\\nWatchdogSec=5s\\n' > /etc/systemd/system/mailroom.service.d/test-watchdog.conf && systemctl daemon-reload && systemctl restart mailroom");
     let frozen = c.prop("MainPID");
