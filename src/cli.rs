@@ -110,6 +110,10 @@ pub fn main() -> ExitCode {
         let args: Vec<String> = std::env::args_os().skip(2).map(|a| a.to_string_lossy().into_owned()).collect();
         return crate::understand::extract::child_main(&args);
     }
+    // Man pages and completions for the Debian package (scripts/deb): hidden like the above.
+    if std::env::args_os().nth(1).is_some_and(|a| a == crate::manpages::SUBCOMMAND) {
+        return crate::manpages::main(<Cli as clap::CommandFactory>::command());
+    }
     crate::understand::extract::running_as_cli();
     let cli = match Cli::try_parse() {
         Ok(c) => c,

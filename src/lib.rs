@@ -42,6 +42,7 @@
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
 //! | [`daemon`] | the `once` and `run` loops: reconnection, watchdog, status line | through the pipeline |
 //! | [`inspect`] | what the daemon would do with one message, from the daemon's own functions | — |
+//! | [`manpages`] | man pages and shell completions from the CLI definition (hidden `__generate-docs`, for the .deb) | the output folder |
 //! | [`app`] | wiring: each command built from the parts | everything, through the parts |
 //! | [`cli`] | the command line: arguments, exit codes; with `app`, the only user of `anyhow` | — |
 //!
@@ -64,6 +65,7 @@ pub(crate) mod inspect;
 pub mod lang;
 pub mod mail;
 pub mod mailbox;
+pub(crate) mod manpages;
 pub mod outbox;
 pub mod pipeline;
 pub mod reason;

@@ -23,6 +23,10 @@ fn install_stages_the_service_and_keeps_an_existing_config() {
         "usr/share/mailroom/templates/fr/complete.j2",
         "usr/share/mailroom/templates/fr/digest.html.j2",
         "usr/share/doc/mailroom/README.md",
+        "usr/lib/sysusers.d/mailroom.conf",
+        "usr/share/man/man1/mailroom.1.gz",
+        "usr/share/man/man1/mailroom-run.1.gz",
+        "usr/share/bash-completion/completions/mailroom",
     ] {
         assert!(dest.path().join(f).is_file(), "{f} not installed");
     }

@@ -33,9 +33,19 @@ fn unit_matches_the_daemon() {
     let text = std::fs::read_to_string(unit()).unwrap();
     let has = |line: &str| text.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"), "the daemon sends READY=1");
-    assert!(has("RestartPreventExitStatus=2"), "exit 2 is a configuration error");
     assert!(text.contains("ExecStart=/usr/bin/mailroom run"));
     assert!(has("StateDirectory=mailroom"));
+    // RestartPreventExitStatus= looks at the main process only: a check-config in ExecStartPre=
+    // that exits 2 would be restarted forever (seen under systemd 252).
+    assert!(!text.lines().any(|l| l.starts_with("ExecStartPre=")), "no ExecStartPre: `run` checks the config");
+    assert!(has("RestartPreventExitStatus=2 243"), "config errors and missing credentials are not restarted");
+    // The user the package creates (sysusers.d) is the one the unit runs as.
+    assert!(has("User=mailroom") && has("Group=mailroom") && !has("DynamicUser=yes"));
+    let sysusers = std::fs::read_to_string(unit().with_file_name("mailroom.sysusers")).unwrap();
+    assert!(
+        sysusers.lines().any(|l| l.starts_with("u mailroom - ") && l.ends_with(" /var/lib/mailroom")),
+        "{sysusers}"
+    );
     // The first SystemCallFilter= decides allow-list mode: it must be the allow-list.
     let first_filter = text.lines().find(|l| l.starts_with("SystemCallFilter=")).unwrap();
     assert!(!first_filter.contains('~'), "the first SystemCallFilter= must be an allow-list: {first_filter}");
