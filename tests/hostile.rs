@@ -13,8 +13,8 @@ use mailroom::config::Config;
 use mailroom::understand::{Application, DocKind, Document, Rules, Understood, understand};
 
 fn rules_with(extra: &str) -> Rules {
-    let base = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailroom.toml"))
-        .unwrap();
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailroom.toml")).unwrap();
     let cfg = Config::from_toml(&format!("{extra}\n{base}"), Path::new("/"), std::iter::empty()).unwrap();
     Rules::from_config(&cfg)
 }
@@ -37,9 +37,8 @@ fn b64(bytes: &[u8]) -> String {
         if i > 0 && i % 19 == 0 {
             out.push_str("\r\n");
         }
-        let v = (chunk[0] as u32) << 16
-            | (*chunk.get(1).unwrap_or(&0) as u32) << 8
-            | *chunk.get(2).unwrap_or(&0) as u32;
+        let v =
+            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
         for j in 0..4 {
             out.push(if j <= chunk.len() { T[(v >> (18 - 6 * j) & 63) as usize] as char } else { '=' });
         }
@@ -208,7 +207,8 @@ fn an_unnamed_binary_part_declared_text_is_known_by_its_signature() {
 #[test]
 fn a_text_attachment_with_a_name_is_filed_as_the_bytes_sent() {
     // A letter written in Latin-1: the file is what the candidate sent, not a re-encoding.
-    let latin1 = b"Madame, Monsieur,\r\n\r\nJe souhaite postuler au stage. Tr\xe8s cordialement,\r\nJeanne\r\n".to_vec();
+    let latin1 =
+        b"Madame, Monsieur,\r\n\r\nJe souhaite postuler au stage. Tr\xe8s cordialement,\r\nJeanne\r\n".to_vec();
     let raw = mixed(&[(
         "Content-Type: text/plain; charset=iso-8859-1; name=\"lettre.txt\"\r\n\
          Content-Disposition: attachment; filename=\"lettre.txt\"\r\nContent-Transfer-Encoding: base64"
@@ -330,7 +330,7 @@ fn a_truncated_forwarded_message_leaves_its_attachment_decoded() {
     let encoded = b64(&cv);
     let cut = &encoded[..encoded.len() - 40];
     let raw = format!(
-        "From: Team <team@example.test>\r\nTo: contact@example.test\r\nSubject: Fwd: Candidature stage\r\n\
+        "Return-Path: <team@example.test>\r\nFrom: Team <team@example.test>\r\nTo: contact@example.test\r\nSubject: Fwd: Candidature stage\r\n\
          Date: Mon, 2 Feb 2026 11:00:00 +0100\r\nMessage-ID: <fwd-1@example.test>\r\nMIME-Version: 1.0\r\n\
          Content-Type: multipart/mixed; boundary=\"outer\"\r\n\r\n\
          --outer\r\nContent-Type: text/plain; charset=utf-8\r\n\r\nVoir la candidature ci-jointe.\r\n\

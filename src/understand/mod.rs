@@ -27,6 +27,7 @@ pub mod extract;
 pub mod forward;
 pub mod parse;
 mod robots;
+pub mod sniff;
 pub mod text;
 pub mod tnef;
 pub mod zip;

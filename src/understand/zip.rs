@@ -80,6 +80,11 @@ impl Entry {
         self.size
     }
 
+    /// A password-protected member (traditional PKWARE or AES): its content cannot be checked.
+    pub fn is_encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
+    }
+
     /// Files operating systems add to archives behind the user's back.
     pub fn is_os_clutter(&self) -> bool {
         let name = self.name();
