@@ -12,15 +12,25 @@ use std::path::Path;
 use mailroom::config::Config;
 use mailroom::understand::{Application, DocKind, Document, Rules, Understood, understand};
 
-fn rules_with(extra: &str) -> Rules {
+/// The golden fixtures' configuration with `limits.dangerous` set to `policy` (`None`: the default).
+fn config_text(policy: Option<&str>) -> String {
     let base =
         std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailroom.toml")).unwrap();
-    let cfg = Config::from_toml(&format!("{extra}\n{base}"), Path::new("/"), std::iter::empty()).unwrap();
+    let base: String = base.lines().filter(|l| !l.starts_with("dangerous =")).map(|l| format!("{l}\n")).collect();
+    assert!(base.contains("\n[limits]\n"), "tests/fixtures/mailroom.toml has a [limits] section");
+    match policy {
+        Some(p) => base.replace("\n[limits]\n", &format!("\n[limits]\ndangerous = \"{p}\"\n")),
+        None => base,
+    }
+}
+
+fn rules_with(policy: Option<&str>) -> Rules {
+    let cfg = Config::from_toml(&config_text(policy), Path::new("/"), std::iter::empty()).unwrap();
     Rules::from_config(&cfg)
 }
 
 fn rules() -> Rules {
-    rules_with("")
+    rules_with(Some("file_as_other"))
 }
 
 fn application(raw: &[u8], rules: &Rules) -> Box<Application> {
@@ -374,11 +384,11 @@ use mailroom::understand::Attention;
 use mailroom::understand::sniff::Danger;
 
 fn file_as_other() -> Rules {
-    rules_with("[limits]\ndangerous = \"file_as_other\"")
+    rules_with(Some("file_as_other"))
 }
 
 fn quarantine_them() -> Rules {
-    rules_with("[limits]\ndangerous = \"quarantine\"")
+    rules_with(Some("quarantine"))
 }
 
 /// A Windows program as a linker writes it: MZ stub, "This program cannot be run in DOS mode",
@@ -578,7 +588,7 @@ fn a_program_inside_a_zip_is_flagged_and_the_rest_is_filed() {
 #[test]
 fn the_default_is_to_quarantine() {
     let raw = with_letter(attachment("CV.pdf", "application/pdf", &windows_program()));
-    match understand(&raw, None, &rules_with("")) {
+    match understand(&raw, None, &rules_with(None)) {
         Understood::Quarantine(q) => assert_eq!(q.attention, Some(Attention::DangerousAttachment)),
         Understood::Application(_) => panic!("the default must quarantine a message carrying a program"),
     }
@@ -593,11 +603,36 @@ fn an_ordinary_application_carries_no_flag() {
 
 #[test]
 fn a_bad_dangerous_setting_names_its_key() {
-    let base =
-        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/mailroom.toml")).unwrap();
     let err =
-        Config::from_toml(&format!("[limits]\ndangerous = \"delete\"\n{base}"), Path::new("/"), std::iter::empty())
-            .unwrap_err()
-            .to_string();
+        Config::from_toml(&config_text(Some("delete")), Path::new("/"), std::iter::empty()).unwrap_err().to_string();
     assert!(err.contains("dangerous"), "{err}");
+}
+
+#[test]
+fn a_utf16_body_is_still_text() {
+    // NUL bytes are normal in UTF-16: the charset says so, and the body stays the body.
+    let text = "Bonjour,\r\nVeuillez trouver ma candidature.\r\nJeanne\r\n";
+    let utf16: Vec<u8> = std::iter::once(0xFEFFu16).chain(text.encode_utf16()).flat_map(u16::to_le_bytes).collect();
+    let raw = mixed(&[]);
+    let raw = String::from_utf8(raw).unwrap().replacen(
+        "Content-Type: text/plain; charset=\"UTF-8\"\r\n\r\nBonjour,\r\n\r\nVeuillez trouver ci-joint ma candidature.\r\n\r\nJeanne\r\n",
+        &format!("Content-Type: text/plain; charset=\"UTF-16\"\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n", b64(&utf16)),
+        1,
+    );
+    let parsed = mailroom::understand::parse::parse(raw.as_bytes()).unwrap();
+    assert!(parsed.parts.is_empty(), "{:?}", parsed.parts.iter().map(|p| &p.content_type).collect::<Vec<_>>());
+    assert!(parsed.text_body.unwrap().contains("Veuillez trouver ma candidature"));
+}
+
+#[test]
+fn many_broken_multiparts_are_bounded_and_still_parsed() {
+    // Twelve nested multiparts, none with a boundary: repairs stop at a bound, and the message
+    // is still read (never "not an email message").
+    let mut raw = HEAD.to_owned();
+    for i in 0..12 {
+        raw.push_str(&format!("Content-Type: multipart/mixed\r\n\r\n--b{i}\r\n"));
+    }
+    raw.push_str("Content-Type: text/plain\r\n\r\nBonjour\r\n");
+    assert!(mailroom::understand::parse::parse(raw.as_bytes()).is_some());
+    let _ = understand(raw.as_bytes(), None, &rules());
 }

@@ -73,7 +73,8 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
     // starts with a header field, or with the "From " line of an mbox.
     let raw = header_start(raw).map(|at| &raw[at..])?;
     let mut repaired: Option<Vec<u8>> = None;
-    for _ in 0..=MAX_BOUNDARY_REPAIRS {
+    let mut repairs = 0;
+    loop {
         let buf = repaired.as_deref().unwrap_or(raw);
         let fixed = {
             let message = MessageParser::default().parse(buf)?;
@@ -81,9 +82,9 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             if message.headers().is_empty() {
                 return None;
             }
-            match repair_boundary(&message, buf) {
-                Some(fixed) if repaired.as_ref().is_none_or(|r| r.len() < buf.len() + 4096) => fixed,
-                _ => {
+            match repair_boundary(&message, buf).filter(|_| repairs < MAX_BOUNDARY_REPAIRS) {
+                Some(fixed) => fixed,
+                None => {
                     let mut parsed = convert(&message, buf);
                     let (count, depth) = measure(&message, 1);
                     parsed.part_count = count;
@@ -93,8 +94,8 @@ pub fn parse(raw: &[u8]) -> Option<ParsedMail> {
             }
         };
         repaired = Some(fixed);
+        repairs += 1;
     }
-    None
 }
 
 /// Multiparts repaired in one message at most: each repair is a parse of the whole message.
@@ -139,6 +140,10 @@ fn repair_boundary(message: &Message<'_>, buf: &[u8]) -> Option<Vec<u8>> {
         if is_multipart && !matches!(part.body, PartType::Multipart(_)) {
             let body = buf.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
             let Some(boundary) = first_delimiter(body) else { continue };
+            let declared = part.content_type().and_then(|ct| ct.attribute("boundary"));
+            if declared == Some(boundary.as_str()) {
+                continue; // named already: mail-parser could not split it for another reason
+            }
             let header = part.headers().iter().find(|h| h.name == HeaderName::ContentType)?;
             let (start, end) = (header.offset_start as usize, header.offset_end as usize);
             let old = buf.get(start..end)?;
@@ -227,8 +232,7 @@ fn convert(message: &Message<'_>, root: &[u8]) -> ParsedMail {
     let mut files: Vec<u32> = message.attachments.clone();
     for (pos, &id) in message.text_body.iter().enumerate() {
         let Some(part) = message.part(id) else { continue };
-        if matches!(part.body, PartType::Text(_) | PartType::Html(_)) && sniff::is_binary(&transfer_decoded(part, raw))
-        {
+        if matches!(part.body, PartType::Text(_) | PartType::Html(_)) && is_file(part, &transfer_decoded(part, raw)) {
             files.push(id);
         } else if text_body.is_none() {
             text_body = message.body_text(pos).map(|t| t.into_owned());
@@ -239,7 +243,7 @@ fn convert(message: &Message<'_>, root: &[u8]) -> ParsedMail {
         if !files.contains(&id)
             && let Some(part) = message.part(id)
             && matches!(part.body, PartType::Html(_))
-            && sniff::is_binary(&transfer_decoded(part, raw))
+            && is_file(part, &transfer_decoded(part, raw))
         {
             files.push(id);
         }
@@ -263,7 +267,7 @@ fn convert(message: &Message<'_>, root: &[u8]) -> ParsedMail {
             (None, PartType::Text(_) | PartType::Html(_)) => {
                 let decoded = transfer_decoded(part, raw);
                 let is_attachment = part.content_disposition().is_some_and(|d| d.is_attachment());
-                if filename.is_some() || is_attachment || part.is_encoding_problem || sniff::is_binary(&decoded) {
+                if filename.is_some() || is_attachment || part.is_encoding_problem || is_file(part, &decoded) {
                     if let Some(sniffed) = sniff::content_type(&decoded)
                         && sniff::declared_type_is_vague(declared.as_deref().unwrap_or_default())
                     {
@@ -293,6 +297,16 @@ fn convert(message: &Message<'_>, root: &[u8]) -> ParsedMail {
         });
     }
     parsed
+}
+
+/// Whether a part declared as text holds a file: a binary signature, or NUL bytes (which no text
+/// charset a mail client declares has, UTF-16 and UTF-32 aside).
+fn is_file(part: &MessagePart<'_>, decoded: &[u8]) -> bool {
+    let charset = part.content_type().and_then(|ct| ct.attribute("charset")).unwrap_or_default().to_ascii_lowercase();
+    if charset.starts_with("utf-16") || charset.starts_with("utf-32") || charset.starts_with("ucs") {
+        return sniff::content_type(decoded).is_some();
+    }
+    sniff::is_binary(decoded)
 }
 
 /// A part's body as its transfer encoding gives it, decoded leniently from the raw bytes (as
