@@ -167,7 +167,7 @@ fn utf16(s: &str) -> Vec<u8> {
 }
 
 fn contains(hay: &[u8], needle: &[u8]) -> bool {
-    !needle.is_empty() && hay.windows(needle.len()).any(|w| w == needle)
+    !needle.is_empty() && memchr::memmem::find(hay, needle).is_some()
 }
 
 /// The names in an OLE compound file's directory are UTF-16; a byte search finds them.
@@ -432,7 +432,7 @@ fn key_in<'a>(bytes: &'a [u8], key: &[u8]) -> Option<&'a [u8]> {
 }
 
 fn find(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    hay.windows(needle.len()).position(|w| w == needle)
+    memchr::memmem::find(hay, needle)
 }
 
 /// `12 0 R` → the bytes from `12 0 obj`'s dictionary on.
