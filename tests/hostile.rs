@@ -636,3 +636,17 @@ fn many_broken_multiparts_are_bounded_and_still_parsed() {
     assert!(mailroom::understand::parse::parse(raw.as_bytes()).is_some());
     let _ = understand(raw.as_bytes(), None, &rules());
 }
+
+#[test]
+fn plain_text_under_a_base64_header_keeps_its_bytes() {
+    // A mailer that declares base64 and writes the text as it is (a shape from public parser
+    // test suites): the words are not base64, so they are kept, not decoded into noise.
+    let raw = mixed(&[(
+        "Content-Type: text/plain; name=notes.txt\r\nContent-Transfer-Encoding: base64\r\n\
+         Content-Disposition: attachment;\r\n filename=notes.txt"
+            .into(),
+        "This is an attachment".into(),
+    )]);
+    let app = application(&raw, &rules());
+    same(&doc_named(&app, "notes.txt").bytes, b"This is an attachment", "plain text declared base64");
+}

@@ -317,10 +317,23 @@ fn transfer_decoded(part: &MessagePart<'_>, raw: &[u8]) -> Vec<u8> {
     let body = raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize).unwrap_or_default();
     let encoding = part.content_transfer_encoding().map(|e| e.trim().to_ascii_lowercase());
     match encoding.as_deref() {
-        Some("base64") => base64_lenient(body),
+        // Base64, or base64 cut short; or not base64 at all (plain text under a wrong header, as
+        // some mailers write), which keeps its bytes, as Python's email does.
+        Some("base64") if looks_like_base64(body) => base64_lenient(body),
         Some("quoted-printable") => quoted_printable_lenient(body),
         _ => body.to_vec(),
     }
+}
+
+/// Lines of the base64 alphabet only (the last one may be cut anywhere).
+fn looks_like_base64(body: &[u8]) -> bool {
+    let is_b64 = |c: &u8| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'=');
+    let (mut lines, mut good) = (0usize, 0usize);
+    for line in body.split(|&b| b == b'\n').map(<[u8]>::trim_ascii).filter(|l| !l.is_empty()) {
+        lines += 1;
+        good += usize::from(line.iter().all(is_b64));
+    }
+    good > 0 && good * 10 >= lines * 9
 }
 
 fn base64_lenient(body: &[u8]) -> Vec<u8> {
