@@ -650,3 +650,24 @@ fn plain_text_under_a_base64_header_keeps_its_bytes() {
     let app = application(&raw, &rules());
     same(&doc_named(&app, "notes.txt").bytes, b"This is an attachment", "plain text declared base64");
 }
+
+#[test]
+fn a_broken_nested_multipart_does_not_hide_the_parents_cv() {
+    // An attached message declares a multipart whose boundary never occurs and whose header is
+    // not even ended (a shape from public parser test suites): whatever is repaired inside it,
+    // the parent's CV after it is still found, intact.
+    let cv = binary_pdf(30);
+    let raw = mixed(&[
+        (
+            "Content-Type: message/rfc822; name=forwarded.eml\r\nContent-Disposition: attachment; filename=forwarded.eml"
+                .into(),
+            // The header is not even ended: the parent's delimiter follows it at once.
+            "From: someone@example.test\r\nSubject: old\r\nContent-Type: multipart/alternative; boundary=neverused "
+                .into(),
+        ),
+        attachment("CV.pdf", "application/pdf", &cv),
+    ]);
+    let app = application(&raw, &rules());
+    same(&doc_named(&app, "CV.pdf").bytes, &cv, "the parent's CV");
+    assert_eq!(doc_named(&app, "CV.pdf").kind, DocKind::Cv);
+}

@@ -135,11 +135,31 @@ fn starts_like_mail(raw: &[u8]) -> bool {
 /// mail-parser could not split it (no boundary, an empty one, or one that never occurs), and
 /// its body has a `--xxx` line directly followed by a MIME header, as a delimiter line is.
 fn repair_boundary(message: &Message<'_>, buf: &[u8]) -> Option<Vec<u8>> {
+    let mut known = Vec::new();
+    declared_boundaries(message, buf, &mut known);
+    repair_in(message, buf, &known)
+}
+
+/// Every boundary the message's multiparts declare (nested messages in the same buffer included).
+fn declared_boundaries(message: &Message<'_>, buf: &[u8], out: &mut Vec<String>) {
+    for part in &message.parts {
+        if let Some(b) = part.content_type().and_then(|ct| ct.attribute("boundary")).filter(|b| !b.is_empty()) {
+            out.push(b.to_owned());
+        }
+        if let PartType::Message(inner) = &part.body
+            && offsets_base(inner, buf).as_ptr() == buf.as_ptr()
+        {
+            declared_boundaries(inner, buf, out);
+        }
+    }
+}
+
+fn repair_in(message: &Message<'_>, buf: &[u8], known: &[String]) -> Option<Vec<u8>> {
     for part in &message.parts {
         let is_multipart = type_of(part).is_some_and(|t| t.starts_with("multipart/"));
         if is_multipart && !matches!(part.body, PartType::Multipart(_)) {
             let body = buf.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize)?;
-            let Some(boundary) = first_delimiter(body) else { continue };
+            let Some(boundary) = first_delimiter(body, known) else { continue };
             let declared = part.content_type().and_then(|ct| ct.attribute("boundary"));
             if declared == Some(boundary.as_str()) {
                 continue; // named already: mail-parser could not split it for another reason
@@ -158,7 +178,7 @@ fn repair_boundary(message: &Message<'_>, buf: &[u8]) -> Option<Vec<u8>> {
         }
         if let PartType::Message(inner) = &part.body
             && offsets_base(inner, buf).as_ptr() == buf.as_ptr()
-            && let Some(fixed) = repair_boundary(inner, buf)
+            && let Some(fixed) = repair_in(inner, buf, known)
         {
             return Some(fixed);
         }
@@ -166,12 +186,18 @@ fn repair_boundary(message: &Message<'_>, buf: &[u8]) -> Option<Vec<u8>> {
     None
 }
 
-/// The boundary of the first line `--xxx` that is followed by a `Content-…:` header line.
-fn first_delimiter(body: &[u8]) -> Option<String> {
+/// The boundary of the first line `--xxx` that is followed by a `Content-…:` header line. A
+/// boundary another multipart declares is an enclosing one's: the part ends there, and it is
+/// never taken (a cut-off nested message must not swallow its parent's parts).
+fn first_delimiter(body: &[u8], known: &[String]) -> Option<String> {
     let mut lines = body.split(|&b| b == b'\n').map(|l| l.strip_suffix(b"\r").unwrap_or(l)).peekable();
     while let Some(line) = lines.next() {
         let Some(rest) = line.strip_prefix(b"--") else { continue };
         let boundary = rest.trim_ascii_end();
+        let bare = boundary.strip_suffix(b"--").unwrap_or(boundary);
+        if known.iter().any(|k| k.as_bytes() == boundary || k.as_bytes() == bare) {
+            return None;
+        }
         let next = lines.peek().copied().unwrap_or_default();
         let valid = !boundary.is_empty()
             && boundary.len() <= 200
@@ -258,7 +284,7 @@ fn convert(message: &Message<'_>, root: &[u8]) -> ParsedMail {
         let mut content_type = declared.clone().unwrap_or_else(|| "application/octet-stream".into());
         let bytes = match (nested, &part.body) {
             // An unencoded nested message shares the outer buffer: its own bytes are the part's body.
-            (Some(inner), _) if offsets_base(inner, raw).as_ptr() == raw.as_ptr() => {
+            (Some(inner), _) if inner.raw_message().as_ptr() == raw.as_ptr() => {
                 raw.get(part.raw_body_offset() as usize..part.raw_end_offset() as usize).unwrap_or_default().to_vec()
             }
             // mail-parser turns every text part into UTF-8 (lossy), and falls back to the raw
@@ -318,10 +344,25 @@ fn transfer_decoded(part: &MessagePart<'_>, raw: &[u8]) -> Vec<u8> {
     let encoding = part.content_transfer_encoding().map(|e| e.trim().to_ascii_lowercase());
     match encoding.as_deref() {
         // Base64, or base64 cut short; or not base64 at all (plain text under a wrong header, as
-        // some mailers write), which keeps its bytes, as Python's email does.
-        Some("base64") if looks_like_base64(body) => base64_lenient(body),
+        // some mailers write), which keeps its bytes, as Python's email does. A `--` line ends
+        // it: no base64 character is a dash, and mail-parser's end offset may lie past a
+        // delimiter when it recovered from a broken structure.
+        Some("base64") => {
+            let end = body
+                .split_inclusive(|&b| b == b'\n')
+                .take_while(|l| !l.starts_with(b"--"))
+                .map(<[u8]>::len)
+                .sum::<usize>();
+            let body = &body[..end];
+            if looks_like_base64(body) { base64_lenient(body) } else { body.to_vec() }
+        }
         Some("quoted-printable") => quoted_printable_lenient(body),
-        _ => body.to_vec(),
+        // mail-parser's text is the part's exact bytes when they are UTF-8, and it is cut right
+        // where the offsets of a recovered part are not: prefer it whenever it is lossless.
+        _ => match part.contents() {
+            text if body.starts_with(text) => text.to_vec(),
+            _ => body.to_vec(),
+        },
     }
 }
 
@@ -344,8 +385,8 @@ fn base64_lenient(body: &[u8]) -> Vec<u8> {
             b'A'..=b'Z' => c - b'A',
             b'a'..=b'z' => c - b'a' + 26,
             b'0'..=b'9' => c - b'0' + 52,
-            b'+' | b'-' => 62,
-            b'/' | b'_' => 63,
+            b'+' => 62,
+            b'/' => 63,
             b'=' => break,
             _ => continue,
         };
