@@ -270,6 +270,11 @@ fn a_message_opening_with_blank_lines_is_read() {
         same(&doc_named(&app, "CV.pdf").bytes, &binary_pdf(6), &format!("prefix {prefix:?}"));
         assert_eq!(app.subject, "Candidature stage");
     }
+    // A line of 250 spaces, as a webmail's "download original" writes (a shape from public
+    // parser test suites).
+    let mut raw = format!("{}\n", " ".repeat(250)).into_bytes();
+    raw.extend(simple_application());
+    assert_eq!(application(&raw, &rules()).candidate.email, "jeanne.dupre@gmail.test");
     // An mbox "From " line, then a blank line, then the header.
     let mut raw = b"From jeanne.dupre@gmail.test Mon Feb  2 10:00:00 2026\n\n".to_vec();
     raw.extend(simple_application());
