@@ -288,12 +288,13 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
             danger.describe(),
             if count > 1 { ", …" } else { "" },
         );
-        return match quarantine(reason, message_id, at) {
-            Understood::Quarantine(q) => {
-                Understood::Quarantine(Quarantine { attention: Some(Attention::DangerousAttachment), ..q })
-            }
-            other => other,
-        };
+        return Understood::Quarantine(Quarantine {
+            sha256: sha256.clone(),
+            message_id,
+            received_at: received_at.or(at).unwrap_or_else(Utc::now),
+            reason,
+            attention: Some(Attention::DangerousAttachment),
+        });
     }
     let missing = documents::missing_kinds(&documents);
     Understood::Application(Box::new(Application {
