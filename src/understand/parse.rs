@@ -707,6 +707,24 @@ mod tests {
     }
 
     #[test]
+    fn every_truncation_of_a_broken_message_parses_without_panic() {
+        // Blank lines first, a multipart without a boundary holding an attached message with a
+        // base64 PDF declared text/plain: cut at every byte.
+        let raw = b"\r\n \r\nFrom: a@example.test\r\nContent-Type: multipart/mixed\r\n\r\npreamble\r\n\
+--b1\r\nContent-Type: text/plain\r\n\r\nhi\r\n\
+--b1\r\nContent-Type: message/rfc822\r\n\r\nFrom: c@example.test\r\nContent-Type: multipart/mixed; boundary=\"\"\r\n\r\n\
+--b2\r\nContent-Type: text/plain; name=\"cv.pdf\"\r\nContent-Transfer-Encoding: base64\r\n\r\nJVBERi0xLjQK4uPP0w==\r\n\
+--b2--\r\n--b1--\r\n";
+        for n in 0..=raw.len() {
+            let _ = parse(&raw[..n]);
+        }
+        let m = parse(raw).expect("the whole message parses");
+        let inner = m.parts.iter().find_map(|p| p.message.as_deref()).expect("the attached message");
+        assert_eq!(inner.parts[0].bytes, b"%PDF-1.4\n\xe2\xe3\xcf\xd3");
+        assert_eq!(inner.parts[0].content_type, "application/pdf");
+    }
+
+    #[test]
     fn rfc2231_decoder_is_total() {
         for v in [
             "attachment; filename*0*=%",

@@ -842,5 +842,29 @@ mod tests {
             let _ = danger(Some("x"), junk);
             let _ = content_type(junk);
         }
+        // Random tails after every prefix that leads somewhere: no panic, no endless loop.
+        let prefixes: [&[u8]; 8] = [
+            b"%PDF-1.4\n/Encrypt <</R 3 /Length 128 /O (",
+            b"%PDF-1.4\n/Encrypt <</R 2 /O <",
+            b"%PDF-1.4\n/ID [(",
+            b"%PDF-1.7\n/Encrypt 4 0 R /ID [<00><00>]\n4 0 obj <</R 6 /U (",
+            b"PK\x03\x04",
+            b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1",
+            b"Rar!\x1a\x07\x01\x00",
+            b"#!",
+        ];
+        let mut x: u64 = 0x2545_f491_4f6c_dd1d;
+        for round in 0..2000 {
+            let mut bytes = prefixes[round % prefixes.len()].to_vec();
+            for _ in 0..(round % 97) {
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let alphabet = b"()<>[]/\\ 0123456789RUOPn\r\n\xff";
+                bytes.push(alphabet[(x % alphabet.len() as u64) as usize]);
+            }
+            let _ = danger(Some("x.pdf"), &bytes);
+            let _ = content_type(&bytes);
+        }
     }
 }
