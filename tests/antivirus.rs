@@ -6,6 +6,8 @@
 //! The stack exports `MAILSTACK_CLAMD_SOCKET` (its unix socket) and `MAILSTACK_CLAMD_TCP`
 //! (`127.0.0.1:PORT`). Without them the tests say SKIPPED; under `CI=true` that is a failure.
 
+mod common;
+
 use std::time::Duration;
 
 use mailroom::antivirus::{AvError, Clamd, ClamdAddress, Decision, ScanResult, Scanner, decide};
@@ -47,35 +49,6 @@ fn file_with(marker: &[u8], size: usize) -> Vec<u8> {
     }
     v.extend_from_slice(marker);
     v
-}
-
-/// A ZIP holding one stored file, as a candidate's "candidature.zip" would.
-fn stored_zip(name: &str, data: &[u8]) -> Vec<u8> {
-    let crc = crc32fast::hash(data);
-    let mut local = b"PK\x03\x04\x14\0\0\0\0\0\0\0\x21\0".to_vec();
-    for v in [crc, data.len() as u32, data.len() as u32] {
-        local.extend_from_slice(&v.to_le_bytes());
-    }
-    local.extend_from_slice(&(name.len() as u16).to_le_bytes());
-    local.extend_from_slice(&[0, 0]);
-    local.extend_from_slice(name.as_bytes());
-    local.extend_from_slice(data);
-    let mut central = b"PK\x01\x02\x14\0\x14\0\0\0\0\0\0\0\x21\0".to_vec();
-    for v in [crc, data.len() as u32, data.len() as u32] {
-        central.extend_from_slice(&v.to_le_bytes());
-    }
-    central.extend_from_slice(&(name.len() as u16).to_le_bytes());
-    central.extend_from_slice(&[0; 12]);
-    central.extend_from_slice(&0u32.to_le_bytes());
-    central.extend_from_slice(name.as_bytes());
-    let mut out = local;
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(b"PK\x05\x06\0\0\0\0\x01\0\x01\0");
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
 }
 
 fn signature(result: Result<ScanResult, AvError>, what: &str) -> String {
@@ -125,7 +98,7 @@ fn a_stream_of_many_chunks_is_scanned_whole() {
 #[test]
 fn a_virus_inside_an_archive_is_found() {
     let Some([clamd, _]) = clamds() else { return };
-    let zip = stored_zip("CV.pdf", &file_with(CUSTOM_MARKER, 2048));
+    let zip = common::stored_zip(&[("CV.pdf", &file_with(CUSTOM_MARKER, 2048), false)]);
     assert!(signature(clamd.scan(&zip), "in a zip").starts_with("Mailroom.Test.Custom"));
 }
 

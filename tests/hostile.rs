@@ -7,7 +7,11 @@
 //! - executables, scripts, macro-enabled and encrypted files are never the CV or the letter,
 //!   whatever their names say, and are flagged (or the message quarantined, as configured).
 
+mod common;
+
 use std::path::Path;
+
+use common::{b64, stored_zip};
 
 use mailroom::config::Config;
 use mailroom::understand::{Application, DocKind, Document, Rules, Understood, understand};
@@ -38,22 +42,6 @@ fn application(raw: &[u8], rules: &Rules) -> Box<Application> {
         Understood::Application(a) => a,
         Understood::Quarantine(q) => panic!("quarantined: {}", q.reason),
     }
-}
-
-fn b64(bytes: &[u8]) -> String {
-    const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::new();
-    for (i, chunk) in bytes.chunks(3).enumerate() {
-        if i > 0 && i % 19 == 0 {
-            out.push_str("\r\n");
-        }
-        let v =
-            (chunk[0] as u32) << 16 | (*chunk.get(1).unwrap_or(&0) as u32) << 8 | *chunk.get(2).unwrap_or(&0) as u32;
-        for j in 0..4 {
-            out.push(if j <= chunk.len() { T[(v >> (18 - 6 * j) & 63) as usize] as char } else { '=' });
-        }
-    }
-    out
 }
 
 /// Quoted-printable as a client writes it for a part it believes is text: every byte outside
@@ -407,46 +395,6 @@ fn windows_program() -> Vec<u8> {
     v
 }
 
-/// A stored (uncompressed) ZIP, as the tests need one: `(path, bytes, encrypted flag)`.
-fn zip(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
-    let mut out = Vec::new();
-    let mut central = Vec::new();
-    for (path, data, encrypted) in members {
-        let crc = crc32fast::hash(data);
-        let flags: u16 = if *encrypted { 1 } else { 0 };
-        let offset = out.len() as u32;
-        out.extend_from_slice(b"PK\x03\x04\x14\0");
-        out.extend_from_slice(&flags.to_le_bytes());
-        out.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
-        for v in [crc, data.len() as u32, data.len() as u32] {
-            out.extend_from_slice(&v.to_le_bytes());
-        }
-        out.extend_from_slice(&(path.len() as u16).to_le_bytes());
-        out.extend_from_slice(&[0, 0]);
-        out.extend_from_slice(path.as_bytes());
-        out.extend_from_slice(data);
-        central.extend_from_slice(b"PK\x01\x02\x14\0\x14\0");
-        central.extend_from_slice(&flags.to_le_bytes());
-        central.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
-        for v in [crc, data.len() as u32, data.len() as u32] {
-            central.extend_from_slice(&v.to_le_bytes());
-        }
-        central.extend_from_slice(&(path.len() as u16).to_le_bytes());
-        central.extend_from_slice(&[0; 12]);
-        central.extend_from_slice(&offset.to_le_bytes());
-        central.extend_from_slice(path.as_bytes());
-    }
-    let cd_offset = out.len() as u32;
-    out.extend_from_slice(&central);
-    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
-    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
-    out.extend_from_slice(&cd_offset.to_le_bytes());
-    out.extend_from_slice(&[0, 0]);
-    out
-}
-
 const DOCX_TYPE: &str = "application/vnd.openxmlformats-officedocument.wordprocessingml.document";
 
 fn docx(with_macros: bool) -> Vec<u8> {
@@ -456,7 +404,7 @@ fn docx(with_macros: bool) -> Vec<u8> {
     if with_macros {
         members.push(("word/vbaProject.bin", b"\xd0\xcf\x11\xe0\xa1\xb1\x1a\xe1macro", false));
     }
-    zip(&members)
+    stored_zip(&members)
 }
 
 fn attachment(name: &str, ctype: &str, bytes: &[u8]) -> (String, String) {
@@ -563,7 +511,7 @@ fn macro_enabled_office_files_are_never_the_cv() {
 
 #[test]
 fn encrypted_archives_and_pdfs_that_ask_for_a_password_are_flagged() {
-    let locked = zip(&[("CV.pdf", &binary_pdf(22), true)]);
+    let locked = stored_zip(&[("CV.pdf", &binary_pdf(22), true)]);
     assert_flagged(&with_letter(attachment("CV.zip", "application/zip", &locked)), &locked, Danger::Encrypted, "zip");
     let sniff = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/sniff");
     let locked_pdf = std::fs::read(sniff.join("locked-r6.pdf")).unwrap();
@@ -582,7 +530,7 @@ fn encrypted_archives_and_pdfs_that_ask_for_a_password_are_flagged() {
 #[test]
 fn a_program_inside_a_zip_is_flagged_and_the_rest_is_filed() {
     let exe = windows_program();
-    let archive = zip(&[("CV.pdf", &binary_pdf(23), false), ("setup.exe", &exe, false)]);
+    let archive = stored_zip(&[("CV.pdf", &binary_pdf(23), false), ("setup.exe", &exe, false)]);
     let raw = with_letter(attachment("candidature.zip", "application/zip", &archive));
     let app = application(&raw, &file_as_other());
     assert_eq!(doc_with(&app, &binary_pdf(23)).kind, DocKind::Cv);
