@@ -75,6 +75,8 @@ pub struct Config {
     #[serde(default)]
     pub limits: Limits,
     #[serde(default)]
+    pub antivirus: AntivirusConfig,
+    #[serde(default)]
     pub digest: DigestConfig,
     #[serde(default)]
     pub log: Log,
@@ -267,6 +269,9 @@ pub struct Limits {
     pub max_parts: usize,
     pub max_depth: usize,
     pub max_document_bytes: u64,
+    /// What to do with a message carrying a program, a script, a macro-enabled or a
+    /// password-protected file.
+    pub dangerous: DangerousPolicy,
 }
 
 impl Default for Limits {
@@ -276,8 +281,55 @@ impl Default for Limits {
             max_parts: 200,
             max_depth: 10,
             max_document_bytes: 40 * 1024 * 1024,
+            dangerous: DangerousPolicy::Quarantine,
         }
     }
+}
+
+/// A dangerous attachment is never the CV or the letter; this decides what becomes of its message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DangerousPolicy {
+    /// File the application, the dangerous file as `other` with a warning; the digest flags it.
+    FileAsOther,
+    /// Keep the whole message out of the candidate folders (`_quarantine/`, no reply); the
+    /// digest flags it. The default: recruiters are a known target of booby-trapped CVs, and a
+    /// file nobody can open by mistake is safer than one with a warning beside it.
+    Quarantine,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AntivirusConfig {
+    /// clamd's address: empty = no scanning; an absolute path = its unix socket
+    /// (`/run/clamav/clamd.ctl` on Debian); `host:port` = TCP.
+    pub clamd: String,
+    /// clamd unreachable or too slow: `fail_closed` (the message waits and is tried again; nothing
+    /// is filed unscanned) or `fail_open` (filed, marked and reported as not scanned).
+    pub on_unreachable: OnUnreachable,
+    /// Deadline for connecting to clamd and for each of its answers.
+    pub timeout_secs: u64,
+    /// Larger documents are not sent (they could not be scanned): clamd's `StreamMaxLength`,
+    /// 25 MiB unless its configuration says otherwise.
+    pub max_stream_bytes: u64,
+}
+
+impl Default for AntivirusConfig {
+    fn default() -> Self {
+        AntivirusConfig {
+            clamd: String::new(),
+            on_unreachable: OnUnreachable::FailClosed,
+            timeout_secs: 30,
+            max_stream_bytes: crate::antivirus::DEFAULT_MAX_STREAM_BYTES,
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OnUnreachable {
+    FailClosed,
+    FailOpen,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -512,11 +564,14 @@ impl Config {
             ("limits.max_parts", self.limits.max_parts as u64),
             ("limits.max_depth", self.limits.max_depth as u64),
             ("limits.max_document_bytes", self.limits.max_document_bytes),
+            ("antivirus.timeout_secs", self.antivirus.timeout_secs),
+            ("antivirus.max_stream_bytes", self.antivirus.max_stream_bytes),
         ] {
             if v == 0 {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
+        crate::antivirus::ClamdAddress::parse(&self.antivirus.clamd).map_err(|m| invalid("antivirus.clamd", m))?;
         parse_address(&self.identity.from).map_err(|m| invalid("identity.from", m))?;
         if self.identity.timezone.parse::<chrono_tz::Tz>().is_err() {
             return Err(invalid(
@@ -727,6 +782,27 @@ organisation = "Example"
         let posting = "[[postings]]\nslug = \"x\"\ntitle = \"X\"\nlanguage = \"es\"\n";
         let err = load(&format!("{MINIMAL}{posting}"), &[]).unwrap_err().to_string();
         assert!(err.contains("postings[0].language") && err.contains("auto"), "{err}");
+    }
+
+    #[test]
+    fn antivirus_is_off_by_default_and_its_keys_are_checked() {
+        let c = load(MINIMAL, &[]).unwrap();
+        assert!(c.antivirus.clamd.is_empty());
+        assert_eq!(c.antivirus.on_unreachable, OnUnreachable::FailClosed, "never file unscanned by default");
+        assert_eq!(c.limits.dangerous, DangerousPolicy::Quarantine);
+        let c = load(MINIMAL, &[("MAILROOM__ANTIVIRUS__CLAMD", "127.0.0.1:3310")]).unwrap();
+        assert_eq!(c.antivirus.clamd, "127.0.0.1:3310");
+        for (key, value, named) in [
+            ("MAILROOM__ANTIVIRUS__CLAMD", "clamd.ctl", "antivirus.clamd:"),
+            ("MAILROOM__ANTIVIRUS__CLAMD", "localhost", "antivirus.clamd:"),
+            ("MAILROOM__ANTIVIRUS__TIMEOUT_SECS", "0", "antivirus.timeout_secs:"),
+            ("MAILROOM__ANTIVIRUS__MAX_STREAM_BYTES", "0", "antivirus.max_stream_bytes:"),
+        ] {
+            let err = load(MINIMAL, &[(key, value)]).unwrap_err().to_string();
+            assert!(err.starts_with(named), "{key}={value}: {err}");
+        }
+        let err = load(&format!("{MINIMAL}\n[antivirus]\non_unreachable = \"maybe\"\n"), &[]).unwrap_err().to_string();
+        assert!(err.contains("antivirus.on_unreachable") && err.contains("maybe"), "{err}");
     }
 
     #[test]

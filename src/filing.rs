@@ -635,6 +635,7 @@ mod tests {
             size: bytes.len() as u64,
             sha256: sha256_hex(bytes),
             also_cover_letter: false,
+            danger: None,
             bytes: bytes.to_vec(),
         }
     }

@@ -32,6 +32,7 @@
 //! | **the stages, in order** | | |
 //! | [`mailbox`] | 1 fetch: the `Mailbox` trait (where applications arrive) and its IMAP implementation | network |
 //! | [`understand`] | 2 understand: one raw message to a typed `Understood` | nothing (PDF text is read by a sandboxed child process) |
+//! | [`antivirus`] | between 2 and 3: the `Scanner` role and its clamd client (INSTREAM over a unix socket or TCP): documents are scanned before they are filed | network |
 //! | [`filing`] | 3 file: documents, the original `.eml` and `metadata.json` in the candidate's folder | the data root only |
 //! | [`reply`] | 4 acknowledge: decide whether and how to answer, render the reply | nothing: pure |
 //! | [`store`] | 5 record: all SQL, behind the `Store` handle; `Ledger`, `OutboxStore`, `DigestStore` by role | the state file |
@@ -53,6 +54,7 @@
 
 #![forbid(unsafe_code)]
 
+pub mod antivirus;
 pub(crate) mod app;
 pub mod cli;
 pub mod config;

@@ -339,6 +339,7 @@ fn file_and_acknowledge<L: Ledger>(
                 message_id: app.message_id.clone(),
                 received_at: app.received_at,
                 reason: QuarantineReason::Unfileable { error: e.source.to_string(), attempts: 1 },
+                attention: None,
             };
             return set_aside(filer, batch, uid, q, Some(&raw));
         }
@@ -621,6 +622,7 @@ fn understand_one(item: Incoming, rules: &Rules, mailbox: &MailboxKey) -> Unders
                     limit: rules.limits.max_message_bytes,
                     announced: true,
                 },
+                attention: None,
             }),
             None,
         ),

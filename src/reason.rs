@@ -108,6 +108,12 @@ pub enum QuarantineReason {
     NotAnApplication {
         automated: Automated,
     },
+    /// Documents that can run code or hide their content (`limits.dangerous = "quarantine"`):
+    /// held for a person. `what`: the first one's kind, never its name.
+    Dangerous {
+        count: usize,
+        what: String,
+    },
     /// Filing failed in a way that trying again cannot fix, or kept failing.
     Unfileable {
         error: String,
@@ -130,6 +136,7 @@ impl QuarantineReason {
             QuarantineReason::DocumentTooLarge { .. } => "document_too_large",
             QuarantineReason::NoSender => "no_sender",
             QuarantineReason::NotAnApplication { .. } => "not_an_application",
+            QuarantineReason::Dangerous { .. } => "dangerous",
             QuarantineReason::Unfileable { .. } => "unfileable",
             QuarantineReason::Legacy { .. } => "legacy",
         }
@@ -176,6 +183,18 @@ impl QuarantineReason {
             (NotAnApplication { automated }, Lang::Fr) => {
                 format!("pas une candidature : {}, et aucun document", automated.describe(lang))
             }
+            (Dangerous { count, what }, Lang::En) => format!(
+                "dangerous attachment: {count} document{} that can run code or hide its content ({what}{}); \
+                 held for a person (limits.dangerous = \"quarantine\")",
+                if *count == 1 { "" } else { "s" },
+                if *count > 1 { ", …" } else { "" },
+            ),
+            (Dangerous { count, what }, Lang::Fr) => format!(
+                "pièce jointe dangereuse : {count} document{} pouvant exécuter du code ou cacher son contenu ({what}{}) ; \
+                 mis de côté pour une personne (limits.dangerous = \"quarantine\")",
+                if *count == 1 { "" } else { "s" },
+                if *count > 1 { ", …" } else { "" },
+            ),
             (Unfileable { error, attempts }, Lang::En) => {
                 format!("could not be filed after {attempts} attempt(s): {error}")
             }

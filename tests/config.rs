@@ -104,6 +104,7 @@ fn example_config_lists_every_key() {
         ("Storage", "[storage]"),
         ("Replies", "[replies]"),
         ("Limits", "[limits]"),
+        ("AntivirusConfig", "[antivirus]"),
         ("DigestConfig", "[digest]"),
         ("Log", "[log]"),
         ("Posting", "[[postings]]"),

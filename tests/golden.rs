@@ -2,7 +2,7 @@
 //! data root) and must match its `*.json`: outcome, candidate, posting, the documents filed
 //! (kind and file name), the kinds missing, and whether an acknowledgement is due.
 //! Ignored parts (logos, signatures) are not listed in the JSON; quarantined messages list no
-//! documents. The fixtures are judged against `tests/fixtures/mailroom.toml`.
+//! documents. A document may also give its `sha256` (the bytes filed) and its `danger`. The fixtures are judged against `tests/fixtures/mailroom.toml`.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -43,6 +43,12 @@ struct ExpectedCandidate {
 struct ExpectedDocument {
     kind: DocKind,
     filename: String,
+    /// When given: the filed bytes must be exactly these (a binary file must not be re-encoded).
+    #[serde(default)]
+    sha256: Option<String>,
+    /// When given: the document is flagged dangerous for this reason (`executable`, `macros`, …).
+    #[serde(default)]
+    danger: Option<String>,
 }
 
 fn fixtures_dir() -> PathBuf {
@@ -95,6 +101,28 @@ fn check(eml: &Path, rules: &Rules, root: &Path) -> Vec<String> {
             let want: BTreeSet<(DocKind, String)> =
                 expected.documents.iter().map(|d| (d.kind, d.filename.clone())).collect();
             differ("documents", format!("{got:?}"), format!("{want:?}"));
+            for want in &expected.documents {
+                let Some(got) = filed
+                    .application
+                    .documents
+                    .iter()
+                    .find(|d| d.kind == want.kind && d.filename.as_deref() == Some(want.filename.as_str()))
+                else {
+                    continue;
+                };
+                if let Some(sha) = &want.sha256 {
+                    differ(&format!("{} sha256", want.filename), got.sha256.clone(), sha.clone());
+                }
+                if want.danger.is_some() {
+                    let danger = app
+                        .documents
+                        .iter()
+                        .find(|d| d.sha256 == got.sha256)
+                        .and_then(|d| d.danger)
+                        .map(|d| d.as_str().to_owned());
+                    differ(&format!("{} danger", want.filename), format!("{danger:?}"), format!("{:?}", want.danger));
+                }
+            }
             let missing: BTreeSet<DocKind> = app.missing.iter().copied().collect();
             differ(
                 "missing",

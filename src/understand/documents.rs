@@ -15,7 +15,7 @@ use super::classify::{DocKind, Verdict, classify_filename, extension, fold, is_d
 use super::parse::{self, ParsedMail, Part};
 use super::text::{self, Format};
 use super::zip::{self, ZipError};
-use super::{Document, Rules, sha256_hex, tnef};
+use super::{Document, Rules, sha256_hex, sniff, tnef};
 
 /// Inline images below this size are signature logos and tracking pixels, not documents.
 pub(super) const INLINE_IMAGE_IGNORE_BYTES: usize = 64 * 1024;
@@ -53,14 +53,25 @@ pub(super) fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules
         let ext = name
             .as_deref()
             .and_then(extension)
-            .or_else(|| extension_for_type(&item.content_type).map(str::to_owned))
+            .or_else(|| {
+                extension_for_type(&item.content_type)
+                    .or_else(|| sniff::extension_for(&item.content_type))
+                    .map(str::to_owned)
+            })
             .unwrap_or_else(|| "bin".into());
-        let verdict = match item.verdict.clone().or_else(|| first_verdict(&item, name.as_deref(), &ext)) {
+        // Content before names: a program named "CV.pdf" is a program. An archive that was
+        // opened is not judged as a whole: its files are, one by one.
+        let opened = item.verdict.as_ref().is_some_and(|v| v.kind == DocKind::Ignored);
+        let danger = if opened { None } else { sniff::danger(item.name.as_deref(), &item.bytes) };
+        let verdict = match danger.as_ref().map(dangerous_verdict).or(item.verdict.clone()) {
             Some(v) => v,
-            None => {
-                undecided.push(docs.len());
-                Verdict::new(DocKind::Other, 0.3, "the file name does not tell")
-            }
+            None => match first_verdict(&item, name.as_deref(), &ext) {
+                Some(v) => v,
+                None => {
+                    undecided.push(docs.len());
+                    Verdict::new(DocKind::Other, 0.3, "the file name does not tell")
+                }
+            },
         };
         let reason = match &item.within {
             Some(c) => format!("in {c}: {}", verdict.reason),
@@ -76,6 +87,7 @@ pub(super) fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules
             size: item.bytes.len() as u64,
             sha256,
             also_cover_letter: verdict.also_cover_letter,
+            danger: danger.map(|f| f.danger),
             bytes: item.bytes.into_owned(),
         });
     }
@@ -125,6 +137,13 @@ pub(super) fn find_documents(mail: &ParsedMail, letter_text: Option<&str>, rules
         docs.push(letter);
     }
     docs
+}
+
+/// A dangerous file is filed as `other` at most, whatever its name says.
+fn dangerous_verdict(finding: &sniff::Finding) -> Verdict {
+    let why =
+        format!("dangerous: {} ({}), never taken as the CV or the letter", finding.danger.describe(), finding.evidence);
+    Verdict::new(DocKind::Other, 0.95, why)
 }
 
 impl<'a> Item<'a> {
@@ -330,6 +349,7 @@ fn body_letter(text: &str) -> Option<Document> {
         size: bytes.len() as u64,
         sha256: sha256_hex(&bytes),
         also_cover_letter: false,
+        danger: None,
         bytes,
     })
 }

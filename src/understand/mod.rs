@@ -27,6 +27,7 @@ pub mod extract;
 pub(crate) mod forward;
 pub mod parse;
 mod robots;
+pub mod sniff;
 pub mod text;
 pub(crate) mod tnef;
 pub(crate) mod zip;
@@ -40,9 +41,10 @@ use classify::fold;
 use extract::TextReader;
 use parse::{MailAddress, ParsedMail};
 
-use crate::config::{Config, Limits, Posting};
+use crate::config::{Config, DangerousPolicy, Limits, Posting};
 use crate::lang::{Lang, PostingLang};
 use crate::reason::{Automated, QuarantineReason};
+use sniff::Danger;
 
 /// What understanding needs from the configuration, prepared once.
 #[derive(Debug, Clone)]
@@ -115,8 +117,29 @@ pub struct Document {
     pub sha256: String,
     /// Also stands for the cover letter (a single "CV et lettre de motivation.pdf").
     pub also_cover_letter: bool,
+    /// A program, a script, macros, a password: never the CV or the letter, and a person must
+    /// look (see [`Application::attention`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub danger: Option<Danger>,
     #[serde(skip)]
     pub bytes: Vec<u8>,
+}
+
+/// Why a person must look at a message: the digest lists it as needing a human.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Attention {
+    /// A program, a script, a macro-enabled or password-protected file ([`Document::danger`]).
+    DangerousAttachment,
+}
+
+impl Attention {
+    /// For the digest: "needs a human: dangerous attachment".
+    pub fn describe(self) -> &'static str {
+        match self {
+            Attention::DangerousAttachment => "dangerous attachment",
+        }
+    }
 }
 
 /// A message understood as an application.
@@ -142,6 +165,12 @@ impl Application {
     pub fn filed_documents(&self) -> impl Iterator<Item = &Document> {
         self.documents.iter().filter(|d| d.kind != DocKind::Ignored)
     }
+
+    /// Whether a person must look at it: it carries a dangerous document (filed as `other`
+    /// under `limits.dangerous = "file_as_other"`).
+    pub fn attention(&self) -> Option<Attention> {
+        self.documents.iter().any(|d| d.danger.is_some()).then_some(Attention::DangerousAttachment)
+    }
 }
 
 /// The outcome of the understand stage for one message.
@@ -157,6 +186,8 @@ pub struct Quarantine {
     pub message_id: Option<String>,
     pub received_at: DateTime<Utc>,
     pub reason: QuarantineReason,
+    /// Set when a person must look, beyond the reason (a dangerous attachment held back).
+    pub attention: Option<Attention>,
 }
 
 impl Understood {
@@ -188,6 +219,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
             message_id,
             received_at: received_at.or(at).unwrap_or_else(Utc::now),
             reason,
+            attention: None,
         })
     };
     if raw.len() as u64 > rules.limits.max_message_bytes {
@@ -225,6 +257,20 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         && documents.iter().all(|d| d.kind == DocKind::Ignored)
     {
         return quarantine(QuarantineReason::NotAnApplication { automated: automated.clone() }, message_id, at);
+    }
+    if rules.limits.dangerous == DangerousPolicy::Quarantine
+        && let Some(danger) = documents.iter().find_map(|d| d.danger)
+    {
+        // No file name in the reason: it is logged, and names are the candidate's.
+        let count = documents.iter().filter(|d| d.danger.is_some()).count();
+        let reason = QuarantineReason::Dangerous { count, what: danger.describe().to_owned() };
+        return Understood::Quarantine(Quarantine {
+            sha256: sha256.clone(),
+            message_id,
+            received_at: received_at.or(at).unwrap_or_else(Utc::now),
+            reason,
+            attention: Some(Attention::DangerousAttachment),
+        });
     }
     let missing = documents::missing_kinds(&documents);
     Understood::Application(Box::new(Application {
@@ -295,6 +341,7 @@ fn application_message<'a>(mail: &'a ParsedMail, own: &[String]) -> ApplicationM
             size: part.bytes.len() as u64,
             sha256: sha256_hex(&part.bytes),
             also_cover_letter: false,
+            danger: None,
             bytes: Vec::new(),
         });
         current = inner;

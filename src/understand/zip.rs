@@ -76,6 +76,11 @@ impl Entry {
         self.path.ends_with('/') || self.path.ends_with('\\')
     }
 
+    /// A password-protected member (traditional PKWARE or AES): its content cannot be checked.
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.flags & FLAG_ENCRYPTED != 0
+    }
+
     /// Files operating systems add to archives behind the user's back.
     pub(crate) fn is_os_clutter(&self) -> bool {
         let name = self.name();

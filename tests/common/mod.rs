@@ -9,7 +9,8 @@ use std::time::{Duration, Instant};
 /// An attachment: file name, content type, bytes.
 pub(crate) type Attachment<'a> = (&'a str, &'a str, &'a [u8]);
 
-fn b64(bytes: &[u8]) -> String {
+/// Base64 in lines of 76, as mail clients write attachments.
+pub(crate) fn b64(bytes: &[u8]) -> String {
     const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for (i, chunk) in bytes.chunks(3).enumerate() {
@@ -68,6 +69,44 @@ pub(crate) fn application_eml(
     }
     m.push_str("--=-boundary-42--\r\n");
     m.into_bytes()
+}
+
+/// A ZIP of stored (uncompressed) members `(path, bytes, encrypted flag)`: an archive a
+/// candidate attaches, a DOCX, or (with the flag) one whose members are password-protected.
+pub(crate) fn stored_zip(members: &[(&str, &[u8], bool)]) -> Vec<u8> {
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (path, data, encrypted) in members {
+        let crc = crc32fast::hash(data);
+        let flags: u16 = if *encrypted { 1 } else { 0 };
+        let offset = out.len() as u32;
+        let sizes: Vec<u8> = [crc, data.len() as u32, data.len() as u32].iter().flat_map(|v| v.to_le_bytes()).collect();
+        out.extend_from_slice(b"PK\x03\x04\x14\0");
+        out.extend_from_slice(&flags.to_le_bytes());
+        out.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
+        out.extend_from_slice(&sizes);
+        out.extend_from_slice(&(path.len() as u16).to_le_bytes());
+        out.extend_from_slice(&[0, 0]);
+        out.extend_from_slice(path.as_bytes());
+        out.extend_from_slice(data);
+        central.extend_from_slice(b"PK\x01\x02\x14\0\x14\0");
+        central.extend_from_slice(&flags.to_le_bytes());
+        central.extend_from_slice(&[0, 0, 0, 0, 0x21, 0]);
+        central.extend_from_slice(&sizes);
+        central.extend_from_slice(&(path.len() as u16).to_le_bytes());
+        central.extend_from_slice(&[0; 12]);
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(path.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\0\0\0\0");
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&[0, 0]);
+    out
 }
 
 /// A small but real PDF, so filed documents look like what candidates send.
