@@ -684,6 +684,7 @@ mod tests {
             missing: vec![],
             automated: None,
             references: vec![],
+            evidence: Some(crate::understand::Evidence::Documents),
         }
     }
 

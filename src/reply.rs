@@ -147,6 +147,9 @@ impl Replier {
         if let Some(automated) = &app.automated {
             return ReplyDecision::Skip(SkipReason::Automated { automated: automated.clone() });
         }
+        if app.evidence.is_none() {
+            return ReplyDecision::Skip(SkipReason::NotAnApplication);
+        }
         // INTERNALDATE has whole seconds: mail from the first start's own second is new mail.
         let first_second = first_start.with_nanosecond(0).unwrap_or(first_start);
         if !self.acknowledge_backlog && app.received_at < first_second {

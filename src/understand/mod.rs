@@ -19,12 +19,14 @@
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
 //! | [`forward`] | inline-forwarded applications |
+//! | [`intent`] | whether a message reads as an application at all (who may be acknowledged) |
 //! | `robots` | who must never be answered |
 
 pub(crate) mod classify;
 mod documents;
 pub mod extract;
 pub(crate) mod forward;
+pub mod intent;
 pub mod parse;
 mod robots;
 pub mod text;
@@ -38,6 +40,7 @@ use unicode_normalization::UnicodeNormalization;
 pub use classify::DocKind;
 use classify::fold;
 use extract::TextReader;
+pub use intent::Evidence;
 use parse::{MailAddress, ParsedMail};
 
 use crate::config::{Config, Limits, Posting};
@@ -135,9 +138,17 @@ pub struct Application {
     pub automated: Option<Automated>,
     /// Message-IDs for the reply's `References`.
     pub references: Vec<String>,
+    /// Why it reads as an application; `None`: nothing says it is one, so it is not answered.
+    pub evidence: Option<Evidence>,
 }
 
 impl Application {
+    /// Whether understanding alone allows an acknowledgement: a person sent it (no robot, list,
+    /// bounce or spam) and it reads as an application. The reply stage adds what the store knows.
+    pub fn answerable(&self) -> bool {
+        self.automated.is_none() && self.evidence.is_some()
+    }
+
     /// The documents that are filed (everything but the ignored ones).
     pub fn filed_documents(&self) -> impl Iterator<Item = &Document> {
         self.documents.iter().filter(|d| d.kind != DocKind::Ignored)
@@ -227,6 +238,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         return quarantine(QuarantineReason::NotAnApplication { automated: automated.clone() }, message_id, at);
     }
     let missing = documents::missing_kinds(&documents);
+    let evidence = intent::evidence(&mail, application.letter_text.as_deref(), &documents, &posting, rules);
     Understood::Application(Box::new(Application {
         sha256,
         message_id,
@@ -238,6 +250,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         missing,
         automated,
         references: mail.references.clone(),
+        evidence,
     }))
 }
 
