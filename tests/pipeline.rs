@@ -397,7 +397,7 @@ async fn each_state_gets_its_own_reply_in_the_right_language() {
     // The HTML part says the same, escaped.
     assert!(sent[1].html.as_deref().unwrap().contains("<p>Bonjour Ben,</p>"));
     assert!(
-        sent[0].text.contains("CV.pdf") && sent[0].text.contains("(Europe/Paris)")
+        sent[0].text.contains("CV (PDF, ") && sent[0].text.contains("(Europe/Paris)")
             || sent[0].text.contains("(CET)")
             || sent[0].text.contains("(CEST)"),
         "{}",
