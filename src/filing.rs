@@ -264,8 +264,23 @@ impl Filer {
         raw: &[u8],
         committed: &[FiledApplication],
     ) -> Result<Filed, FilingError> {
+        self.file_application_in(app, &Self::folder_key(app), raw, committed)
+    }
+
+    /// Files one application into `folder` (relative to the root, `/`-separated): the folder the
+    /// store remembers for this address, which may carry the name of an earlier message. A
+    /// folder that is not a plain relative path of our own making is not trusted: the one
+    /// [`Filer::candidate_folder`] gives is used instead.
+    pub fn file_application_in(
+        &mut self,
+        app: &Application,
+        folder: &str,
+        raw: &[u8],
+        committed: &[FiledApplication],
+    ) -> Result<Filed, FilingError> {
+        let rel = own_folder(folder).unwrap_or_else(|| Self::candidate_folder(app));
         let mark = self.written.len();
-        let result = self.file_application_unguarded(app, raw, committed);
+        let result = self.file_application_unguarded(app, rel, raw, committed);
         if result.is_err() {
             for path in self.written.drain(mark..) {
                 let _ = fs::remove_file(path);
@@ -277,10 +292,10 @@ impl Filer {
     fn file_application_unguarded(
         &mut self,
         app: &Application,
+        rel: PathBuf,
         raw: &[u8],
         committed: &[FiledApplication],
     ) -> Result<Filed, FilingError> {
-        let rel = Self::candidate_folder(app);
         let key = path_to_slash(&rel);
         let dir = self.root.join(&rel);
         self.create_dirs(&dir)?;
@@ -590,6 +605,15 @@ fn letter_label(language: PostingLang) -> &'static str {
     language.or(Lang::Fr).pick("Lettre de motivation", "Cover letter")
 }
 
+/// `posting/person` as mailroom names candidate folders: two components, each one that
+/// [`safe_component`] leaves as it is; `None` for anything else.
+fn own_folder(folder: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = folder.split('/').collect();
+    let ours =
+        parts.len() == 2 && parts.iter().all(|p| *p == safe_component(p, MAX_NAME_BYTES) && *p != QUARANTINE_DIR);
+    ours.then(|| parts.iter().collect())
+}
+
 fn path_to_slash(p: &Path) -> String {
     p.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect::<Vec<_>>().join("/")
 }
@@ -665,6 +689,7 @@ mod tests {
         Application {
             sha256: sha.repeat(64 / sha.len()),
             message_id: None,
+            content_sha256: None,
             subject: "Candidature".into(),
             received_at: DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
             candidate: Candidate {

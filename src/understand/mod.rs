@@ -18,6 +18,7 @@
 //! | [`classify`] | kinds from file names |
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
+//! | [`fingerprint`] | what makes two copies one message (the evidence a Message-ID needs) |
 //! | [`forward`] | inline-forwarded applications |
 //! | [`intent`] | whether a message reads as an application at all (who may be acknowledged) |
 //! | `robots` | who must never be answered |
@@ -25,6 +26,7 @@
 pub(crate) mod classify;
 mod documents;
 pub mod extract;
+pub mod fingerprint;
 pub(crate) mod forward;
 pub mod intent;
 pub mod parse;
@@ -128,6 +130,9 @@ pub struct Application {
     /// sha256 of the raw message, hex: the message's identity independent of the server.
     pub sha256: String,
     pub message_id: Option<String>,
+    /// What the sender wrote, hashed ([`fingerprint`]): with the Message-ID, recognises the same
+    /// message seen again through other servers.
+    pub content_sha256: Option<String>,
     pub subject: String,
     pub received_at: DateTime<Utc>,
     pub candidate: Candidate,
@@ -166,6 +171,8 @@ pub enum Understood {
 pub struct Quarantine {
     pub sha256: String,
     pub message_id: Option<String>,
+    /// As [`Application::content_sha256`]; `None` when the message was not downloaded.
+    pub content_sha256: Option<String>,
     pub received_at: DateTime<Utc>,
     pub reason: QuarantineReason,
 }
@@ -183,6 +190,12 @@ impl Understood {
             Understood::Quarantine(q) => q.message_id.as_deref(),
         }
     }
+    pub fn content_sha256(&self) -> Option<&str> {
+        match self {
+            Understood::Application(a) => a.content_sha256.as_deref(),
+            Understood::Quarantine(q) => q.content_sha256.as_deref(),
+        }
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -193,10 +206,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Understands one raw message. `received_at` is the server's arrival time when known.
 pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules) -> Understood {
     let sha256 = sha256_hex(raw);
+    let content_sha256 = fingerprint::content_sha256(raw);
     let quarantine = |reason: QuarantineReason, message_id: Option<String>, at: Option<DateTime<Utc>>| {
         Understood::Quarantine(Quarantine {
             sha256: sha256.clone(),
             message_id,
+            content_sha256: content_sha256.clone(),
             received_at: received_at.or(at).unwrap_or_else(Utc::now),
             reason,
         })
@@ -242,6 +257,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     Understood::Application(Box::new(Application {
         sha256,
         message_id,
+        content_sha256,
         subject: mail.subject.clone().unwrap_or_default(),
         received_at: at.unwrap_or_else(Utc::now),
         candidate,
