@@ -4,9 +4,14 @@
 //! and one person's two different applications can share one. The raw bytes prove too much: a
 //! message moved to another server, restored, or seen again after a UIDVALIDITY reset comes
 //! back with the new server's `Received`, `Delivered-To` or `Return-Path` on top. The content
-//! fingerprint hashes what the sender wrote and servers leave alone: the body, and the header
-//! fields `From`, `To`, `Cc`, `Subject`, `Date` and `Content-Type` (unfolded, spaces collapsed),
-//! line endings normalised. Two copies with one Message-ID and one fingerprint are one message.
+//! fingerprint hashes what the sender wrote and servers leave alone: the body (without the blank
+//! lines at its end), and the header fields `From`, `To`, `Cc`, `Subject`, `Date` and
+//! `Content-Type` (unfolded, spaces collapsed). Two copies with one Message-ID and one
+//! fingerprint are one message.
+//!
+//! The body is hashed as IMAP serves it, byte for byte: servers hand messages out with CRLF line
+//! endings, whatever they store, so there is nothing to normalise, and the body (most of a
+//! message of up to 25 MB) goes through SHA-256 in one call, as fast as the raw hash.
 
 /// The header fields the sender wrote that a server on the way does not rewrite.
 const FIELDS: [&str; 6] = ["from", "to", "cc", "subject", "date", "content-type"];
@@ -47,27 +52,10 @@ pub fn content_sha256(raw: &[u8]) -> Option<String> {
         head.push(b'\n');
     }
     head.push(b'\n');
-    // The body is hashed as it is read, without a copy: it may be most of a 25 MB message.
     let mut ctx = ring::digest::Context::new(&ring::digest::SHA256);
     ctx.update(&head);
-    for_each_line_lf(body.trim_ascii_end(), |piece| ctx.update(piece));
+    ctx.update(body.trim_ascii_end());
     Some(hex::encode(ctx.finish()))
-}
-
-/// Hands on `body` in pieces with every CRLF written as LF: servers store one line ending and
-/// serve the other.
-fn for_each_line_lf(body: &[u8], mut piece: impl FnMut(&[u8])) {
-    let mut rest = body;
-    while let Some(cr) = rest.iter().position(|&b| b == b'\r') {
-        if rest.get(cr + 1) == Some(&b'\n') {
-            piece(&rest[..cr]);
-            rest = &rest[cr + 1..];
-        } else {
-            piece(&rest[..=cr]);
-            rest = &rest[cr + 1..];
-        }
-    }
-    piece(rest);
 }
 
 /// The header block and the body: split at the first empty line.
@@ -117,13 +105,10 @@ mod tests {
             b"Delivered-To: contact@example.test\r\nReceived: from mx2 by imap2; Tue, 10 Feb 2026\r\n".to_vec();
         moved.extend_from_slice(MESSAGE);
         assert_eq!(content_sha256(&moved).unwrap(), fp);
-        // Stored with LF, refolded, with an mbox line and a trailing blank line.
-        let lf =
-            String::from_utf8_lossy(MESSAGE).replace("\r\n", "\n").replace("Candidature\n stage", "Candidature stage");
-        assert_eq!(
-            content_sha256(format!("From MAILER-DAEMON Mon Feb  9 10:00:00 2026\n{lf}\n").as_bytes()).unwrap(),
-            fp
-        );
+        // Refolded, with an mbox line and a trailing blank line.
+        let refolded = String::from_utf8_lossy(MESSAGE).replace("Candidature\r\n stage", "Candidature  stage");
+        let mbox = format!("From MAILER-DAEMON Mon Feb  9 10:00:00 2026\r\n{refolded}\r\n");
+        assert_eq!(content_sha256(mbox.as_bytes()).unwrap(), fp);
     }
 
     #[test]
