@@ -14,12 +14,12 @@
 
 use std::io::{Read, Write};
 use std::net::ToSocketAddrs;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use socket2::{Domain, SockAddr, Socket, Type};
 
 use crate::config::{AntivirusConfig, OnUnreachable};
+pub use crate::config::{ClamdAddress, DEFAULT_MAX_STREAM_BYTES};
 use crate::error::{Classified, Retry};
 
 /// What clamd said about one file.
@@ -73,55 +73,6 @@ impl Classified for AvError {
     }
 }
 
-/// Where clamd listens: `antivirus.clamd`, parsed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ClamdAddress {
-    Unix(PathBuf),
-    Tcp { host: String, port: u16 },
-}
-
-impl std::fmt::Display for ClamdAddress {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            ClamdAddress::Unix(p) => write!(f, "{}", p.display()),
-            ClamdAddress::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
-            ClamdAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
-        }
-    }
-}
-
-impl ClamdAddress {
-    /// `""` → `None` (no antivirus); an absolute path → its unix socket; `host:port` or
-    /// `[v6]:port` → TCP. The error says what was expected.
-    pub fn parse(s: &str) -> Result<Option<ClamdAddress>, String> {
-        let s = s.trim();
-        if s.is_empty() {
-            return Ok(None);
-        }
-        if s.starts_with('/') {
-            return Ok(Some(ClamdAddress::Unix(PathBuf::from(s))));
-        }
-        let bad = || {
-            format!(
-                "{s:?} is neither clamd's unix socket (an absolute path such as /run/clamav/clamd.ctl) nor host:port \
-                 (such as 127.0.0.1:3310)"
-            )
-        };
-        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
-        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
-        // An IPv6 address is written in brackets, as in a URL: "[::1]:3310".
-        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
-            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
-            Some(_) => return Err(bad()),
-            None if host.is_empty() || host.contains([':', '/', ' ', '[', ']']) => return Err(bad()),
-            None => host,
-        };
-        Ok(Some(ClamdAddress::Tcp { host: host.to_owned(), port }))
-    }
-}
-
-/// clamd's own default `StreamMaxLength`: a larger stream is refused by a stock clamd.
-pub const DEFAULT_MAX_STREAM_BYTES: u64 = 25 * 1024 * 1024;
 /// Bytes per INSTREAM chunk.
 const CHUNK: usize = 64 * 1024;
 /// Longest answer read from clamd: a signature name is short.

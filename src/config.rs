@@ -15,6 +15,55 @@ use serde::Deserialize;
 
 use crate::lang::{Lang, PostingLang};
 
+/// Where clamd listens: `antivirus.clamd`, parsed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClamdAddress {
+    Unix(PathBuf),
+    Tcp { host: String, port: u16 },
+}
+
+impl fmt::Display for ClamdAddress {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ClamdAddress::Unix(p) => write!(f, "{}", p.display()),
+            ClamdAddress::Tcp { host, port } if host.contains(':') => write!(f, "[{host}]:{port}"),
+            ClamdAddress::Tcp { host, port } => write!(f, "{host}:{port}"),
+        }
+    }
+}
+
+impl ClamdAddress {
+    /// `""` → `None` (no antivirus); an absolute path → its unix socket; `host:port` or
+    /// `[v6]:port` → TCP. The error says what was expected.
+    pub fn parse(s: &str) -> Result<Option<ClamdAddress>, String> {
+        let s = s.trim();
+        if s.is_empty() {
+            return Ok(None);
+        }
+        if s.starts_with('/') {
+            return Ok(Some(ClamdAddress::Unix(PathBuf::from(s))));
+        }
+        let bad = || {
+            format!(
+                "{s:?} is neither clamd's unix socket (an absolute path such as /run/clamav/clamd.ctl) nor host:port \
+                 (such as 127.0.0.1:3310)"
+            )
+        };
+        let (host, port) = s.rsplit_once(':').ok_or_else(bad)?;
+        let port: u16 = port.parse().ok().filter(|p| *p != 0).ok_or_else(bad)?;
+        // An IPv6 address is written in brackets, as in a URL: "[::1]:3310".
+        let host = match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+            Some(v6) if v6.parse::<std::net::Ipv6Addr>().is_ok() => v6,
+            Some(_) => return Err(bad()),
+            None if host.is_empty() || host.contains([':', '/', ' ', '[', ']']) => return Err(bad()),
+            None => host,
+        };
+        Ok(Some(ClamdAddress::Tcp { host: host.to_owned(), port }))
+    }
+}
+
+/// clamd's own default `StreamMaxLength`: a larger stream is refused by a stock clamd.
+pub const DEFAULT_MAX_STREAM_BYTES: u64 = 25 * 1024 * 1024;
 /// The default place an installed mailroom reads its configuration from.
 pub const DEFAULT_PATH: &str = "/etc/mailroom/mailroom.toml";
 
@@ -320,7 +369,7 @@ impl Default for AntivirusConfig {
             clamd: String::new(),
             on_unreachable: OnUnreachable::FailClosed,
             timeout_secs: 30,
-            max_stream_bytes: crate::antivirus::DEFAULT_MAX_STREAM_BYTES,
+            max_stream_bytes: DEFAULT_MAX_STREAM_BYTES,
         }
     }
 }
@@ -571,7 +620,7 @@ impl Config {
                 return Err(invalid(key, "must be greater than 0"));
             }
         }
-        crate::antivirus::ClamdAddress::parse(&self.antivirus.clamd).map_err(|m| invalid("antivirus.clamd", m))?;
+        ClamdAddress::parse(&self.antivirus.clamd).map_err(|m| invalid("antivirus.clamd", m))?;
         parse_address(&self.identity.from).map_err(|m| invalid("identity.from", m))?;
         if self.identity.timezone.parse::<chrono_tz::Tz>().is_err() {
             return Err(invalid(

@@ -71,25 +71,30 @@ impl Header for AutoResponseSuppress {
 }
 
 /// Builds the MIME message. Every header goes through lettre's typed API, and names and subjects
-/// are reduced to one line first, so nothing a candidate wrote can add a header.
+/// are reduced to one line first, so nothing a candidate wrote can add a header. What is copied
+/// from the application is bounded and checked here too (an entry queued by an older version
+/// may hold anything): a display name that is not a short name, and ids that are not
+/// Message-IDs, are left out rather than cut.
 pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, SendError> {
     let permanent = |m: String| SendError { retry: Retry::Permanent, message: m };
-    let to: Address = mail.to.parse().map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let to = envelope_address(&mail.to)?;
     let one_line =
         |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned();
     let angle = |id: &str| format!("<{}>", one_line(id).trim_matches(['<', '>']));
+    let to_name = mail.to_name.as_deref().and_then(|n| crate::mail::person_name(n, 6, 64));
     let mut builder = Message::builder()
         .from(from.clone())
-        .to(Mailbox::new(mail.to_name.as_deref().map(one_line).filter(|n| !n.is_empty()), to))
+        .to(Mailbox::new(to_name, to))
         .subject(one_line(&mail.subject))
         .message_id(Some(angle(&mail.message_id)))
         .header(AutoSubmitted(mail.kind.auto_submitted()))
         .header(AutoResponseSuppress);
-    if let Some(irt) = &mail.in_reply_to {
-        builder = builder.in_reply_to(angle(irt));
+    if let Some(irt) = mail.in_reply_to.as_deref().and_then(crate::mail::message_id) {
+        builder = builder.in_reply_to(angle(&irt));
     }
-    if !mail.references.is_empty() {
-        builder = builder.references(mail.references.iter().map(|r| angle(r)).collect::<Vec<_>>().join(" "));
+    let references = crate::mail::reply_references(mail.references.iter().map(String::as_str), None);
+    if !references.is_empty() {
+        builder = builder.references(references.iter().map(|r| angle(r)).collect::<Vec<_>>().join(" "));
     }
     let body = match &mail.html {
         Some(html) => MultiPart::alternative_plain_html(mail.text.clone(), html.clone()),
@@ -110,6 +115,20 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
         builder.multipart(mixed)
     };
     built.map_err(|e| permanent(format!("cannot build the reply: {e}")))
+}
+
+/// The recipient as SMTP and the `To:` header write it. A domain in Unicode is written in its
+/// ASCII form (IDNA), which every server takes; only a local part outside ASCII still needs a
+/// server that offers SMTPUTF8 (RFC 6531). Errors name no address: they reach the logs.
+pub fn envelope_address(address: &str) -> Result<Address, SendError> {
+    let permanent = |m: &str| SendError { retry: Retry::Permanent, message: m.to_owned() };
+    let (user, domain) = address.rsplit_once('@').ok_or_else(|| permanent("the recipient's address has no domain"))?;
+    let domain = if domain.is_ascii() {
+        domain.to_owned()
+    } else {
+        idna::domain_to_ascii(domain).map_err(|_| permanent("the recipient's domain is not a valid domain name"))?
+    };
+    Address::new(user, domain).map_err(|e| permanent(&format!("the recipient's address is not valid: {e}")))
 }
 
 /// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH).
@@ -145,7 +164,14 @@ impl SmtpCourier {
     }
 }
 
-fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
+/// Whether a failed send may work later. `recipient_needs_utf8`: the recipient's local part is
+/// not ASCII, so the server must offer SMTPUTF8; lettre checks the server's EHLO and refuses
+/// such a recipient itself when it does not. The server will not grow the extension between
+/// two retries: that recipient can never be sent to through it, so the failure is permanent.
+fn classify_smtp(e: &lettre::transport::smtp::Error, recipient_needs_utf8: bool) -> Retry {
+    if recipient_needs_utf8 && e.is_client() && e.to_string().contains("SMTPUTF8") {
+        return Retry::Permanent;
+    }
     match e.status() {
         // 5xx refuses this mail for good, except 53x: authentication, which is our configuration
         // (or the server's) and must not condemn every queued reply.
@@ -159,16 +185,20 @@ fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
 impl Courier for SmtpCourier {
     async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
         let message = build_message(&self.from, mail)?;
-        let to: Address =
-            mail.to.parse().map_err(|e| SendError { retry: Retry::Permanent, message: format!("{e}") })?;
+        let to = envelope_address(&mail.to)?;
+        let needs_utf8 = !to.user().is_ascii();
         // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
         let envelope = lettre::address::Envelope::new(None, vec![to])
             .map_err(|e| SendError { retry: Retry::Permanent, message: e.to_string() })?;
-        self.transport
-            .send_raw(&envelope, &message.formatted())
-            .await
-            .map(|_| ())
-            .map_err(|e| SendError { retry: classify_smtp(&e), message: e.to_string() })
+        self.transport.send_raw(&envelope, &message.formatted()).await.map(|_| ()).map_err(|e| {
+            let retry = classify_smtp(&e, needs_utf8);
+            let message = if retry == Retry::Permanent && e.is_client() {
+                format!("the recipient's address needs SMTPUTF8, which the server does not offer ({e})")
+            } else {
+                e.to_string()
+            };
+            SendError { retry, message }
+        })
     }
 }
 
@@ -200,6 +230,67 @@ mod tests {
         assert!(text.contains("In-Reply-To: <orig@example.test>\r\n"), "{text}");
         assert!(text.contains("References: <first@example.test> <orig@example.test>\r\n"), "{text}");
         assert!(text.contains("Message-ID: <mailroom.ack.1234@example.test>\r\n"), "{text}");
+    }
+
+    /// The header block of a built message, unfolded: (name, value) pairs.
+    fn headers_of(text: &str) -> Vec<(String, String)> {
+        let head = text.split("\r\n\r\n").next().unwrap();
+        let mut out: Vec<(String, String)> = Vec::new();
+        for line in head.split("\r\n") {
+            if line.starts_with([' ', '\t']) {
+                out.last_mut().unwrap().1.push_str(line);
+            } else if let Some((n, v)) = line.split_once(':') {
+                out.push((n.to_owned(), v.to_owned()));
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn copied_headers_are_bounded_and_well_formed() {
+        let from = Mailbox::new(Some("Example".into()), "contact@example.test".parse().unwrap());
+        let huge_id = format!("{}@example.test", "a".repeat(100_000));
+        let mut m = mail();
+        m.to_name = Some("Jeanne ".repeat(150_000));
+        m.in_reply_to = Some(huge_id.clone());
+        m.references = (0..20_000).map(|i| format!("ref{i}@lists.example.test")).collect();
+        m.references.push(huge_id);
+        m.references.push("not an id".into());
+        m.references.push("orig@example.test".into());
+        let text = String::from_utf8(build_message(&from, &m).unwrap().formatted()).unwrap();
+        let head = text.split("\r\n\r\n").next().unwrap();
+        assert!(head.len() < 4_000, "the header block is {} bytes", head.len());
+        for line in head.split("\r\n") {
+            assert!(line.len() <= 998, "a header line of {} bytes", line.len());
+        }
+        let headers = headers_of(&text);
+        let get =
+            |name: &str| headers.iter().find(|(n, _)| n.eq_ignore_ascii_case(name)).map(|(_, v)| v.trim().to_owned());
+        // The address is always there, whatever the name was.
+        assert!(get("To").unwrap().contains("<jeanne@example.test>") || get("To").unwrap() == "jeanne@example.test");
+        // An id too long to be real is left out, never cut or folded inside.
+        assert_eq!(get("In-Reply-To"), None, "{head}");
+        let references = get("References").unwrap();
+        let ids: Vec<&str> = references.split_whitespace().collect();
+        assert!(ids.len() <= 10, "{} references", ids.len());
+        assert_eq!(ids.last(), Some(&"<orig@example.test>"));
+        for id in ids {
+            assert!(id.starts_with('<') && id.ends_with('>') && id.matches('@').count() == 1, "{id}");
+            assert!(id.len() <= 250, "{id}");
+        }
+    }
+
+    #[test]
+    fn an_internationalised_domain_is_written_in_ascii() {
+        assert_eq!(envelope_address("jeanne@exämple.test").unwrap().to_string(), "jeanne@xn--exmple-cua.test");
+        assert_eq!(envelope_address("jeanne@example.test").unwrap().to_string(), "jeanne@example.test");
+        // A local part outside ASCII stays as it is: only SMTPUTF8 can carry it.
+        assert_eq!(envelope_address("jérôme@exämple.test").unwrap().to_string(), "jérôme@xn--exmple-cua.test");
+        for bad in ["no-domain", "a b@example.test", "jeanne@exa mple.test"] {
+            let e = envelope_address(bad).unwrap_err();
+            assert_eq!(e.retry, Retry::Permanent);
+            assert!(!e.message.contains(bad), "errors name no address: {}", e.message);
+        }
     }
 
     #[test]

@@ -104,16 +104,34 @@ pub fn safe_component(name: &str, max_bytes: usize) -> String {
     if out.is_empty() {
         out = "unnamed".into();
     }
-    let stem = out.split('.').next().unwrap_or_default().trim_end().to_ascii_uppercase();
-    const RESERVED: &[&str] = &["CON", "PRN", "AUX", "NUL"];
-    let device = RESERVED.contains(&stem.as_str())
-        || ((stem.starts_with("COM") || stem.starts_with("LPT"))
-            && stem.len() == 4
-            && stem.as_bytes()[3].is_ascii_digit());
-    if device {
-        out.insert(0, '_');
+    let out = truncate_keeping_extension(&out, max_bytes.max(16));
+    if is_windows_device(&out) {
+        // The prefix is kept by the cut: the stem can no longer be a device's.
+        return truncate_keeping_extension(&format!("_{out}"), max_bytes.max(16));
     }
-    truncate_keeping_extension(&out, max_bytes.max(16))
+    out
+}
+
+/// Whether Windows takes this name for a device, whatever its extension and case ("Naming
+/// Files, Paths, and Namespaces"): CON, PRN, AUX, NUL, COM0–9 and LPT0–9 (the superscript
+/// digits ¹ ² ³ count as digits there), CONIN$, CONOUT$, and CLOCK$ (older Windows). Windows
+/// ignores the spaces before the extension, so `CON .txt` is CON too.
+fn is_windows_device(name: &str) -> bool {
+    let stem = name.split('.').next().unwrap_or_default().trim_end().to_ascii_uppercase();
+    if matches!(stem.as_str(), "CON" | "PRN" | "AUX" | "NUL" | "CONIN$" | "CONOUT$" | "CLOCK$") {
+        return true;
+    }
+    let Some(port) = stem.strip_prefix("COM").or_else(|| stem.strip_prefix("LPT")) else { return false };
+    let mut rest = port.chars();
+    matches!((rest.next(), rest.next()), (Some('0'..='9' | '\u{b9}' | '\u{b2}' | '\u{b3}'), None))
+}
+
+/// Whether mailroom writes a file of this name for itself in a candidate folder: the folder's
+/// `metadata.json`, the original messages (`message-….eml`) and the temporaries (`.tmp-…`).
+/// Compared without case: on a case-insensitive filesystem `METADATA.JSON` is the same file.
+fn is_own_name(name: &str) -> bool {
+    let lower = name.to_lowercase();
+    lower == METADATA_FILE || (lower.starts_with("message-") && lower.ends_with(".eml")) || lower.starts_with(".tmp-")
 }
 
 fn truncate_keeping_extension(name: &str, max_bytes: usize) -> String {
@@ -246,8 +264,23 @@ impl Filer {
         raw: &[u8],
         committed: &[FiledApplication],
     ) -> Result<Filed, FilingError> {
+        self.file_application_in(app, &Self::folder_key(app), raw, committed)
+    }
+
+    /// Files one application into `folder` (relative to the root, `/`-separated): the folder the
+    /// store remembers for this address, which may carry the name of an earlier message. A
+    /// folder that is not a plain relative path of our own making is not trusted: the one
+    /// [`Filer::candidate_folder`] gives is used instead.
+    pub fn file_application_in(
+        &mut self,
+        app: &Application,
+        folder: &str,
+        raw: &[u8],
+        committed: &[FiledApplication],
+    ) -> Result<Filed, FilingError> {
+        let rel = own_folder(folder).unwrap_or_else(|| Self::candidate_folder(app));
         let mark = self.written.len();
-        let result = self.file_application_unguarded(app, raw, committed);
+        let result = self.file_application_unguarded(app, rel, raw, committed);
         if result.is_err() {
             for path in self.written.drain(mark..) {
                 let _ = fs::remove_file(path);
@@ -259,10 +292,10 @@ impl Filer {
     fn file_application_unguarded(
         &mut self,
         app: &Application,
+        rel: PathBuf,
         raw: &[u8],
         committed: &[FiledApplication],
     ) -> Result<Filed, FilingError> {
-        let rel = Self::candidate_folder(app);
         let key = path_to_slash(&rel);
         let dir = self.root.join(&rel);
         self.create_dirs(&dir)?;
@@ -498,7 +531,10 @@ fn base_name(app: &Application, doc: &Document) -> Option<String> {
         DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(app.posting.language), doc.extension),
         DocKind::Other => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
     };
-    Some(safe_component(&base, MAX_NAME_BYTES))
+    let name = safe_component(&base, MAX_NAME_BYTES);
+    // A sender's file never takes the name of one of ours (which would overwrite it, or be
+    // overwritten by it).
+    Some(if is_own_name(&name) { safe_component(&format!("_{name}"), MAX_NAME_BYTES) } else { name })
 }
 
 /// The names `file_application` gives the documents in a folder that holds nothing yet, in
@@ -567,6 +603,15 @@ fn eml_name(app: &Application) -> String {
 
 fn letter_label(language: PostingLang) -> &'static str {
     language.or(Lang::Fr).pick("Lettre de motivation", "Cover letter")
+}
+
+/// `posting/person` as mailroom names candidate folders: two components, each one that
+/// [`safe_component`] leaves as it is; `None` for anything else.
+fn own_folder(folder: &str) -> Option<PathBuf> {
+    let parts: Vec<&str> = folder.split('/').collect();
+    let ours =
+        parts.len() == 2 && parts.iter().all(|p| *p == safe_component(p, MAX_NAME_BYTES) && *p != QUARANTINE_DIR);
+    ours.then(|| parts.iter().collect())
 }
 
 fn path_to_slash(p: &Path) -> String {
@@ -645,6 +690,7 @@ mod tests {
         Application {
             sha256: sha.repeat(64 / sha.len()),
             message_id: None,
+            content_sha256: None,
             subject: "Candidature".into(),
             received_at: DateTime::from_timestamp(1_770_000_000, 0).unwrap(),
             candidate: Candidate {
@@ -664,6 +710,7 @@ mod tests {
             missing: vec![],
             automated: None,
             references: vec![],
+            evidence: Some(crate::understand::Evidence::Documents),
         }
     }
 
@@ -742,6 +789,81 @@ mod tests {
         let filed = filer.file_application(&second, b"raw 2", std::slice::from_ref(&filed.application)).unwrap();
         assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré (2).pdf"));
         assert_eq!(fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
+    }
+
+    #[test]
+    fn every_windows_device_name_is_refused_with_any_extension_and_case() {
+        // Microsoft's list ("Naming Files, Paths, and Namespaces"), superscript digits included,
+        // and the console and clock devices.
+        let mut devices: Vec<String> =
+            ["CON", "PRN", "AUX", "NUL", "CONIN$", "CONOUT$", "CLOCK$"].map(String::from).to_vec();
+        for port in ["COM", "LPT"] {
+            for digit in ["0", "1", "2", "3", "4", "5", "6", "7", "8", "9", "\u{b9}", "\u{b2}", "\u{b3}"] {
+                devices.push(format!("{port}{digit}"));
+            }
+        }
+        for device in &devices {
+            for name in [
+                device.clone(),
+                device.to_lowercase(),
+                format!("{device}.pdf"),
+                format!("{}.tar.gz", device.to_lowercase()),
+                format!("{device} .txt"),
+                format!("{device}.pdf."),
+            ] {
+                let out = safe_component(&name, 100);
+                let stem = out.split('.').next().unwrap().trim_end().to_uppercase();
+                assert_ne!(&stem, device, "{name:?} became {out:?}, still a device name");
+                assert_safe(&out, 100);
+            }
+        }
+        // Names that only start like a device are names.
+        for fine in ["COMMENT.pdf", "CONTRAT.pdf", "COM10.pdf", "Auxiliaire.pdf", "CLOCK.pdf", "LPT.pdf", "Console.pdf"]
+        {
+            assert_eq!(safe_component(fine, 100), fine);
+        }
+    }
+
+    #[test]
+    fn names_mailroom_writes_for_itself_are_never_reachable_from_a_message() {
+        let root = tempfile::tempdir().unwrap();
+        let hostile = [
+            "metadata.json",
+            "METADATA.JSON",
+            "Metadata.Json",
+            " metadata.json",
+            "metadata.json.",
+            "message-20260209T101500Z-aaaaaaaa.eml",
+            "MESSAGE-20260209T101500Z-AAAAAAAA.EML",
+            ".tmp-1-00000000",
+        ];
+        let documents: Vec<Document> = hostile
+            .iter()
+            .enumerate()
+            .map(|(i, n)| doc(DocKind::Other, Some(n), "bin", format!("hostile {i}").as_bytes()))
+            .collect();
+        let app = application("a", documents);
+        let mut filer = Filer::new(root.path());
+        let filed = filer.file_application(&app, b"the raw message", &[]).unwrap();
+        filer.sync().unwrap();
+        let folder = root.path().join(&filed.folder);
+        for d in &filed.application.documents {
+            let name = d.filename.as_deref().unwrap();
+            let lower = name.to_lowercase();
+            assert!(lower != METADATA_FILE && !lower.trim_end_matches(['.', ' ']).eq(METADATA_FILE), "{name:?}");
+            assert!(!(lower.starts_with("message-") && lower.ends_with(".eml")), "{name:?}");
+            assert!(!lower.starts_with(".tmp-"), "{name:?}");
+            assert_eq!(sha256_hex(&fs::read(folder.join(name)).unwrap()), d.sha256, "{name:?} holds its own bytes");
+        }
+        // The folder's own files are intact: metadata.json parses, and every document it lists
+        // (and the message itself) matches the bytes on disk.
+        let meta: FolderMetadata = serde_json::from_slice(&fs::read(folder.join(METADATA_FILE)).unwrap()).unwrap();
+        assert_eq!(meta.applications.len(), 1);
+        for d in &meta.applications[0].documents {
+            let name = d.filename.as_deref().unwrap();
+            assert_eq!(sha256_hex(&fs::read(folder.join(name)).unwrap()), d.sha256, "{name}");
+        }
+        assert_eq!(fs::read(folder.join(&meta.applications[0].eml)).unwrap(), b"the raw message");
     }
 
     #[test]

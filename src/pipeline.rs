@@ -330,13 +330,14 @@ fn file_and_acknowledge<L: Ledger>(
     raw: Option<Vec<u8>>,
 ) -> Result<MessageRecord, PipelineError> {
     let raw = raw.unwrap_or_default();
-    let filed = match file(&stages.store, filer, app, &raw) {
+    let filed = match file(&stages.store, filer, batch, app, &raw) {
         Ok(filed) => filed,
         Err(PipelineError::Filing(e)) if e.retry() == Retry::Permanent => {
             tracing::error!(error_kind = ?e.source.kind(), "this message cannot be filed; setting it aside");
             let q = Quarantine {
                 sha256: app.sha256.clone(),
                 message_id: app.message_id.clone(),
+                content_sha256: app.content_sha256.clone(),
                 received_at: app.received_at,
                 reason: QuarantineReason::Unfileable { error: e.source.to_string(), attempts: 1 },
                 attention: None,
@@ -350,9 +351,24 @@ fn file_and_acknowledge<L: Ledger>(
 }
 
 /// Stage 3 for an application: into the candidate's folder, next to what the store says it holds.
-fn file<L: Ledger>(store: &L, filer: &mut Filer, app: &Application, raw: &[u8]) -> Result<Filed, PipelineError> {
-    let committed = store.committed_in_folder(&Filer::folder_key(app))?;
-    Ok(filer.file_application(app, raw, &committed)?)
+/// One address has one folder per posting, named when it is first filed: the store (or this
+/// batch) remembers it, so a later message signed with another name joins it as a repeat.
+fn file<L: Ledger>(
+    store: &L,
+    filer: &mut Filer,
+    batch: &mut BatchState,
+    app: &Application,
+    raw: &[u8],
+) -> Result<Filed, PipelineError> {
+    let person = (app.candidate.email.clone(), app.posting.slug.clone());
+    let folder = match batch.folders.get(&person) {
+        Some(folder) => folder.clone(),
+        None => store.folder_of(&person.0, &person.1)?.unwrap_or_else(|| Filer::folder_key(app)),
+    };
+    let committed = store.committed_in_folder(&folder)?;
+    let filed = filer.file_application_in(app, &folder, raw, &committed)?;
+    batch.folders.insert(person, filed.folder.clone());
+    Ok(filed)
 }
 
 /// Stage 3 for a message that is not an application: into `_quarantine/`, with its reason.
@@ -370,6 +386,7 @@ fn set_aside(
         uid,
         sha256: q.sha256,
         message_id: q.message_id,
+        content_sha256: q.content_sha256,
         received_at: q.received_at,
         outcome: Outcome::Quarantined { reason: q.reason, path: Some(path) },
     })
@@ -420,6 +437,7 @@ fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, dec
         uid,
         sha256: app.sha256.clone(),
         message_id: app.message_id.clone(),
+        content_sha256: app.content_sha256.clone(),
         received_at: app.received_at,
         outcome: Outcome::Filed(Box::new(FiledRecord {
             candidate: app.candidate.email.clone(),
@@ -432,23 +450,28 @@ fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, dec
     }
 }
 
-/// Whether this message was recorded before (same bytes or Message-ID), or came twice in this batch.
+/// Whether this message was recorded before, or came twice in this batch: the same bytes, or the
+/// same Message-ID with the same content ([`crate::understand::fingerprint`]). A Message-ID
+/// alone is no evidence: two different messages that share one are both kept.
 fn dedupe<L: Ledger>(
     store: &L,
     batch: &mut BatchState,
     understood: &Understood,
 ) -> Result<Option<DuplicateOf>, StoreError> {
     let sha = understood.sha256();
-    let mid = understood.message_id();
-    let in_batch = batch.seen_sha.contains(sha) || mid.is_some_and(|m| batch.seen_mid.contains(m));
+    let same = match (understood.message_id(), understood.content_sha256()) {
+        (Some(mid), Some(content)) if !mid.is_empty() => Some((mid.to_owned(), content.to_owned())),
+        _ => None,
+    };
+    let in_batch = batch.seen_sha.contains(sha) || same.as_ref().is_some_and(|s| batch.seen_same.contains(s));
     batch.seen_sha.insert(sha.to_owned());
-    if let Some(m) = mid {
-        batch.seen_mid.insert(m.to_owned());
+    if let Some(s) = same {
+        batch.seen_same.insert(s);
     }
     if in_batch {
         return Ok(Some(DuplicateOf::EarlierInBatch));
     }
-    Ok(store.find_duplicate(sha, mid)?.map(DuplicateOf::Record))
+    Ok(store.same_message(sha, understood.message_id(), understood.content_sha256())?.map(DuplicateOf::Record))
 }
 
 fn duplicate(batch: &mut BatchState, uid: u32, understood: &Understood, of: DuplicateOf) -> MessageRecord {
@@ -458,7 +481,8 @@ fn duplicate(batch: &mut BatchState, uid: u32, understood: &Understood, of: Dupl
         Understood::Application(a) => (a.sha256.clone(), a.message_id.clone(), a.received_at),
         Understood::Quarantine(q) => (q.sha256.clone(), q.message_id.clone(), q.received_at),
     };
-    MessageRecord { uid, sha256, message_id, received_at, outcome: Outcome::Duplicate { of } }
+    let content_sha256 = understood.content_sha256().map(str::to_owned);
+    MessageRecord { uid, sha256, message_id, content_sha256, received_at, outcome: Outcome::Duplicate { of } }
 }
 
 /// What one batch knows beyond the store: what it has seen and queued but not yet committed.
@@ -466,7 +490,10 @@ struct BatchState {
     first_start: DateTime<Utc>,
     report: Report,
     seen_sha: HashSet<String>,
-    seen_mid: HashSet<String>,
+    /// (Message-ID, content fingerprint) of the messages seen in this batch.
+    seen_same: HashSet<(String, String)>,
+    /// The folder each (address, posting) was filed in during this batch, not committed yet.
+    folders: HashMap<(String, String), String>,
     queued: HashMap<String, crate::mail::ReplyKind>,
     cap_warned: bool,
 }
@@ -477,7 +504,8 @@ impl BatchState {
             first_start,
             report: Report::default(),
             seen_sha: HashSet::new(),
-            seen_mid: HashSet::new(),
+            seen_same: HashSet::new(),
+            folders: HashMap::new(),
             queued: HashMap::new(),
             cap_warned: false,
         }
@@ -616,6 +644,7 @@ fn understand_one(item: Incoming, rules: &Rules, mailbox: &MailboxKey) -> Unders
             Understood::Quarantine(Quarantine {
                 sha256: sha256_hex(format!("too-large:{}:{}", mailbox.name, env.uid).as_bytes()),
                 message_id: None,
+                content_sha256: None,
                 received_at: env.internal_date.unwrap_or_else(Utc::now),
                 reason: QuarantineReason::TooLarge {
                     size: env.size,

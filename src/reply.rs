@@ -17,9 +17,9 @@ use minijinja::{Value, context};
 use serde::Serialize;
 
 use crate::config::Config;
-use crate::filing::Filed;
+use crate::filing::{Filed, FiledDocument};
 use crate::lang::{self, Lang};
-use crate::mail::{MailKind, OutgoingMail, ReplyKind};
+use crate::mail::{self, MailKind, OutgoingMail, ReplyKind};
 use crate::reason::{ReplyNote, SkipReason};
 use crate::render::{self, TemplateError, Templates};
 use crate::understand::classify::fold;
@@ -71,11 +71,67 @@ impl ReplyDecision {
     }
 }
 
+/// A document as an acknowledgement lists it: by kind, type and size ("CV (PDF, 120 Ko)"),
+/// never by the name the sender gave it.
 #[derive(Serialize)]
-struct DocumentView<'a> {
+struct DocumentView {
     kind: DocKind,
     label: &'static str,
-    original_name: Option<&'a str>,
+    /// "PDF", "Word", "image JPEG"…, or "dans le message" for a letter written in the body.
+    format: &'static str,
+    /// "120 Ko", "1,2 Mo" / "120 KB", "1.2 MB".
+    size: String,
+}
+
+impl DocumentView {
+    fn of(d: &FiledDocument, lang: Lang) -> DocumentView {
+        DocumentView {
+            kind: d.kind,
+            label: d.kind.label(lang),
+            format: format_label(d, lang),
+            size: size_label(d.size, lang),
+        }
+    }
+}
+
+/// The type of a filed document in words, from a fixed list: the extension itself comes from
+/// the sender and is not repeated.
+fn format_label(d: &FiledDocument, lang: Lang) -> &'static str {
+    if d.original_name.is_none() && d.content_type.starts_with("text/plain") {
+        return lang.pick("dans le message", "in the message");
+    }
+    let ext = d.filename.as_deref().and_then(|n| n.rsplit_once('.')).map(|(_, e)| e.to_ascii_lowercase());
+    match ext.as_deref() {
+        Some("pdf") => "PDF",
+        Some("doc" | "docx") => "Word",
+        Some("odt") => "OpenDocument",
+        Some("rtf") => "RTF",
+        Some("pages") => "Pages",
+        Some("txt") => lang.pick("texte", "text"),
+        Some("jpg" | "jpeg") => lang.pick("image JPEG", "JPEG image"),
+        Some("png") => lang.pick("image PNG", "PNG image"),
+        Some("heic" | "heif") => lang.pick("image HEIC", "HEIC image"),
+        Some("gif" | "tif" | "tiff" | "webp" | "bmp") => "image",
+        Some("zip") => lang.pick("archive ZIP", "ZIP archive"),
+        Some("xls" | "xlsx" | "ods") => lang.pick("tableur", "spreadsheet"),
+        Some("ppt" | "pptx" | "odp") => lang.pick("présentation", "presentation"),
+        _ => lang.pick("fichier", "file"),
+    }
+}
+
+/// A size as people read it, in decimal units: "850 octets", "120 Ko", "1,2 Mo".
+fn size_label(bytes: u64, lang: Lang) -> String {
+    match bytes {
+        0..1_000 => format!("{bytes} {}", lang.pick("octets", "bytes")),
+        1_000..1_000_000 => format!("{} {}", bytes.div_ceil(1_000), lang.pick("Ko", "KB")),
+        _ => {
+            let mb = format!("{:.1}", bytes as f64 / 1_000_000.0);
+            match lang {
+                Lang::Fr => format!("{} Mo", mb.replace('.', ",")),
+                Lang::En => format!("{mb} MB"),
+            }
+        }
+    }
 }
 
 /// Renders acknowledgements; built once at start.
@@ -147,6 +203,9 @@ impl Replier {
         if let Some(automated) = &app.automated {
             return ReplyDecision::Skip(SkipReason::Automated { automated: automated.clone() });
         }
+        if app.evidence.is_none() {
+            return ReplyDecision::Skip(SkipReason::NotAnApplication);
+        }
         // INTERNALDATE has whole seconds: mail from the first start's own second is new mail.
         let first_second = first_start.with_nanosecond(0).unwrap_or(first_start);
         if !self.acknowledge_backlog && app.received_at < first_second {
@@ -173,19 +232,19 @@ impl Replier {
         let lang = self.language(app);
         match self.render(lang, kind, &self.context(app, filed, lang)) {
             Ok(r) => {
-                let mut references = app.references.clone();
-                if let Some(mid) = &app.message_id {
-                    references.push(mid.clone());
-                }
+                // What is copied from the application into headers is checked and bounded:
+                // a name that is a short name, ids that are Message-IDs, the last references.
+                let references =
+                    mail::reply_references(app.references.iter().map(String::as_str), app.message_id.as_deref());
                 ReplyDecision::Queue {
                     mail: Box::new(OutgoingMail {
                         to: app.candidate.email.clone(),
-                        to_name: app.candidate.name.clone(),
+                        to_name: app.candidate.name.as_deref().and_then(|n| mail::person_name(n, 6, 64)),
                         subject: r.subject,
                         text: r.text,
                         html: Some(r.html),
                         message_id: format!("mailroom.ack.{}@{}", &app.sha256[..32], self.domain),
-                        in_reply_to: app.message_id.clone(),
+                        in_reply_to: app.message_id.as_deref().and_then(mail::message_id),
                         references,
                         kind: MailKind::Ack(kind),
                         attachments: Vec::new(),
@@ -231,28 +290,22 @@ impl Replier {
         lang::detect(&fold(&text)).unwrap_or(self.default_language)
     }
 
+    /// What the templates may say. The sender is not authenticated, so nothing they wrote goes
+    /// in: not their display name, subject or file names. The one exception is a given name
+    /// that looks like a name ([`greeting_name`]).
     fn context(&self, app: &Application, filed: &Filed, lang: Lang) -> Value {
         let documents: Vec<DocumentView> = filed
             .application
             .documents
             .iter()
             .filter(|d| d.filename.is_some())
-            .map(|d| DocumentView {
-                kind: d.kind,
-                label: d.kind.label(lang),
-                original_name: d.original_name.as_deref(),
-            })
+            .map(|d| DocumentView::of(d, lang))
             .collect();
         // For a repeat, what the whole file still lacks; otherwise what this message lacked.
         let missing = if filed.application.repeat { &filed.folder_missing } else { &app.missing };
         let missing: Vec<&str> = missing.iter().map(|k| k.label(lang)).collect();
         context! {
-            candidate => context! {
-                name => app.candidate.name,
-                given_name => app.candidate.given_name,
-                family_name => app.candidate.family_name,
-                email => app.candidate.email,
-            },
+            candidate => context! { given_name => greeting_name(app) },
             posting => context! {
                 title => app.posting.title,
                 slug => app.posting.slug,
@@ -261,7 +314,6 @@ impl Replier {
             documents => documents,
             missing => missing,
             received_at => render::format_time(app.received_at.with_timezone(&self.timezone), lang),
-            subject => app.subject,
             organisation => self.organisation,
             contact => self.contact,
             privacy_notice => self.privacy_notice,
@@ -290,17 +342,23 @@ impl Replier {
     /// The context `mailroom render --sample` and the start-up check use.
     pub fn sample_context(&self, lang: Lang) -> Value {
         context! {
-            candidate => context! { name => "Jeanne Dupré", given_name => "Jeanne", family_name => "Dupré", email => "jeanne.dupre@example.test" },
+            candidate => context! { given_name => "Jeanne" },
             posting => context! { title => "Stage – Assistant·e gestion de projet", slug => "stage-gestion-projet", closing_date => render::format_date(chrono::NaiveDate::from_ymd_opt(2020, 9, 30).unwrap_or_default(), lang) },
             documents => vec![
-                DocumentView { kind: DocKind::Cv, label: DocKind::Cv.label(lang), original_name: Some("CV_Jeanne_Dupre.pdf") },
+                DocumentView { kind: DocKind::Cv, label: DocKind::Cv.label(lang), format: "PDF", size: size_label(120_400, lang) },
             ],
             missing => vec![DocKind::CoverLetter.label(lang)],
             received_at => render::format_time(Utc::now().with_timezone(&self.timezone), lang),
-            subject => "Candidature stage",
             organisation => self.organisation,
             contact => self.contact,
             privacy_notice => if self.privacy_notice.is_empty() { "(replies.privacy_notice)".to_owned() } else { self.privacy_notice.clone() },
         }
     }
+}
+
+/// The name an acknowledgement greets: the given name, when it looks like one (letters, spaces,
+/// hyphens, apostrophes; at most three words and 32 characters). Otherwise none, and the
+/// greeting is "Bonjour," alone.
+pub fn greeting_name(app: &Application) -> Option<String> {
+    app.candidate.given_name.as_deref().and_then(|g| mail::person_name(g, 3, 32))
 }

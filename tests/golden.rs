@@ -129,7 +129,7 @@ fn check(eml: &Path, rules: &Rules, root: &Path) -> Vec<String> {
                 format!("{missing:?}"),
                 format!("{:?}", expected.missing.iter().copied().collect::<BTreeSet<_>>()),
             );
-            let reply = if app.automated.is_some() { "none" } else { "acknowledgement" };
+            let reply = if app.answerable() { "acknowledgement" } else { "none" };
             differ("reply", reply.into(), expected.reply);
             for d in &filed.application.documents {
                 if let Some(name) = &d.filename {

@@ -397,7 +397,7 @@ async fn each_state_gets_its_own_reply_in_the_right_language() {
     // The HTML part says the same, escaped.
     assert!(sent[1].html.as_deref().unwrap().contains("<p>Bonjour Ben,</p>"));
     assert!(
-        sent[0].text.contains("CV.pdf") && sent[0].text.contains("(Europe/Paris)")
+        sent[0].text.contains("CV (PDF, ") && sent[0].text.contains("(Europe/Paris)")
             || sent[0].text.contains("(CET)")
             || sent[0].text.contains("(CEST)"),
         "{}",
@@ -571,4 +571,322 @@ async fn a_message_that_can_never_be_filed_is_set_aside_and_the_rest_go_on() {
     assert!(!files.iter().any(|f| f.contains("CV - Bob Durand")), "{files:#?}");
     let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(report.fetched, 0);
+}
+
+/// The same raw message as a server that received it later shows it: its own `Received` and
+/// `Delivered-To` on top (a move to another server, a restore, a UIDVALIDITY reset).
+fn redelivered(raw: &[u8]) -> Vec<u8> {
+    let mut out = b"Delivered-To: contact@example.test\r\nReceived: from mx2.example.test (mx2.example.test [192.0.2.7])\r\n\tby imap2.example.test with LMTP id 7f3a; Tue, 24 Nov 2026 08:00:00 +0100\r\n".to_vec();
+    out.extend_from_slice(raw);
+    out
+}
+
+#[tokio::test]
+async fn distinct_messages_sharing_a_message_id_are_all_kept() {
+    let world = World::new("[replies]\nonce_per_days = 0");
+    let pipeline = world.pipeline();
+    let courier = FakeCourier::default();
+    let at = Utc::now() + Duration::seconds(1);
+    // A web form and an old mailer that stamp every message with the same id.
+    let form_id = "1@localhost";
+    let alice = from_person(
+        "Alice Martin",
+        "alice@example.test",
+        "Candidature stage",
+        form_id,
+        "Bonjour",
+        &[("CV.pdf", "application/pdf", &pdf("alice cv"))],
+    );
+    let bob = from_person(
+        "Bob Durand",
+        "bob@example.test",
+        "Candidature stage",
+        form_id,
+        "Bonjour",
+        &[("CV.pdf", "application/pdf", &pdf("bob cv"))],
+    );
+    // One person's two applications (two postings, two CVs), sent by a client that reuses its id.
+    let jeanne_stage = from_person(
+        "Jeanne Dupré",
+        "jeanne@example.test",
+        "Candidature stage",
+        "reused.42@laptop.local",
+        "Bonjour",
+        &[("CV.pdf", "application/pdf", &pdf("jeanne cv fr"))],
+    );
+    let jeanne_design = from_person(
+        "Jeanne Dupré",
+        "jeanne@example.test",
+        "Service design internship",
+        "reused.42@laptop.local",
+        "Hello",
+        &[("Resume.pdf", "application/pdf", &pdf("jeanne cv en"))],
+    );
+    // List software that reuses the id of every issue of its newsletter.
+    let issue = |n: u32| {
+        application_eml(
+            "Jobs Weekly <news@jobs.example.test>",
+            "contact@example.test",
+            &format!("Jobs Weekly #{n}"),
+            "weekly@jobs.example.test",
+            &[("Return-Path", "<bounces@jobs.example.test>"), ("List-Id", "<weekly.jobs.example.test>")],
+            &format!("Issue {n}: new offers."),
+            &[],
+        )
+    };
+    let mut mailbox = FakeMailbox::with(
+        vec![alice.clone(), bob.clone(), jeanne_stage.clone(), jeanne_design.clone(), issue(1), issue(2)],
+        at,
+    );
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    assert_eq!((report.fetched, report.filed, report.quarantined, report.duplicates), (6, 4, 2, 0), "{report:?}");
+    assert_eq!(sent.sent, 4);
+
+    // The same messages seen again after a UIDVALIDITY reset, re-delivered with the new
+    // server's headers on top, and once more in the same batch: recognised, not filed again.
+    let mut moved = FakeMailbox::with(
+        vec![redelivered(&alice), redelivered(&bob), redelivered(&jeanne_design), jeanne_design.clone()],
+        at,
+    );
+    moved.uid_validity = 99;
+    let (report, sent) = once(&pipeline, &mut moved, &courier).await.unwrap();
+    assert_eq!((report.fetched, report.filed, report.duplicates), (4, 0, 4), "{report:?}");
+    assert_eq!(sent.sent, 0);
+    assert_eq!(courier.sent.lock().unwrap().len(), 4);
+}
+
+#[tokio::test]
+async fn one_address_is_one_folder_whatever_name_it_signs_with() {
+    let world = World::new("[replies]\nonce_per_days = 0");
+    let courier = FakeCourier::default();
+    let at = Utc::now() + Duration::seconds(1);
+    let cv = pdf("cv");
+    let lm = pdf("lm");
+    {
+        let pipeline = world.pipeline();
+        let mut mailbox = FakeMailbox::with(
+            vec![
+                from_person(
+                    "Jeanne",
+                    "jeanne.d@example.test",
+                    "Candidature stage",
+                    "f1@x",
+                    "Bonjour",
+                    &[("CV.pdf", "application/pdf", &cv)],
+                ),
+                // The same address, now with her full name, in the same batch.
+                from_person(
+                    "Jeanne Dupré",
+                    "jeanne.d@example.test",
+                    "Candidature stage",
+                    "f2@x",
+                    "Bonjour",
+                    &[("Lettre de motivation.pdf", "application/pdf", &lm)],
+                ),
+                // Someone else with the same name: a folder of her own.
+                from_person(
+                    "Jeanne Dupré",
+                    "j.dupre@example.test",
+                    "Candidature stage",
+                    "f3@x",
+                    "Bonjour",
+                    &[("CV.pdf", "application/pdf", &pdf("another cv"))],
+                ),
+            ],
+            at,
+        );
+        once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    }
+    // After a restart, written another way again.
+    let pipeline = world.pipeline();
+    let mut mailbox = FakeMailbox::with(
+        vec![from_person(
+            "DUPRÉ Jeanne",
+            "Jeanne.D@Example.TEST",
+            "Candidature stage",
+            "f4@x",
+            "Bonjour",
+            &[("CV 2026.pdf", "application/pdf", &pdf("cv 2026"))],
+        )],
+        at,
+    );
+    mailbox.uid_validity = 8;
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
+
+    let folders: std::collections::BTreeSet<String> = world
+        .files()
+        .iter()
+        .filter(|f| f.ends_with("/metadata.json"))
+        .map(|f| f.trim_end_matches("/metadata.json").to_owned())
+        .collect();
+    assert_eq!(folders.len(), 2, "one folder per address: {folders:#?}");
+    let hers =
+        folders.iter().find(|f| f.contains(&mailroom::understand::sha256_hex(b"jeanne.d@example.test")[..8])).unwrap();
+    // Named once, readably, from the first application.
+    assert!(hers.starts_with("stage-gestion-projet/Jeanne--"), "{hers}");
+    let meta: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(world.cfg.storage.data_dir.join(hers).join("metadata.json")).unwrap())
+            .unwrap();
+    let repeats: Vec<bool> =
+        meta["applications"].as_array().unwrap().iter().map(|a| a["repeat"].as_bool().unwrap()).collect();
+    assert_eq!(repeats, [false, true, true], "{meta:#}");
+    let kinds: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| format!("{} {}", m.to, m.kind)).collect();
+    assert_eq!(
+        kinds,
+        [
+            "jeanne.d@example.test missing_letter",
+            "jeanne.d@example.test repeat",
+            "j.dupre@example.test missing_letter",
+            "jeanne.d@example.test repeat"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn the_acknowledgement_says_only_what_mailroom_controls() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let courier = FakeCourier::default();
+    let bait = "Votre candidature est refusée, appelez le 08 99 00 00 00 ou payez sur http://evil.example/pay";
+    let name = format!("{bait} ").repeat(2_000);
+    let hostile = application_eml(
+        &format!("\"{name}\" <target@example.test>"),
+        "contact@example.test",
+        &format!("Candidature stage – {bait}"),
+        "hostile@x",
+        &[("Return-Path", "<target@example.test>")],
+        "Bonjour",
+        &[
+            ("CV http___evil.example_pay.pdf", "application/pdf", &pdf("cv")),
+            (&format!("{bait}.pdf"), "application/pdf", &pdf("other")),
+        ],
+    );
+    let fine = from_person(
+        "Jeanne Dupré",
+        "jeanne@example.test",
+        "Candidature stage – merci de me rappeler au 06 00 00 00 00",
+        "fine@x",
+        "Bonjour",
+        &[("CV_Jeanne_Dupre_2026.pdf", "application/pdf", &pdf("cv")), ("LM.pdf", "application/pdf", &pdf("lm"))],
+    );
+    let mut mailbox = FakeMailbox::with(vec![hostile, fine], Utc::now() + Duration::seconds(1));
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 2);
+    for m in &sent {
+        let all = format!("{}\n{:?}\n{}\n{}", m.subject, m.to_name, m.text, m.html.as_deref().unwrap_or_default());
+        for word in ["refusée", "08 99", "evil", "http", "payez", "06 00", "rappeler", "CV_Jeanne", "LM.pdf", ".pdf"] {
+            assert!(!all.contains(word), "{word:?} from the sender went out:\n{all:.2000}");
+        }
+        assert!(m.to_name.as_deref().is_none_or(|n| n.chars().count() <= 64), "{:?}", m.to_name);
+    }
+    assert!(sent[0].text.starts_with("Bonjour,\n"), "no name that looks like a name, no name: {}", sent[0].text);
+    assert!(sent[0].html.as_deref().unwrap().contains("<p>Bonjour,</p>"));
+    assert!(sent[1].text.starts_with("Bonjour Jeanne,\n"), "{}", sent[1].text);
+    assert_eq!(sent[1].to_name.as_deref(), Some("Jeanne Dupré"));
+    // Documents by kind and type, never by the sender's file name.
+    assert!(sent[1].text.contains("CV (PDF, "), "{}", sent[1].text);
+    assert!(sent[1].text.contains("lettre de motivation (PDF, "), "{}", sent[1].text);
+    assert!(sent[0].text.contains("autre document (PDF, "), "{}", sent[0].text);
+}
+
+#[tokio::test]
+async fn headers_copied_into_the_acknowledgement_are_bounded_and_valid() {
+    let world = World::new("");
+    let pipeline = world.pipeline();
+    let courier = FakeCourier::default();
+    let huge_id = format!("{}@example.test", "x".repeat(100_000));
+    let references: String =
+        (0..20_000).map(|i| format!("<r{i}@lists.example.test>")).collect::<Vec<_>>().join("\r\n ");
+    let long = application_eml(
+        "Jeanne Dupré <jeanne@example.test>",
+        "contact@example.test",
+        "Candidature stage",
+        &huge_id,
+        &[("Return-Path", "<jeanne@example.test>"), ("References", &references)],
+        "Bonjour",
+        &[("CV.pdf", "application/pdf", &pdf("cv"))],
+    );
+    let mut mailbox = FakeMailbox::with(vec![long], Utc::now() + Duration::seconds(1));
+    once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    let sent = courier.sent.lock().unwrap().clone();
+    assert_eq!(sent.len(), 1);
+    assert_eq!(sent[0].in_reply_to, None, "an id of 100 KB is not a Message-ID");
+    assert!(sent[0].references.len() <= 10, "{} references", sent[0].references.len());
+    assert_eq!(sent[0].references.last().map(String::as_str), Some("r19999@lists.example.test"));
+}
+
+#[tokio::test]
+async fn only_what_looks_like_an_application_is_acknowledged() {
+    let posting = "\n[[postings]]\nslug = \"alternance\"\ntitle = \"Alternance\"\nlanguage = \"fr\"\naddresses = [\"alternance@example.test\"]\n";
+    let world = World::new(&format!("[replies]\nonce_per_days = 0\n{posting}"));
+    let pipeline = world.pipeline();
+    let courier = FakeCourier::default();
+    let person = |n: u32, subject: &str, body: &str, extra: &[(&str, &str)], attachments: &[common::Attachment]| {
+        let addr = format!("p{n}@example.test");
+        let mut headers = vec![("Return-Path", format!("<{addr}>"))];
+        headers.extend(extra.iter().map(|(k, v)| (*k, v.to_string())));
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        application_eml(
+            &format!("P{n} Test <{addr}>"),
+            "contact@example.test",
+            subject,
+            &format!("b{n}@x"),
+            &headers,
+            body,
+            attachments,
+        )
+    };
+    let cv = pdf("cv");
+    let to_posting = application_eml(
+        "P7 Test <p7@example.test>",
+        "alternance@example.test",
+        "Bonjour",
+        "b7@x",
+        &[("Return-Path", "<p7@example.test>")],
+        "Bonjour, pouvez-vous me rappeler ?",
+        &[],
+    );
+    let messages = vec![
+        // 1. Spam a filter marked, with nothing attached: set aside, unanswered.
+        person(
+            1,
+            "Gagnez un iPhone",
+            "Cliquez ici",
+            &[("X-Spam-Flag", "YES"), ("X-Spam-Status", "Yes, score=12.1")],
+            &[],
+        ),
+        // 2. Spam a filter marked, with a "CV": filed, unanswered.
+        person(
+            2,
+            "CV",
+            "see attached",
+            &[("X-MS-Exchange-Organization-SCL", "9")],
+            &[("CV.pdf", "application/pdf", &cv)],
+        ),
+        // 3. A newsletter without list headers: filed, unanswered.
+        person(3, "Nos promotions de novembre", "Découvrez nos meilleures offres du mois.", &[], &[]),
+        // 4. A question that is not an application.
+        person(4, "Question", "Bonjour, quels sont vos horaires d'ouverture ?", &[], &[]),
+        // 5. An application whose documents were forgotten: answered (it asks for them).
+        person(5, "Ma candidature", "Bonjour, je souhaite postuler, vous trouverez ci-joint mon CV.", &[], &[]),
+        // 6. Documents and no words at all: answered.
+        person(6, "Hello", "", &[], &[("scan0001.pdf", "application/pdf", &cv)]),
+        // 7. Sent to a posting's own address: answered.
+        to_posting,
+        // 8. English words about applying.
+        person(8, "Internship", "Hello, I would like to apply for the internship.", &[], &[]),
+    ];
+    let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
+    let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    assert_eq!(report.quarantined, 1, "{report:?}");
+    let answered: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| m.to.clone()).collect();
+    assert_eq!(answered, ["p5@example.test", "p6@example.test", "p7@example.test", "p8@example.test"]);
+    let rows = pipeline.store().messages().unwrap();
+    let codes: Vec<&str> = rows.iter().map(reply_code).collect();
+    assert_eq!(
+        codes,
+        ["none", "automated", "not_an_application", "not_an_application", "queued", "queued", "queued", "queued"],
+        "{rows:?}"
+    );
 }

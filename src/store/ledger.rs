@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, outbox, parse_ts, ts};
+use super::{Recognition, Store, StoreError, outbox, parse_ts, ts};
 use crate::filing::FiledApplication;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind};
 use crate::reason::{QuarantineReason, ReplyNote};
@@ -53,7 +53,8 @@ pub enum Outcome {
         reason: QuarantineReason,
         path: Option<String>,
     },
-    /// Seen before (same bytes), under another UID or UIDVALIDITY: not filed or answered again.
+    /// Seen before (same bytes, or same Message-ID and content), under another UID or
+    /// UIDVALIDITY: not filed or answered again.
     Duplicate {
         of: DuplicateOf,
     },
@@ -75,6 +76,8 @@ pub struct MessageRecord {
     pub uid: u32,
     pub sha256: String,
     pub message_id: Option<String>,
+    /// The content fingerprint ([`crate::understand::fingerprint`]), when it was downloaded.
+    pub content_sha256: Option<String>,
     pub received_at: DateTime<Utc>,
     pub outcome: Outcome,
 }
@@ -120,12 +123,10 @@ pub struct Snapshot {
 }
 
 /// The store in the pipeline's role.
-pub trait Ledger: Clone + Send + Sync + 'static {
+pub trait Ledger: Recognition + Clone + Send + Sync + 'static {
     /// When this state was first used: older mail is backlog.
     fn first_start(&self) -> DateTime<Utc>;
     fn high_water(&self, mailbox: &MailboxKey) -> Result<u32, StoreError>;
-    /// A message already recorded with these bytes: its row id.
-    fn find_duplicate(&self, sha256: &str, message_id: Option<&str>) -> Result<Option<i64>, StoreError>;
     /// The commit point: the batch's rows, documents, outbox entries and high-water mark, atomically.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     fn record_contact(&self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError>;
@@ -205,38 +206,14 @@ impl Ledger for Store {
             .unwrap_or(0))
     }
 
-    fn find_duplicate(&self, sha256: &str, message_id: Option<&str>) -> Result<Option<i64>, StoreError> {
-        let conn = self.conn();
-        let by_sha = conn
-            .query_row(
-                "SELECT id FROM messages WHERE sha256 = ?1 AND outcome != 'duplicate' LIMIT 1",
-                params![sha256],
-                |r| r.get(0),
-            )
-            .optional()?;
-        if by_sha.is_some() {
-            return Ok(by_sha);
-        }
-        match message_id {
-            Some(mid) if !mid.is_empty() => Ok(conn
-                .query_row(
-                    "SELECT id FROM messages WHERE message_id = ?1 AND outcome != 'duplicate' LIMIT 1",
-                    params![mid],
-                    |r| r.get(0),
-                )
-                .optional()?),
-            _ => Ok(None),
-        }
-    }
-
     fn commit(&self, batch: &Batch) -> Result<(), StoreError> {
         let now = ts(Utc::now());
         let mut conn = self.conn();
         let tx = conn.transaction()?;
         {
             let mut insert_message = tx.prepare_cached(
-                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply, reply_code, candidate_name, missing, repeat, filed)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18)",
+                "INSERT OR IGNORE INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reason, candidate, posting, path, reply, reply_code, candidate_name, missing, repeat, filed, content_sha256)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16, ?17, ?18, ?19)",
             )?;
             let mut insert_document = tx.prepare_cached(
                 "INSERT INTO documents (message, kind, filename, original_name, content_type, size, sha256) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
@@ -291,6 +268,7 @@ impl Ledger for Store {
                     missing,
                     repeat,
                     filed,
+                    r.content_sha256,
                 ])?;
                 if inserted == 0 {
                     continue; // this UID was committed before: nothing twice

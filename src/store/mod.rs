@@ -6,15 +6,17 @@
 //!
 //! | trait | who | what |
 //! |---|---|---|
-//! | [`Ledger`] | the pipeline | high-water marks, duplicates, what a folder holds, reply history, the batch commit |
+//! | [`Ledger`] | the pipeline | high-water marks, what a folder holds, reply history, the batch commit |
+//! | [`Recognition`] | the pipeline (part of `Ledger`) | the same message seen again; the folder of an address |
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
 //! fsync per batch (a group commit). A message is known by mailbox + UIDVALIDITY + UID, and also by
-//! its raw sha256 and Message-ID, so a UIDVALIDITY reset or a move between servers is recognised
-//! and nobody is filed or answered twice.
+//! its raw sha256, or its Message-ID together with the fingerprint of its content, so a
+//! UIDVALIDITY reset or a move between servers is recognised and nobody is filed or answered
+//! twice, while two different messages that share a Message-ID are both kept.
 //!
 //! | file | tables |
 //! |---|---|
@@ -22,10 +24,12 @@
 //! | `ledger.rs` | `messages`, `documents`, `mailboxes`: the commit, duplicates, status |
 //! | `outbox.rs` | `outbox`: pending → sending → sent / failed / uncertain |
 //! | `digest.rs` | `digests` and the digest's reading of the others |
+//! | `recognition.rs` | `messages`, read: copies of a message, the folder of an address |
 
 mod digest;
 mod ledger;
 mod outbox;
+mod recognition;
 mod schema;
 
 use std::fs::File;
@@ -40,6 +44,7 @@ pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,
 };
 pub use outbox::{OutboxEntry, OutboxState, OutboxStore};
+pub use recognition::Recognition;
 
 use crate::error::{Classified, Retry};
 

@@ -107,6 +107,13 @@ const MIGRATIONS: &[&str] = &[
          WHEN reply LIKE 'skipped: hourly cap%' THEN 'hourly_cap'
          ELSE 'legacy' END;
      CREATE INDEX IF NOT EXISTS messages_reply_code ON messages (reply_code, recorded_at);",
+    // Recognising a message and a person seen before (issue 10): a Message-ID counts only with
+    // the same content (the fingerprint of what the sender wrote), and an address keeps the
+    // folder it was first filed in. Rows from before have no fingerprint: only their raw bytes
+    // can recognise them.
+    "ALTER TABLE messages ADD COLUMN content_sha256 TEXT;
+     CREATE INDEX IF NOT EXISTS messages_message_id_content ON messages (message_id, content_sha256);
+     CREATE INDEX IF NOT EXISTS messages_candidate_posting ON messages (candidate, posting);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
@@ -130,4 +137,33 @@ pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_state_of_the_previous_version_gains_the_content_fingerprint() {
+        let conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(SCHEMA).unwrap();
+        let before = MIGRATIONS.iter().position(|m| m.contains("ADD COLUMN content_sha256")).unwrap();
+        for sql in &MIGRATIONS[..before] {
+            conn.execute_batch(sql).unwrap();
+        }
+        conn.pragma_update(None, "user_version", before as i64).unwrap();
+        conn.execute(
+            "INSERT INTO messages (mailbox, uidvalidity, uid, sha256, message_id, received_at, recorded_at, outcome, reply)
+             VALUES ('m', 1, 1, 'raw', '1@localhost', '2026-01-01T00:00:00Z', '2026-01-01T00:00:00Z', 'filed', '')",
+            [],
+        )
+        .unwrap();
+        migrate(&conn).unwrap();
+        let (content, version): (Option<String>, i64) = conn
+            .query_row("SELECT content_sha256, (SELECT user_version FROM pragma_user_version) FROM messages", [], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .unwrap();
+        assert_eq!((content, version), (None, MIGRATIONS.len() as i64), "old rows have no fingerprint");
+    }
 }

@@ -18,13 +18,17 @@
 //! | [`classify`] | kinds from file names |
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
+//! | [`fingerprint`] | what makes two copies one message (the evidence a Message-ID needs) |
 //! | [`forward`] | inline-forwarded applications |
+//! | [`intent`] | whether a message reads as an application at all (who may be acknowledged) |
 //! | `robots` | who must never be answered |
 
 pub(crate) mod classify;
 mod documents;
 pub mod extract;
+pub mod fingerprint;
 pub(crate) mod forward;
+pub mod intent;
 pub mod parse;
 mod robots;
 pub mod sniff;
@@ -39,6 +43,7 @@ use unicode_normalization::UnicodeNormalization;
 pub use classify::DocKind;
 use classify::fold;
 use extract::TextReader;
+pub use intent::Evidence;
 use parse::{MailAddress, ParsedMail};
 
 use crate::config::{Config, DangerousPolicy, Limits, Posting};
@@ -148,6 +153,9 @@ pub struct Application {
     /// sha256 of the raw message, hex: the message's identity independent of the server.
     pub sha256: String,
     pub message_id: Option<String>,
+    /// What the sender wrote, hashed ([`fingerprint`]): with the Message-ID, recognises the same
+    /// message seen again through other servers.
+    pub content_sha256: Option<String>,
     pub subject: String,
     pub received_at: DateTime<Utc>,
     pub candidate: Candidate,
@@ -158,9 +166,17 @@ pub struct Application {
     pub automated: Option<Automated>,
     /// Message-IDs for the reply's `References`.
     pub references: Vec<String>,
+    /// Why it reads as an application; `None`: nothing says it is one, so it is not answered.
+    pub evidence: Option<Evidence>,
 }
 
 impl Application {
+    /// Whether understanding alone allows an acknowledgement: a person sent it (no robot, list,
+    /// bounce or spam) and it reads as an application. The reply stage adds what the store knows.
+    pub fn answerable(&self) -> bool {
+        self.automated.is_none() && self.evidence.is_some()
+    }
+
     /// The documents that are filed (everything but the ignored ones).
     pub fn filed_documents(&self) -> impl Iterator<Item = &Document> {
         self.documents.iter().filter(|d| d.kind != DocKind::Ignored)
@@ -184,6 +200,8 @@ pub enum Understood {
 pub struct Quarantine {
     pub sha256: String,
     pub message_id: Option<String>,
+    /// As [`Application::content_sha256`]; `None` when the message was not downloaded.
+    pub content_sha256: Option<String>,
     pub received_at: DateTime<Utc>,
     pub reason: QuarantineReason,
     /// Set when a person must look, beyond the reason (a dangerous attachment held back).
@@ -203,6 +221,12 @@ impl Understood {
             Understood::Quarantine(q) => q.message_id.as_deref(),
         }
     }
+    pub fn content_sha256(&self) -> Option<&str> {
+        match self {
+            Understood::Application(a) => a.content_sha256.as_deref(),
+            Understood::Quarantine(q) => q.content_sha256.as_deref(),
+        }
+    }
 }
 
 pub fn sha256_hex(bytes: &[u8]) -> String {
@@ -213,10 +237,12 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 /// Understands one raw message. `received_at` is the server's arrival time when known.
 pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules) -> Understood {
     let sha256 = sha256_hex(raw);
+    let content_sha256 = fingerprint::content_sha256(raw);
     let quarantine = |reason: QuarantineReason, message_id: Option<String>, at: Option<DateTime<Utc>>| {
         Understood::Quarantine(Quarantine {
             sha256: sha256.clone(),
             message_id,
+            content_sha256: content_sha256.clone(),
             received_at: received_at.or(at).unwrap_or_else(Utc::now),
             reason,
             attention: None,
@@ -267,15 +293,18 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         return Understood::Quarantine(Quarantine {
             sha256: sha256.clone(),
             message_id,
+            content_sha256: content_sha256.clone(),
             received_at: received_at.or(at).unwrap_or_else(Utc::now),
             reason,
             attention: Some(Attention::DangerousAttachment),
         });
     }
     let missing = documents::missing_kinds(&documents);
+    let evidence = intent::evidence(&mail, application.letter_text.as_deref(), &documents, &posting, rules);
     Understood::Application(Box::new(Application {
         sha256,
         message_id,
+        content_sha256,
         subject: mail.subject.clone().unwrap_or_default(),
         received_at: at.unwrap_or_else(Utc::now),
         candidate,
@@ -284,6 +313,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         missing,
         automated,
         references: mail.references.clone(),
+        evidence,
     }))
 }
 

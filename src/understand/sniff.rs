@@ -8,7 +8,7 @@
 //!   archive, Office file or PDF. Such a file is never the CV or the letter.
 //!
 //! Cheap on purpose: signatures, a ZIP's directory, a few byte searches. Deep inspection is the
-//! antivirus's job ([`crate::antivirus`]).
+//! antivirus's job (the `antivirus` module).
 
 use serde::Serialize;
 
