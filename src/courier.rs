@@ -74,7 +74,7 @@ impl Header for AutoResponseSuppress {
 /// are reduced to one line first, so nothing a candidate wrote can add a header.
 pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, SendError> {
     let permanent = |m: String| SendError { retry: Retry::Permanent, message: m };
-    let to: Address = mail.to.parse().map_err(|e| permanent(format!("recipient {:?}: {e}", mail.to)))?;
+    let to: Address = mail.to.parse().map_err(|e| permanent(format!("invalid recipient address: {e}")))?;
     let one_line =
         |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned();
     let angle = |id: &str| format!("<{}>", one_line(id).trim_matches(['<', '>']));
@@ -110,6 +110,28 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
         builder.multipart(mixed)
     };
     built.map_err(|e| permanent(format!("cannot build the reply: {e}")))
+}
+
+/// A server's reply, or any error text, with the addresses taken out: servers quote the
+/// recipient ("<jeanne@…>: Recipient address rejected"), and these texts are logged.
+pub fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains('@') {
+            let core = |c: char| !matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'' | ',' | ';' | ':' | '.');
+            let start = word.find(core).unwrap_or(0);
+            let end = word.rfind(core).map_or(word.len(), |e| e + word[e..].chars().next().map_or(1, char::len_utf8));
+            out.push_str(&word[..start]);
+            out.push_str("(address)");
+            out.push_str(&word[end.max(start)..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
 }
 
 /// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH).
@@ -159,16 +181,18 @@ fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
 impl Courier for SmtpCourier {
     async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
         let message = build_message(&self.from, mail)?;
-        let to: Address =
-            mail.to.parse().map_err(|e| SendError { retry: Retry::Permanent, message: format!("{e}") })?;
+        let to: Address = mail.to.parse().map_err(|e| SendError {
+            retry: Retry::Permanent,
+            message: without_addresses(&format!("invalid recipient address: {e}")),
+        })?;
         // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
         let envelope = lettre::address::Envelope::new(None, vec![to])
-            .map_err(|e| SendError { retry: Retry::Permanent, message: e.to_string() })?;
+            .map_err(|e| SendError { retry: Retry::Permanent, message: without_addresses(&e.to_string()) })?;
         self.transport
             .send_raw(&envelope, &message.formatted())
             .await
             .map(|_| ())
-            .map_err(|e| SendError { retry: classify_smtp(&e), message: e.to_string() })
+            .map_err(|e| SendError { retry: classify_smtp(&e), message: without_addresses(&e.to_string()) })
     }
 }
 
@@ -200,6 +224,16 @@ mod tests {
         assert!(text.contains("In-Reply-To: <orig@example.test>\r\n"), "{text}");
         assert!(text.contains("References: <first@example.test> <orig@example.test>\r\n"), "{text}");
         assert!(text.contains("Message-ID: <mailroom.ack.1234@example.test>\r\n"), "{text}");
+    }
+
+    #[test]
+    fn server_replies_lose_their_addresses() {
+        assert_eq!(
+            without_addresses("permanent error (550): 5.1.1 <jeanne.dupre@example.test>: Recipient address rejected"),
+            "permanent error (550): 5.1.1 <(address)>: Recipient address rejected"
+        );
+        assert_eq!(without_addresses("to jeanne@example.test, twice"), "to (address), twice");
+        assert_eq!(without_addresses("no address here"), "no address here");
     }
 
     #[test]
