@@ -31,7 +31,7 @@ use crate::store::{Area, Health, Ledger, OutboxStore, SentCheck, StoreError};
 
 /// A server that refuses or drops connections (before a login) is tried again at least this
 /// often: its return is noticed within seconds. Reconnecting costs it nothing.
-pub const RECONNECT_CAP: Duration = Duration::from_secs(8);
+pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 /// A pass that fails after a successful login (it downloads, it files) waits up to this long.
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
 

@@ -339,32 +339,44 @@ impl ImapMailbox {
         self.session.as_mut().ok_or_else(lost_in_idle)
     }
 
+    /// IDLE until the server announces a change or `at_most` has passed. Whenever the server has
+    /// been silent for `liveness`, the IDLE is ended and begun again: a live server answers the
+    /// DONE at once, a hung one (or a dead link) is noticed within `liveness` plus
+    /// [`LIVENESS_ANSWER`], without a pass over the folder for every check.
     async fn idle_once(&mut self, at_most: Duration) -> Result<Wake, MailboxError> {
         use async_imap::extensions::idle::IdleResponse;
-        let session = self.session.take().ok_or_else(lost_in_idle)?;
-        let mut handle = session.idle();
-        deadline(&self.progress, self.timeout, "IDLE", handle.init()).await?;
-        let wake = {
-            let (wait, _interrupt) = handle.wait_with_timeout(self.liveness);
-            match tokio::time::timeout(at_most.min(IDLE_REFRESH), wait).await {
-                Err(_) => Wake::Timeout,
-                Ok(Ok(IdleResponse::NewData(_))) => Wake::Changed,
-                // Silent for `liveness`: the DONE below proves the link alive, or fails.
-                Ok(Ok(IdleResponse::Timeout)) => Wake::Timeout,
-                // We never interrupt; async-imap reports the end of the stream this way.
-                Ok(Ok(IdleResponse::ManualInterrupt)) => {
-                    return Err(MailboxError::Protocol {
-                        command: "IDLE",
-                        message: "the server closed the connection".into(),
-                    });
+        let until = Instant::now() + at_most.min(IDLE_REFRESH);
+        loop {
+            let session = self.session.take().ok_or_else(lost_in_idle)?;
+            let mut handle = session.idle();
+            deadline(&self.progress, self.timeout, "IDLE", handle.init()).await?;
+            let left = until.saturating_duration_since(Instant::now());
+            let wake = {
+                let (wait, _interrupt) = handle.wait_with_timeout(self.liveness);
+                match tokio::time::timeout(left, wait).await {
+                    Err(_) => Some(Wake::Timeout),
+                    Ok(Ok(IdleResponse::NewData(_))) => Some(Wake::Changed),
+                    // Silent for `liveness`: the DONE below proves the link alive, or fails.
+                    Ok(Ok(IdleResponse::Timeout)) => None,
+                    // We never interrupt; async-imap reports the end of the stream this way.
+                    Ok(Ok(IdleResponse::ManualInterrupt)) => {
+                        return Err(MailboxError::Protocol {
+                            command: "IDLE",
+                            message: "the server closed the connection".into(),
+                        });
+                    }
+                    Ok(Err(e)) => return Err(MailboxError::Protocol { command: "IDLE", message: e.to_string() }),
                 }
-                Ok(Err(e)) => return Err(MailboxError::Protocol { command: "IDLE", message: e.to_string() }),
+            };
+            // A live server answers DONE at once, whatever the command timeout allows.
+            let answer = self.timeout.min(LIVENESS_ANSWER);
+            self.session = Some(deadline(&self.progress, answer, "DONE", handle.done()).await?);
+            match wake {
+                Some(wake) => return Ok(wake),
+                None if Instant::now() >= until => return Ok(Wake::Timeout),
+                None => tracing::trace!("the IDLE connection answered its liveness check"),
             }
-        };
-        // A live server answers DONE at once, whatever the command timeout allows.
-        let answer = self.timeout.min(LIVENESS_ANSWER);
-        self.session = Some(deadline(&self.progress, answer, "DONE", handle.done()).await?);
-        Ok(wake)
+        }
     }
 }
 

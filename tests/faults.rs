@@ -420,6 +420,27 @@ async fn a_message_that_keeps_failing_is_set_aside_after_a_few_tries() {
     assert_logs_carry_no_personal_data();
 }
 
+/// Item 18 of issue 10: a filing error names the file it failed on, and file paths hold the
+/// candidate's name (`Family-Given--hash/CV - Given Family.pdf`): neither the error nor any log
+/// line may show it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn filing_errors_show_no_names_in_logs() {
+    captured_logs();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = config(dir.path(), "", "");
+    let hash = &mailroom::understand::sha256_hex(b"gaspard.rousseau@example.test")[..8];
+    let stuck = cfg.storage.data_dir.join("stage-gestion-projet").join(format!("Rousseau-Gaspard--{hash}"));
+    let Some(_mount) = Mount::read_only_bind(&stuck) else { return };
+    let pipeline = pipeline(&cfg);
+    let mut mailbox =
+        FakeMailbox::with(vec![applicant("Gaspard Rousseau", "gaspard.rousseau@example.test", &pdf("cv gaspard"))]);
+    let e = pipeline.pass(&mut mailbox, &Quiet, &never()).await.expect_err("the folder is read-only");
+    let shown = e.to_string();
+    assert!(!shown.contains("Gaspard") && !shown.contains("Rousseau"), "{shown}");
+    assert!(shown.contains(hash), "the folder is shown by the hash of the address: {shown}");
+    assert_logs_carry_no_personal_data();
+}
+
 /// Item 15 of issue 10: the login works, the pass fails at once, again and again. The backoff
 /// must grow across these reconnects instead of starting over at every successful login.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
