@@ -135,9 +135,8 @@ async fn watch<L, M, F, Fut>(
                 {
                     found?;
                 }
-                let pass = pipeline.pass(&mut mailbox, monitor, &stop).await;
-                record_outcome(pipeline.store(), &pass);
-                let report = pass?;
+                let report = pipeline.pass(&mut mailbox, monitor, &stop).await?;
+                record_outcome(pipeline.store(), &Ok::<_, PipelineError>(report));
                 failures = 0;
                 monitor.status(&status_line(pipeline.store(), &report));
                 if *stop.borrow() {
@@ -164,9 +163,7 @@ async fn watch<L, M, F, Fut>(
         }
         .await;
         let Err(e) = result else { continue };
-        if !logged_in {
-            record_outcome(pipeline.store(), &Err::<Report, _>(&e));
-        }
+        record_outcome(pipeline.store(), &Err::<Report, _>(&e));
         let text = e.to_string();
         if last_error.as_deref() != Some(text.as_str()) {
             tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
