@@ -301,7 +301,6 @@ pub(crate) fn render(config: &Path, template: &str, lang: &str, html: bool) -> a
 /// without the password files (it talks to no server), and says "running" only when a daemon
 /// holds the state's lock.
 pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    private_files();
     let cfg = Config::load_without_secrets(path).map_err(|e| in_file(e, path))?;
     let state = &cfg.storage.state_path;
     if !state.exists() {
