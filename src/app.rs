@@ -38,7 +38,16 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    private_files();
     Config::load(path).map_err(|e| in_file(e, path))
+}
+
+/// What mailroom writes (documents, messages, metadata.json, the state and its lock) is for its
+/// own user: directories 0700, files 0600, as the unit's `UMask=0077` does, also when run by hand
+/// under the usual 022. The one place the umask is set: every command that writes loads its
+/// configuration first.
+fn private_files() {
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// A configuration error, said with its file (a load error names it already).
@@ -134,6 +143,13 @@ fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<Store>> {
     Ok(Pipeline::new(cfg, replier, open_store(cfg)?))
 }
 
+/// Notes in the store which command took it, for `mailroom status`.
+fn record_start(store: &Store, command: &str) {
+    if let Err(e) = crate::store::Health::record_start(store, command) {
+        tracing::warn!(error = %e, "could not record the start in the state");
+    }
+}
+
 /// `mailroom check-config`.
 pub(crate) fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
@@ -153,6 +169,7 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
     crate::service::init_logging(&cfg);
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
+        record_start(pipeline.store(), "once");
         let courier = SmtpCourier::new(&cfg)?;
         let shutdown = shutdown_signal();
         let progress = TerminalProgress::if_terminal();
@@ -163,7 +180,10 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
         let work = async {
             let (mut report, mut sent) = (Report::default(), SendReport::default());
             for folder in cfg.folders() {
-                let mut mailbox = ImapMailbox::connect(&cfg, &folder).await?;
+                // A stop while connecting to a server that does not answer ends the command at once.
+                let connect = crate::service::unless_stopped(&shutdown.stop, ImapMailbox::connect(&cfg, &folder));
+                let Some(mailbox) = connect.await else { break };
+                let mut mailbox = mailbox?;
                 let (r, s) =
                     crate::daemon::once(&pipeline, &mut mailbox, &courier, monitor, shutdown.stop.clone()).await?;
                 crate::mailbox::Mailbox::logout(&mut mailbox).await;
@@ -200,6 +220,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     crate::service::init_logging(&cfg);
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
+        record_start(pipeline.store(), "run");
         let courier = SmtpCourier::new(&cfg)?;
         let digest = Digest::new(&cfg).map_err(usage)?;
         let timer = Timer::start().await?;
@@ -276,20 +297,32 @@ pub(crate) fn render(config: &Path, template: &str, lang: &str, html: bool) -> a
     Ok(ExitCode::SUCCESS)
 }
 
-/// `mailroom status`.
+/// `mailroom status`: reads the state and nothing else. It works on a read-only state folder and
+/// without the password files (it talks to no server), and says "running" only when a daemon
+/// holds the state's lock.
 pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
-    let cfg = load_config(path)?;
+    let cfg = Config::load_without_secrets(path).map_err(|e| in_file(e, path))?;
     let state = &cfg.storage.state_path;
     if !state.exists() {
         return Err(usage(format!("no state at {} (storage.state_path): mailroom has not run yet", state.display())));
     }
-    let store = Store::open_unlocked(state)?;
+    let running = Store::in_use(state);
+    let store = Store::open_read_only(state)?;
     let snapshot = store.snapshot()?;
     let last_digest = store.last_digest_end()?;
     let next_digest = cfg.digest.enabled.then(|| crate::digest::next_digest(&cfg, last_digest, Utc::now())).flatten();
+    let started = store.last_start()?;
+    let problems = store.problems()?;
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
+        value["daemon"] = serde_json::json!({
+            "running": running,
+            "command": started.as_ref().map(|s| s.command.clone()),
+            "pid": started.as_ref().map(|s| s.pid),
+            "started_at": started.as_ref().map(|s| s.at),
+        });
+        value["problems"] = serde_json::to_value(&problems)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -301,7 +334,21 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         None => "never".into(),
     };
     println!("state            {}", state.display());
-    println!("running since    {}", snapshot.first_start.format("%Y-%m-%d %H:%M:%S UTC"));
+    match (&started, running) {
+        (Some(s), true) => {
+            println!("daemon           running since {} (mailroom {}, pid {})", when(Some(s.at)), s.command, s.pid);
+        }
+        (None, true) => println!("daemon           running"),
+        (Some(s), false) => {
+            println!("daemon           not running (last started {}, mailroom {})", when(Some(s.at)), s.command);
+        }
+        (None, false) => println!("daemon           not running"),
+    }
+    for p in &problems {
+        let then = if running { "" } else { " (when it last ran)" };
+        println!("problem{then:<10} {} since {}: {}", p.label, when(Some(p.since)), p.message);
+    }
+    println!("in use since     {}", snapshot.first_start.format("%Y-%m-%d %H:%M:%S UTC"));
     for m in &snapshot.mailboxes {
         println!("mailbox          {} (uidvalidity {}, up to uid {})", m.name, m.uidvalidity, m.high_water);
         println!("  last contact   {}", when(m.last_contact));

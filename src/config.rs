@@ -163,9 +163,19 @@ pub struct ImapConfig {
     /// How often `mailroom run` looks for new mail when IDLE is off or not offered.
     #[serde(default = "defaults::poll_interval_secs")]
     pub poll_interval_secs: u64,
-    /// Deadline for connecting and for every single IMAP command.
+    /// Deadline for connecting, and how long an IMAP command may go without a byte from the
+    /// server: a slow link is fine as long as bytes keep coming.
     #[serde(default = "defaults::timeout_secs")]
     pub timeout_secs: u64,
+    /// An IDLE connection silent this long is checked (DONE, which a live server answers at
+    /// once): a hung server or a dead link is noticed within this plus a few seconds.
+    #[serde(default = "defaults::liveness_secs")]
+    pub liveness_secs: u64,
+    /// Where the submission server keeps a copy of what mailroom sends, looked in after a crash
+    /// to tell whether an interrupted acknowledgement left. Unset: the folder the server marks
+    /// `\Sent` (RFC 6154); `""`: do not look.
+    #[serde(default)]
+    pub sent_folder: Option<String>,
     /// A fetch brings at most this many messages...
     #[serde(default = "defaults::batch_messages")]
     pub batch_messages: usize,
@@ -452,6 +462,9 @@ mod defaults {
     pub(super) fn timeout_secs() -> u64 {
         60
     }
+    pub(super) fn liveness_secs() -> u64 {
+        20
+    }
     pub(super) fn batch_messages() -> usize {
         100
     }
@@ -472,14 +485,28 @@ impl Config {
         Self::load_with_env(path, std::env::vars())
     }
 
+    /// Like [`Config::load`], but without reading the password files: for commands that talk to
+    /// no server (`mailroom status` reads the state, and must work without them).
+    pub fn load_without_secrets(path: &Path) -> Result<Config, ConfigError> {
+        Self::load_inner(path, std::env::vars(), false)
+    }
+
     /// Like [`Config::load`], with the environment given (tests do not touch the process's).
     pub fn load_with_env(path: &Path, env: impl IntoIterator<Item = (String, String)>) -> Result<Config, ConfigError> {
+        Self::load_inner(path, env, true)
+    }
+
+    fn load_inner(
+        path: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: bool,
+    ) -> Result<Config, ConfigError> {
         let load_err = |message: String| ConfigError::Load { path: path.to_owned(), message };
         if !path.is_file() {
             return Err(load_err("no such file (give another with --config FILE)".into()));
         }
         let text = std::fs::read_to_string(path).map_err(|e| load_err(e.to_string()))?;
-        Self::from_toml(&text, path.parent().unwrap_or(Path::new(".")), env).map_err(|e| match e {
+        Self::from_toml_inner(&text, path.parent().unwrap_or(Path::new(".")), env, secrets).map_err(|e| match e {
             ConfigError::Load { message, .. } => load_err(message),
             other => other,
         })
@@ -490,6 +517,15 @@ impl Config {
         text: &str,
         base: &Path,
         env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
+        Self::from_toml_inner(text, base, env, true)
+    }
+
+    fn from_toml_inner(
+        text: &str,
+        base: &Path,
+        env: impl IntoIterator<Item = (String, String)>,
+        secrets: bool,
     ) -> Result<Config, ConfigError> {
         let load_err = |message: String| ConfigError::Load { path: base.to_owned(), message };
         let overrides: config::Map<String, String> =
@@ -511,7 +547,7 @@ impl Config {
             .map_err(|e| load_err(e.to_string()))?;
         let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(dotted_keys(&e.to_string())))?;
         cfg.resolve_paths(base, std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
-        cfg.validate()?;
+        cfg.validate_inner(secrets)?;
         Ok(cfg)
     }
 
@@ -539,6 +575,10 @@ impl Config {
 
     /// Checks what serde cannot: values in range, files present, addresses well formed.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.validate_inner(true)
+    }
+
+    fn validate_inner(&self, secrets: bool) -> Result<(), ConfigError> {
         for (section, host, port, user, pw, pw_file, ca) in [
             (
                 "imap",
@@ -581,9 +621,10 @@ impl Config {
                         format!("missing: set {section}.password or {section}.password_file"),
                     ));
                 }
-                (None, Some(file)) => {
+                (None, Some(file)) if secrets => {
                     read_password_file(file).map_err(|m| invalid(format!("{section}.password_file"), m))?;
                 }
+                (None, Some(_)) => {}
                 (Some(_), None) => {}
             }
             if let Some(ca) = ca {
@@ -606,6 +647,7 @@ impl Config {
         for (key, v) in [
             ("imap.poll_interval_secs", self.imap.poll_interval_secs),
             ("imap.timeout_secs", self.imap.timeout_secs),
+            ("imap.liveness_secs", self.imap.liveness_secs),
             ("smtp.timeout_secs", self.smtp.timeout_secs),
             ("imap.batch_messages", self.imap.batch_messages as u64),
             ("imap.batch_bytes", self.imap.batch_bytes),

@@ -131,6 +131,28 @@ pub fn envelope_address(address: &str) -> Result<Address, SendError> {
     Address::new(user, domain).map_err(|e| permanent(&format!("the recipient's address is not valid: {e}")))
 }
 
+/// A server's reply, or any error text, with the addresses taken out: servers quote the
+/// recipient ("<jeanne@…>: Recipient address rejected"), and these texts are logged.
+pub fn without_addresses(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for (i, word) in text.split(' ').enumerate() {
+        if i > 0 {
+            out.push(' ');
+        }
+        if word.contains('@') {
+            let core = |c: char| !matches!(c, '<' | '>' | '(' | ')' | '[' | ']' | '"' | '\'' | ',' | ';' | ':' | '.');
+            let start = word.find(core).unwrap_or(0);
+            let end = word.rfind(core).map_or(word.len(), |e| e + word[e..].chars().next().map_or(1, char::len_utf8));
+            out.push_str(&word[..start]);
+            out.push_str("(address)");
+            out.push_str(&word[end.max(start)..]);
+        } else {
+            out.push_str(word);
+        }
+    }
+    out
+}
+
 /// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH).
 pub struct SmtpCourier {
     transport: AsyncSmtpTransport<Tokio1Executor>,
@@ -193,9 +215,12 @@ impl Courier for SmtpCourier {
         self.transport.send_raw(&envelope, &message.formatted()).await.map(|_| ()).map_err(|e| {
             let retry = classify_smtp(&e, needs_utf8);
             let message = if retry == Retry::Permanent && e.is_client() {
-                format!("the recipient's address needs SMTPUTF8, which the server does not offer ({e})")
+                format!(
+                    "the recipient's address needs SMTPUTF8, which the server does not offer ({})",
+                    without_addresses(&e.to_string())
+                )
             } else {
-                e.to_string()
+                without_addresses(&e.to_string())
             };
             SendError { retry, message }
         })
@@ -291,6 +316,16 @@ mod tests {
             assert_eq!(e.retry, Retry::Permanent);
             assert!(!e.message.contains(bad), "errors name no address: {}", e.message);
         }
+    }
+
+    #[test]
+    fn server_replies_lose_their_addresses() {
+        assert_eq!(
+            without_addresses("permanent error (550): 5.1.1 <jeanne.dupre@example.test>: Recipient address rejected"),
+            "permanent error (550): 5.1.1 <(address)>: Recipient address rejected"
+        );
+        assert_eq!(without_addresses("to jeanne@example.test, twice"), "to (address), twice");
+        assert_eq!(without_addresses("no address here"), "no address here");
     }
 
     #[test]

@@ -5,7 +5,14 @@
 //! May: call the pipeline and the outbox sender, talk to the service manager through
 //! [`Monitor`]. May not: touch a message itself: everything a message goes through is in
 //! [`crate::pipeline`]. There is one cancellation path: the `stop` watch. Every loop checks it at
-//! its safe points (between batches, while waiting), so a stop is bounded.
+//! its safe points (between batches, while waiting) and network I/O is dropped when it turns
+//! ([`unless_stopped`]), so a stop is bounded even when a server hangs.
+//!
+//! Failures are paced: a pass that fails waits longer each time, and a successful login does
+//! not start the count again (only a pass that works does), so an error that persists never
+//! becomes a tight loop of logins and downloads. A server that refuses connections is tried at
+//! least every [`RECONNECT_CAP`], so its return is noticed within seconds. The daemon's ongoing
+//! error is recorded in the store for `mailroom status` ("cannot file since …").
 
 use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
@@ -18,8 +25,15 @@ use crate::error::{Classified, backoff};
 use crate::mailbox::{Mailbox, MailboxError};
 use crate::outbox::{self, SendReport};
 use crate::pipeline::{Pipeline, PipelineError, Report};
-use crate::service::Monitor;
-use crate::store::{Ledger, OutboxStore};
+use crate::recovery;
+use crate::service::{Monitor, unless_stopped};
+use crate::store::{Area, Health, Ledger, OutboxStore, SentCheck, StoreError};
+
+/// A server that refuses or drops connections (before a login) is tried again at least this
+/// often: its return is noticed within seconds. Reconnecting costs it nothing.
+pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
+/// A pass that fails after a successful login (it downloads, it files) waits up to this long.
+pub const RETRY_CAP: Duration = Duration::from_secs(300);
 
 /// `mailroom once` on one folder: one pass, then the outbox's chance to send what it queued.
 pub async fn once<L, M, C>(
@@ -36,7 +50,13 @@ where
 {
     let (done_tx, done_rx) = watch::channel(false);
     let work = async {
-        let r = pipeline.pass(mailbox, monitor, &stop).await;
+        let mut never_looked = None;
+        let looked = unless_stopped(&stop, recovery::look_up_sent(pipeline.store(), mailbox, &mut never_looked)).await;
+        let r = match looked {
+            Some(Err(e)) => Err(e.into()),
+            _ => pipeline.pass(mailbox, monitor, &stop).await,
+        };
+        record_outcome(pipeline.store(), &r);
         let _ = done_tx.send(true);
         r
     };
@@ -84,28 +104,40 @@ async fn watch<L, M, F, Fut>(
     slot: usize,
     mut stop: watch::Receiver<bool>,
 ) where
-    L: Ledger,
+    L: Ledger + SentCheck,
     M: Mailbox,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
 {
     let mut ticker = tokio::time::interval(liveness.every);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Failures in a row, of any kind, since the last pass that worked.
     let mut failures: u32 = 0;
     let mut last_error: Option<String> = None;
+    let mut looked_in_sent = None;
     let alive = || liveness.alive(slot, monitor);
     while !*stop.borrow() {
         alive();
+        let mut logged_in = false;
         let result: Result<(), PipelineError> = async {
-            let mut mailbox = connect().await?;
+            let Some(mailbox) = unless_stopped(&stop, connect()).await else { return Ok(()) };
+            let mut mailbox = mailbox?;
+            logged_in = true;
             if last_error.take().is_some() {
                 tracing::info!(mailbox = mailbox.name(), after_failures = failures, "mailbox reachable again");
             }
-            failures = 0;
             monitor.ready();
             loop {
                 alive();
+                if let Some(found) =
+                    unless_stopped(&stop, recovery::look_up_sent(pipeline.store(), &mut mailbox, &mut looked_in_sent))
+                        .await
+                {
+                    found?;
+                }
                 let report = pipeline.pass(&mut mailbox, monitor, &stop).await?;
+                record_outcome(pipeline.store(), &Ok::<_, PipelineError>(report));
+                failures = 0;
                 monitor.status(&status_line(pipeline.store(), &report));
                 if *stop.borrow() {
                     break;
@@ -131,6 +163,7 @@ async fn watch<L, M, F, Fut>(
         }
         .await;
         let Err(e) = result else { continue };
+        record_outcome(pipeline.store(), &Err::<Report, _>(&e));
         let text = e.to_string();
         if last_error.as_deref() != Some(text.as_str()) {
             tracing::error!(error = %text, transient = e.is_transient(), "mailbox unavailable; retrying with backoff");
@@ -139,7 +172,10 @@ async fn watch<L, M, F, Fut>(
         monitor.ready();
         monitor.status(&format!("mailbox unavailable, retrying: {text}"));
         last_error = Some(text);
-        let wait = backoff(failures, Duration::from_secs(1), Duration::from_secs(300));
+        // Refused connections are cheap to retry and say nothing of the next one; a pass that
+        // failed after a login cost a download, and would cost it again.
+        let cap = if logged_in || e.retry() == crate::error::Retry::Permanent { RETRY_CAP } else { RECONNECT_CAP };
+        let wait = backoff(failures, Duration::from_secs(1), cap);
         tracing::debug!(failures, retry_in_ms = wait.as_millis() as u64, "reconnect attempt failed");
         failures = failures.saturating_add(1);
         let pause = tokio::time::sleep(wait);
@@ -151,6 +187,40 @@ async fn watch<L, M, F, Fut>(
                 _ = stop.changed() => break,
             }
         }
+    }
+}
+
+/// Records what a pass (or a connection) came to, for `mailroom status`: an error starts (or
+/// continues) the problem of its area, and a pass that worked ends the problems of the areas it
+/// went through. Best effort: the store may be what fails.
+fn record_outcome<S: Health, E: std::borrow::Borrow<PipelineError>>(store: &S, outcome: &Result<Report, E>) {
+    let _ = match outcome {
+        Ok(_) => [Area::Imap, Area::Filing, Area::Store].into_iter().try_for_each(|a| store.clear_problem(a)),
+        Err(e) => {
+            let (area, label, message) = problem_of(e.borrow());
+            store.set_problem(area, label, &message)
+        }
+    };
+}
+
+/// Where an error is, what to call it, and what to say (no personal data: filing errors show no
+/// names, see [`crate::filing::shown_path`]).
+fn problem_of(e: &PipelineError) -> (Area, &'static str, String) {
+    use std::io::ErrorKind::{QuotaExceeded, StorageFull};
+    let disk_full = |message: String| format!("disk full: {message}");
+    match e {
+        PipelineError::Mailbox(MailboxError::Auth { .. }) => (Area::Imap, "IMAP login failing", e.to_string()),
+        PipelineError::Mailbox(_) => (Area::Imap, "IMAP unavailable", e.to_string()),
+        PipelineError::Filing(f) if matches!(f.source.kind(), StorageFull | QuotaExceeded) => {
+            (Area::Filing, "cannot file", disk_full(e.to_string()))
+        }
+        PipelineError::Filing(_) | PipelineError::Worker(_) => (Area::Filing, "cannot file", e.to_string()),
+        PipelineError::Store(StoreError::Sqlite(rusqlite::Error::SqliteFailure(f, _)))
+            if f.code == rusqlite::ErrorCode::DiskFull =>
+        {
+            (Area::Filing, "cannot file", disk_full(e.to_string()))
+        }
+        PipelineError::Store(_) => (Area::Store, "state database failing", e.to_string()),
     }
 }
 

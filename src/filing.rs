@@ -44,8 +44,10 @@ pub const MAX_NAME_BYTES: usize = 180;
 pub const QUARANTINE_DIR: &str = "_quarantine";
 pub const METADATA_FILE: &str = "metadata.json";
 
+/// Says where it happened without the names in the path (they are the candidate's): see
+/// [`shown_path`].
 #[derive(Debug, thiserror::Error)]
-#[error("{path}: {source}")]
+#[error("{}: {source}", shown_path(.path))]
 pub struct FilingError {
     pub path: PathBuf,
     #[source]
@@ -65,6 +67,35 @@ impl Classified for FilingError {
             _ => Retry::Transient,
         }
     }
+}
+
+/// A path as errors and logs may show it. Candidate folders (`Family-Given--1a2b3c4d`) and the
+/// documents in them carry names: the folder is shown by the hash of the address (the same in
+/// every log line about that person), a document by its extension; our own files (`.eml`,
+/// `metadata.json`, temporaries) and everything outside candidate folders as they are.
+pub fn shown_path(path: &Path) -> String {
+    let parts: Vec<String> = path.components().map(|c| c.as_os_str().to_string_lossy().into_owned()).collect();
+    let is_hash = |s: &str| s.len() == 8 && s.bytes().all(|b| b.is_ascii_hexdigit());
+    let Some(at) = parts.iter().rposition(|p| p.rsplit_once("--").is_some_and(|(_, h)| is_hash(h))) else {
+        return path.display().to_string();
+    };
+    let mut out: Vec<String> = parts[..at].to_vec();
+    let hash = parts[at].rsplit_once("--").map(|(_, h)| h).unwrap_or_default();
+    out.push(format!("(candidate {hash})"));
+    for p in &parts[at + 1..] {
+        let ours = p == METADATA_FILE || p.starts_with(".tmp-") || (p.starts_with("message-") && p.ends_with(".eml"));
+        if ours {
+            out.push(p.clone());
+        } else {
+            match p.rsplit_once('.') {
+                Some((_, ext)) if ext.len() <= 10 && ext.chars().all(|c| c.is_ascii_alphanumeric()) => {
+                    out.push(format!("(document).{ext}"));
+                }
+                _ => out.push("(document)".into()),
+            }
+        }
+    }
+    out.iter().collect::<PathBuf>().display().to_string()
 }
 
 trait IoContext<T> {
@@ -218,6 +249,25 @@ pub struct Filer {
     written: Vec<PathBuf>,
     /// Applications filed in this batch, per folder: not committed yet, but on disk.
     batch: HashMap<String, Vec<FiledApplication>>,
+    /// Directories this batch created, parents first: taken back with the batch.
+    created: Vec<PathBuf>,
+    /// The folder of each application filed in this batch, in order.
+    filed: Vec<String>,
+    /// Who each folder of this batch belongs to (for a `metadata.json` rewritten by an undo).
+    candidates: HashMap<String, CandidateMetadata>,
+}
+
+/// How far a batch had got: what [`Filer::undo_since`] takes it back to.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Mark {
+    written: usize,
+    created: usize,
+    filed: usize,
+}
+
+impl Mark {
+    /// The start of the batch.
+    pub const START: Mark = Mark { written: 0, created: 0, filed: 0 };
 }
 
 /// Up to this many files, a batch is made durable file by file; beyond, with one `syncfs`
@@ -227,7 +277,15 @@ const SYNC_FILES_ONE_BY_ONE: usize = 16;
 
 impl Filer {
     pub fn new(root: impl Into<PathBuf>) -> Filer {
-        Filer { root: root.into(), dirty: BTreeSet::new(), written: Vec::new(), batch: HashMap::new() }
+        Filer {
+            root: root.into(),
+            dirty: BTreeSet::new(),
+            written: Vec::new(),
+            batch: HashMap::new(),
+            created: Vec::new(),
+            filed: Vec::new(),
+            candidates: HashMap::new(),
+        }
     }
 
     pub fn root(&self) -> &Path {
@@ -257,7 +315,7 @@ impl Filer {
     /// again for the same message.
     ///
     /// On an error nothing of this message is left in the folder: `metadata.json` is written last
-    /// (atomically), and the files written before the failure are removed again.
+    /// (atomically), and the files and directories written before the failure are removed again.
     pub fn file_application(
         &mut self,
         app: &Application,
@@ -279,12 +337,11 @@ impl Filer {
         committed: &[FiledApplication],
     ) -> Result<Filed, FilingError> {
         let rel = own_folder(folder).unwrap_or_else(|| Self::candidate_folder(app));
-        let mark = self.written.len();
+        let mark = self.mark();
         let result = self.file_application_unguarded(app, rel, raw, committed);
         if result.is_err() {
-            for path in self.written.drain(mark..) {
-                let _ = fs::remove_file(path);
-            }
+            // metadata.json was not replaced: nothing to restore, only files and folders to remove.
+            self.undo_since(mark, |_| None);
         }
         result
     }
@@ -360,6 +417,8 @@ impl Filer {
         };
         meta.applications.push(filed.clone());
         self.batch.entry(key.clone()).or_default().push(filed.clone());
+        self.filed.push(key.clone());
+        self.candidates.insert(key.clone(), meta.candidate.clone());
         meta.applications.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
         let json = serde_json::to_vec_pretty(&meta).expect("metadata serialises");
         self.write_atomic(&dir, METADATA_FILE, &json)?;
@@ -371,8 +430,18 @@ impl Filer {
         Ok(Filed { folder: key, application: filed, folder_missing })
     }
 
-    /// Puts a message we could not understand aside, with the reason next to it.
+    /// Puts a message we could not understand aside, with the reason next to it. On an error,
+    /// nothing of it is left.
     pub fn file_quarantine(&mut self, q: &Quarantine, raw: Option<&[u8]>) -> Result<String, FilingError> {
+        let mark = self.mark();
+        let result = self.file_quarantine_unguarded(q, raw);
+        if result.is_err() {
+            self.undo_since(mark, |_| None);
+        }
+        result
+    }
+
+    fn file_quarantine_unguarded(&mut self, q: &Quarantine, raw: Option<&[u8]>) -> Result<String, FilingError> {
         let dir = self.root.join(QUARANTINE_DIR);
         self.create_dirs(&dir)?;
         let stem = format!("{}-{}", q.received_at.format("%Y%m%dT%H%M%SZ"), &q.sha256[..8]);
@@ -393,20 +462,23 @@ impl Filer {
         Ok(format!("{QUARANTINE_DIR}/{stem}"))
     }
 
-    /// Makes everything written since the last call durable: file contents, renames and new
-    /// directories. Called once per batch, just before the store commits.
+    /// Makes everything written in this batch durable: file contents, renames and new
+    /// directories. Called once per batch, just before the store commits; the batch is still
+    /// this filer's (to undo, should the commit fail) until [`Filer::committed`].
     pub fn sync(&mut self) -> Result<(), FilingError> {
-        let written = std::mem::take(&mut self.written);
-        let dirty = std::mem::take(&mut self.dirty);
-        self.batch.clear();
-        if written.len() > SYNC_FILES_ONE_BY_ONE && cfg!(target_os = "linux") {
+        if self.written.len() > SYNC_FILES_ONE_BY_ONE && cfg!(target_os = "linux") {
             let root = File::open(&self.root).at(&self.root)?;
             return rustix::fs::syncfs(&root).map_err(io::Error::from).at(&self.root);
         }
-        for path in written.iter().chain(&dirty) {
+        for path in self.written.iter().chain(&self.dirty) {
             File::open(path).and_then(|f| f.sync_all()).at(path)?;
         }
         Ok(())
+    }
+
+    /// The store committed the batch: what it wrote is the store's now.
+    pub fn committed(&mut self) {
+        self.discard();
     }
 
     /// Forgets a batch that failed before its commit: what it wrote is left over, to be
@@ -415,13 +487,82 @@ impl Filer {
         self.written.clear();
         self.dirty.clear();
         self.batch.clear();
+        self.created.clear();
+        self.filed.clear();
+        self.candidates.clear();
+    }
+
+    /// Where the batch stands now.
+    pub fn mark(&self) -> Mark {
+        Mark { written: self.written.len(), created: self.created.len(), filed: self.filed.len() }
+    }
+
+    /// Takes back what this batch wrote since `mark`, so that nothing stays in a folder that the
+    /// store does not hold, and a full disk gets its space back: the files are removed; each
+    /// `metadata.json` written is rewritten from what is committed in its folder (`committed`,
+    /// `None` when the store cannot say: then it is left for the next filing there to rewrite)
+    /// and what this batch filed there before the mark, or removed if that is nothing; the
+    /// directories created since are removed if empty. Best effort: it runs after a failure, and
+    /// what it cannot take back, the next filing of the same messages overwrites.
+    pub fn undo_since(&mut self, mark: Mark, mut committed: impl FnMut(&str) -> Option<Vec<FiledApplication>>) {
+        let mut touched = BTreeSet::new();
+        let written: Vec<PathBuf> = self.written.drain(mark.written.min(self.written.len())..).collect();
+        for path in written {
+            if path.file_name().is_some_and(|n| n == METADATA_FILE) {
+                if let Some(rel) = path.parent().and_then(|d| d.strip_prefix(&self.root).ok()) {
+                    touched.insert(path_to_slash(rel));
+                }
+            } else {
+                let _ = fs::remove_file(&path);
+            }
+        }
+        let undone: Vec<String> = self.filed.drain(mark.filed.min(self.filed.len())..).collect();
+        for key in undone {
+            if let Some(apps) = self.batch.get_mut(&key) {
+                apps.pop();
+            }
+        }
+        for key in touched {
+            let dir = self.root.join(&key);
+            let Some(mut apps) = committed(&key) else { continue };
+            apps.extend(self.batch.get(&key).into_iter().flatten().cloned());
+            if apps.is_empty() {
+                let _ = fs::remove_file(dir.join(METADATA_FILE));
+                continue;
+            }
+            let Some(candidate) = self.candidates.get(&key).cloned() else { continue };
+            apps.sort_by(|a, b| a.received_at.cmp(&b.received_at).then(a.sha256.cmp(&b.sha256)));
+            let json = serde_json::to_vec_pretty(&FolderMetadata { candidate, applications: apps })
+                .expect("metadata serialises");
+            if let Err(e) = self.write_atomic(&dir, METADATA_FILE, &json) {
+                tracing::warn!(error = %e, "could not restore a folder's metadata.json; the next filing there rewrites it");
+            }
+        }
+        let created: Vec<PathBuf> = self.created.drain(mark.created.min(self.created.len())..).collect();
+        for dir in created.iter().rev() {
+            if fs::remove_dir(dir).is_ok() {
+                self.dirty.remove(dir);
+            }
+        }
     }
 
     fn create_dirs(&mut self, dir: &Path) -> Result<(), FilingError> {
         if dir.is_dir() {
             return Ok(());
         }
-        fs::create_dir_all(dir).at(dir)?;
+        // The ancestors that do not exist yet, deepest first: an undo removes them again.
+        let mut missing = Vec::new();
+        let mut d = dir;
+        while !d.exists() && d != self.root {
+            missing.push(d.to_path_buf());
+            match d.parent() {
+                Some(p) => d = p,
+                None => break,
+            }
+        }
+        let made = fs::create_dir_all(dir).at(dir);
+        self.created.extend(missing.into_iter().rev().filter(|d| d.is_dir()));
+        made?;
         // New directories must be durable in their parents too.
         let mut d = dir.to_path_buf();
         while d != self.root {
@@ -782,6 +923,7 @@ mod tests {
         let mut filer = Filer::new(root.path());
         let filed = filer.file_application(&app, b"raw", &[]).unwrap();
         filer.sync().unwrap();
+        filer.committed();
         assert_eq!(filed.application.documents[0].filename.as_deref(), Some("CV - Jeanne Dupré.pdf"));
         assert_eq!(fs::read(folder.join("CV - Jeanne Dupré.pdf")).unwrap(), b"the real cv");
         // A committed document with other bytes keeps its name; the new one moves on.

@@ -39,6 +39,7 @@
 //! | **after the commit point, and around the stages** | | |
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation | network |
 //! | [`outbox`] | the outbox sender: committed mail to the courier, at most once | the store, the courier |
+//! | [`recovery`] | after a crash: acknowledgements caught mid-send, looked for in the Sent folder | the store, the mailbox (reading) |
 //! | [`pipeline`] | the stage order, in batches: one function per stage | through the above |
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
 //! | [`daemon`] | the `once` and `run` loops: reconnection, watchdog, status line | through the pipeline |
@@ -71,6 +72,7 @@ pub(crate) mod manpages;
 pub mod outbox;
 pub mod pipeline;
 pub mod reason;
+pub mod recovery;
 pub(crate) mod render;
 pub mod reply;
 pub mod schedule;

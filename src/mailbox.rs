@@ -3,16 +3,24 @@
 //! May: read the configured folder and set our keyword on messages that are committed.
 //! May not: mark anything `\Seen`, move or delete mail (bodies are fetched with `BODY.PEEK[]`),
 //! or decide anything about a message. It hands raw bytes, the UID and the server's arrival time
-//! to the next stage. Every command has a deadline; a password only ever crosses a TLS connection
-//! (there is no plaintext mode).
+//! to the next stage. Every command has a deadline on *progress* (no byte from the server for
+//! `imap.timeout_secs`), not on its length, so a slow link gets a large batch through; a password
+//! only ever crosses a TLS connection (there is no plaintext mode). An IDLE that stays silent is
+//! checked ([`ImapConfig::liveness_secs`]), so a hung server or a dead link is noticed in seconds.
+//! After a crash, the Sent folder is read (never changed) to tell whether an interrupted
+//! acknowledgement left ([`Mailbox::find_sent`]).
 
+use std::pin::Pin;
 use std::sync::Arc;
-use std::time::Duration;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use async_imap::{Client, Session};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use rustls_pki_types::ServerName;
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -85,6 +93,14 @@ pub trait Mailbox {
     /// so a wake-up that brings nothing costs one cheap command, and a missed one costs nothing.
     fn wait_for_change(&mut self, at_most: Duration) -> impl Future<Output = Result<Wake, MailboxError>>;
     fn logout(&mut self) -> impl Future<Output = ()>;
+    /// Which of these Message-IDs (without angle brackets) are in the account's Sent folder,
+    /// where submission servers such as Gmail's and Microsoft 365's keep a copy of what they
+    /// accept. Leaves the folder selected for reading only: the next pass selects its own again.
+    /// A mailbox without a Sent folder finds none.
+    fn find_sent(&mut self, message_ids: &[String]) -> impl Future<Output = Result<Vec<String>, MailboxError>> {
+        let _ = message_ids;
+        async { Ok(Vec::new()) }
+    }
 }
 
 /// Why [`Mailbox::wait_for_change`] returned.
@@ -123,7 +139,60 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-type Stream = TlsStream<TcpStream>;
+type Stream = TlsStream<Watched<TcpStream>>;
+
+/// When a connection last received a byte: commands time out on silence, not on length.
+#[derive(Debug, Clone)]
+struct Progress {
+    epoch: Instant,
+    /// Milliseconds after `epoch`.
+    last: Arc<AtomicU64>,
+}
+
+impl Progress {
+    fn new() -> Progress {
+        Progress { epoch: Instant::now(), last: Arc::new(AtomicU64::new(0)) }
+    }
+
+    fn touch(&self) {
+        self.last.store(self.epoch.elapsed().as_millis() as u64, Ordering::Relaxed);
+    }
+
+    fn silent_for(&self) -> Duration {
+        self.epoch.elapsed().saturating_sub(Duration::from_millis(self.last.load(Ordering::Relaxed)))
+    }
+}
+
+/// The TCP stream under TLS, noting every byte that arrives.
+#[derive(Debug)]
+struct Watched<S> {
+    inner: S,
+    progress: Progress,
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for Watched<S> {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<std::io::Result<()>> {
+        let this = self.get_mut();
+        let before = buf.filled().len();
+        let polled = Pin::new(&mut this.inner).poll_read(cx, buf);
+        if matches!(polled, Poll::Ready(Ok(()))) && buf.filled().len() > before {
+            this.progress.touch();
+        }
+        polled
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for Watched<S> {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().inner).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
 
 /// An IMAP session over TLS (implicit or STARTTLS) with rustls.
 pub struct ImapMailbox {
@@ -133,6 +202,11 @@ pub struct ImapMailbox {
     name: String,
     folder: String,
     timeout: Duration,
+    progress: Progress,
+    /// How long an IDLE may stay silent before it is checked.
+    liveness: Duration,
+    /// `imap.sent_folder`.
+    sent_folder: Option<String>,
 }
 
 impl std::fmt::Debug for ImapMailbox {
@@ -141,17 +215,42 @@ impl std::fmt::Debug for ImapMailbox {
     }
 }
 
+/// Runs one command until it is done, or until the server has sent nothing for `timeout` (from
+/// the command's start or its last byte). A 32 MiB batch at 200 KB/s takes minutes, and is fine.
 async fn deadline<T, E: std::fmt::Display>(
+    progress: &Progress,
     timeout: Duration,
     command: &'static str,
     fut: impl Future<Output = Result<T, E>>,
 ) -> Result<T, MailboxError> {
-    match tokio::time::timeout(timeout, fut).await {
-        Ok(Ok(v)) => Ok(v),
-        Ok(Err(e)) => Err(MailboxError::Protocol { command, message: e.to_string() }),
-        Err(_) => Err(MailboxError::Timeout { command, seconds: timeout.as_secs() }),
+    until_silent(progress, timeout, command, fut)
+        .await?
+        .map_err(|e| MailboxError::Protocol { command, message: e.to_string() })
+}
+
+/// [`deadline`], handing the command's own result back as it is.
+async fn until_silent<T>(
+    progress: &Progress,
+    timeout: Duration,
+    command: &'static str,
+    fut: impl Future<Output = T>,
+) -> Result<T, MailboxError> {
+    progress.touch();
+    tokio::pin!(fut);
+    loop {
+        let silent = progress.silent_for();
+        if silent >= timeout {
+            return Err(MailboxError::Timeout { command, seconds: timeout.as_secs() });
+        }
+        tokio::select! {
+            r = &mut fut => return Ok(r),
+            _ = tokio::time::sleep(timeout - silent) => {}
+        }
     }
 }
+
+/// How long a live server may take to answer the DONE that checks a silent IDLE.
+const LIVENESS_ANSWER: Duration = Duration::from_secs(10);
 
 impl ImapMailbox {
     /// Connects, secures, logs in, for one `folder` of the configured account.
@@ -169,6 +268,7 @@ impl ImapMailbox {
             .map_err(|e| MailboxError::Tls { server: server.clone(), message: e.to_string() })?;
 
         let connect_err = |message: String| MailboxError::Connect { server: server.clone(), message };
+        let progress = Progress::new();
         let tcp = match tokio::time::timeout(timeout, TcpStream::connect((imap.host.as_str(), imap.port))).await {
             Ok(Ok(s)) => s,
             Ok(Err(e)) => return Err(connect_err(e.to_string())),
@@ -183,43 +283,48 @@ impl ImapMailbox {
             .with_interval(Duration::from_secs(15))
             .with_retries(4);
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
+        let tcp = Watched { inner: tcp, progress: progress.clone() };
 
         let tcp = match imap.tls {
             TlsMode::Implicit => tcp,
             TlsMode::Starttls => {
                 let mut plain = Client::new(tcp);
-                deadline(timeout, "greeting", async { plain.read_response().await.map_err(|e| e.to_string()) }).await?;
-                deadline(timeout, "STARTTLS", plain.run_command_and_check_ok("STARTTLS", None)).await?;
+                deadline(&progress, timeout, "greeting", async {
+                    plain.read_response().await.map_err(|e| e.to_string())
+                })
+                .await?;
+                deadline(&progress, timeout, "STARTTLS", plain.run_command_and_check_ok("STARTTLS", None)).await?;
                 plain.into_inner()
             }
         };
-        let tls = match tokio::time::timeout(timeout, connector.connect(server_name, tcp)).await {
-            Ok(Ok(s)) => s,
-            Ok(Err(e)) => {
-                return Err(MailboxError::Tls { server: server.clone(), message: e.to_string() });
+        let tls = match deadline(&progress, timeout, "TLS handshake", connector.connect(server_name, tcp)).await {
+            Ok(s) => s,
+            Err(MailboxError::Protocol { message, .. }) => {
+                return Err(MailboxError::Tls { server: server.clone(), message });
             }
             Err(_) => return Err(connect_err("TLS handshake timed out".into())),
         };
         let mut client = Client::new(tls);
         if imap.tls == TlsMode::Implicit {
-            deadline(timeout, "greeting", async { client.read_response().await.map_err(|e| e.to_string()) }).await?;
+            deadline(&progress, timeout, "greeting", async { client.read_response().await.map_err(|e| e.to_string()) })
+                .await?;
         }
-        let mut session = match tokio::time::timeout(timeout, client.login(&imap.username, password.expose())).await {
-            Ok(Ok(s)) => s,
-            Ok(Err((e, _))) => {
-                return Err(MailboxError::Auth { user: imap.username.clone(), message: e.to_string() });
-            }
-            Err(_) => {
-                return Err(MailboxError::Timeout { command: "LOGIN", seconds: timeout.as_secs() });
-            }
-        };
-        let idle = imap.idle && deadline(timeout, "CAPABILITY", session.capabilities()).await?.has_str("IDLE");
+        let mut session =
+            match until_silent(&progress, timeout, "LOGIN", client.login(&imap.username, password.expose())).await? {
+                Ok(s) => s,
+                Err((e, _)) => return Err(MailboxError::Auth { user: imap.username.clone(), message: e.to_string() }),
+            };
+        let idle =
+            imap.idle && deadline(&progress, timeout, "CAPABILITY", session.capabilities()).await?.has_str("IDLE");
         Ok(ImapMailbox {
             session: Some(session),
             idle,
             name: format!("{}@{}/{}", imap.username, imap.host, folder),
             folder: folder.to_owned(),
             timeout,
+            progress,
+            liveness: Duration::from_secs(imap.liveness_secs),
+            sent_folder: imap.sent_folder.clone(),
         })
     }
 }
@@ -234,30 +339,44 @@ impl ImapMailbox {
         self.session.as_mut().ok_or_else(lost_in_idle)
     }
 
+    /// IDLE until the server announces a change or `at_most` has passed. Whenever the server has
+    /// been silent for `liveness`, the IDLE is ended and begun again: a live server answers the
+    /// DONE at once, a hung one (or a dead link) is noticed within `liveness` plus
+    /// [`LIVENESS_ANSWER`], without a pass over the folder for every check.
     async fn idle_once(&mut self, at_most: Duration) -> Result<Wake, MailboxError> {
         use async_imap::extensions::idle::IdleResponse;
-        let session = self.session.take().ok_or_else(lost_in_idle)?;
-        let mut handle = session.idle();
-        deadline(self.timeout, "IDLE", handle.init()).await?;
-        let wake = {
-            let (wait, _interrupt) = handle.wait_with_timeout(IDLE_SILENCE);
-            match tokio::time::timeout(at_most.min(IDLE_REFRESH), wait).await {
-                Err(_) => Wake::Timeout,
-                Ok(Ok(IdleResponse::NewData(_))) => Wake::Changed,
-                // Silence for IDLE_SILENCE: the DONE below proves the link alive, or fails.
-                Ok(Ok(IdleResponse::Timeout)) => Wake::Timeout,
-                // We never interrupt; async-imap reports the end of the stream this way.
-                Ok(Ok(IdleResponse::ManualInterrupt)) => {
-                    return Err(MailboxError::Protocol {
-                        command: "IDLE",
-                        message: "the server closed the connection".into(),
-                    });
+        let until = Instant::now() + at_most.min(IDLE_REFRESH);
+        loop {
+            let session = self.session.take().ok_or_else(lost_in_idle)?;
+            let mut handle = session.idle();
+            deadline(&self.progress, self.timeout, "IDLE", handle.init()).await?;
+            let left = until.saturating_duration_since(Instant::now());
+            let wake = {
+                let (wait, _interrupt) = handle.wait_with_timeout(self.liveness);
+                match tokio::time::timeout(left, wait).await {
+                    Err(_) => Some(Wake::Timeout),
+                    Ok(Ok(IdleResponse::NewData(_))) => Some(Wake::Changed),
+                    // Silent for `liveness`: the DONE below proves the link alive, or fails.
+                    Ok(Ok(IdleResponse::Timeout)) => None,
+                    // We never interrupt; async-imap reports the end of the stream this way.
+                    Ok(Ok(IdleResponse::ManualInterrupt)) => {
+                        return Err(MailboxError::Protocol {
+                            command: "IDLE",
+                            message: "the server closed the connection".into(),
+                        });
+                    }
+                    Ok(Err(e)) => return Err(MailboxError::Protocol { command: "IDLE", message: e.to_string() }),
                 }
-                Ok(Err(e)) => return Err(MailboxError::Protocol { command: "IDLE", message: e.to_string() }),
+            };
+            // A live server answers DONE at once, whatever the command timeout allows.
+            let answer = self.timeout.min(LIVENESS_ANSWER);
+            self.session = Some(deadline(&self.progress, answer, "DONE", handle.done()).await?);
+            match wake {
+                Some(wake) => return Ok(wake),
+                None if Instant::now() >= until => return Ok(Wake::Timeout),
+                None => tracing::trace!("the IDLE connection answered its liveness check"),
             }
-        };
-        self.session = Some(deadline(self.timeout, "DONE", handle.done()).await?);
-        Ok(wake)
+        }
     }
 }
 
@@ -269,8 +388,6 @@ fn lost_in_idle() -> MailboxError {
 /// than 29 minutes; async-imap's own timeout restarts at every server keep-alive, so alone it
 /// would never fire on a server that keeps talking.
 pub const IDLE_REFRESH: Duration = Duration::from_secs(25 * 60);
-/// Dovecot says "* OK Still here" every 2 minutes during IDLE: this much silence is a dead link.
-const IDLE_SILENCE: Duration = Duration::from_secs(5 * 60);
 
 impl Mailbox for ImapMailbox {
     fn name(&self) -> &str {
@@ -279,17 +396,14 @@ impl Mailbox for ImapMailbox {
 
     async fn select(&mut self) -> Result<Selected, MailboxError> {
         let folder = self.folder.clone();
-        let timeout = self.timeout;
-        let mailbox = match tokio::time::timeout(timeout, self.session()?.select(&folder)).await {
-            Ok(Ok(m)) => m,
-            Ok(Err(async_imap::error::Error::No(msg))) => {
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let mailbox = match until_silent(&progress, timeout, "SELECT", self.session()?.select(&folder)).await? {
+            Ok(m) => m,
+            Err(async_imap::error::Error::No(msg)) => {
                 return Err(MailboxError::Select { folder, message: msg });
             }
-            Ok(Err(e)) => {
+            Err(e) => {
                 return Err(MailboxError::Protocol { command: "SELECT", message: e.to_string() });
-            }
-            Err(_) => {
-                return Err(MailboxError::Timeout { command: "SELECT", seconds: timeout.as_secs() });
             }
         };
         let uid_validity = mailbox.uid_validity.ok_or_else(|| MailboxError::Protocol {
@@ -301,9 +415,9 @@ impl Mailbox for ImapMailbox {
 
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
         let start = after.saturating_add(1);
-        let timeout = self.timeout;
+        let (timeout, progress) = (self.timeout, self.progress.clone());
         let session = self.session()?;
-        let mut out: Vec<Envelope> = deadline(timeout, "UID FETCH (list)", async {
+        let mut out: Vec<Envelope> = deadline(&progress, timeout, "UID FETCH (list)", async {
             let stream = session.uid_fetch(format!("{start}:*"), "(UID RFC822.SIZE INTERNALDATE)").await?;
             let fetches: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(
@@ -332,9 +446,9 @@ impl Mailbox for ImapMailbox {
             return Ok(Vec::new());
         }
         let set = uid_set(uids);
-        let timeout = self.timeout;
+        let (timeout, progress) = (self.timeout, self.progress.clone());
         let session = self.session()?;
-        let mut out: Vec<RawMessage> = deadline(timeout, "UID FETCH (bodies)", async {
+        let mut out: Vec<RawMessage> = deadline(&progress, timeout, "UID FETCH (bodies)", async {
             let mut stream = session.uid_fetch(&set, "(UID INTERNALDATE BODY.PEEK[])").await?;
             let mut out = Vec::new();
             while let Some(f) = stream.try_next().await? {
@@ -360,9 +474,9 @@ impl Mailbox for ImapMailbox {
             return Ok(());
         }
         let set = uid_set(uids);
-        let timeout = self.timeout;
+        let (timeout, progress) = (self.timeout, self.progress.clone());
         let session = self.session()?;
-        deadline(timeout, "UID STORE", async {
+        deadline(&progress, timeout, "UID STORE", async {
             let stream = session.uid_store(&set, format!("+FLAGS.SILENT ({keyword})")).await?;
             let _: Vec<_> = stream.try_collect().await?;
             Ok::<_, async_imap::error::Error>(())
@@ -380,9 +494,53 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn logout(&mut self) {
+        // Short: a hung server must not hold up a stop.
         if let Some(session) = self.session.as_mut() {
-            let _ = tokio::time::timeout(Duration::from_secs(5), session.logout()).await;
+            let _ = tokio::time::timeout(Duration::from_secs(2), session.logout()).await;
         }
+    }
+
+    async fn find_sent(&mut self, message_ids: &[String]) -> Result<Vec<String>, MailboxError> {
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let folder = match self.sent_folder.clone() {
+            Some(f) if f.is_empty() => return Ok(Vec::new()),
+            Some(f) => f,
+            None => {
+                let session = self.session()?;
+                let sent = deadline(&progress, timeout, "LIST", async {
+                    let names: Vec<_> = session.list(Some(""), Some("*")).await?.try_collect().await?;
+                    Ok::<_, async_imap::error::Error>(
+                        names
+                            .iter()
+                            .find(|n| {
+                                n.attributes().iter().any(|a| matches!(a, async_imap::types::NameAttribute::Sent))
+                            })
+                            .map(|n| n.name().to_owned()),
+                    )
+                })
+                .await?;
+                match sent {
+                    Some(f) => f,
+                    None => return Ok(Vec::new()),
+                }
+            }
+        };
+        let session = self.session()?;
+        deadline(&progress, timeout, "EXAMINE", session.examine(&folder)).await?;
+        let mut found = Vec::new();
+        for id in message_ids {
+            // Only ids we can quote as an IMAP string are looked for; ours always are.
+            if id.is_empty() || !id.chars().all(|c| c.is_ascii_graphic() && c != '"' && c != '\\') {
+                continue;
+            }
+            let hits =
+                deadline(&progress, timeout, "UID SEARCH", session.uid_search(format!("HEADER Message-ID \"<{id}>\"")))
+                    .await?;
+            if !hits.is_empty() {
+                found.push(id.clone());
+            }
+        }
+        Ok(found)
     }
 }
 

@@ -10,7 +10,10 @@
 //!   mid-send, and those become `uncertain`, never sent twice;
 //! - each is marked `sent` as soon as the server accepts it;
 //! - a transient failure puts the entry back with exponential backoff and jitter, and ends the
-//!   pass (the server is likely away for all of them); a permanent one marks it `failed`.
+//!   pass (the server is likely away for all of them); a permanent one marks it `failed`;
+//! - a stop gives the sends in flight [`SHUTDOWN_OUTBOX_GRACE`], then cuts them off, so a hung
+//!   SMTP server cannot hold a stop up to its own timeout (what is cut off is `uncertain` at the
+//!   next start, and looked for in the Sent folder: see the `recovery` module).
 //!
 //! May: read and update the outbox, talk to the courier. May not: create mail.
 
@@ -23,7 +26,8 @@ use tokio::sync::{Notify, watch};
 
 use crate::courier::{Courier, SendError};
 use crate::error::{Classified, backoff};
-use crate::store::{OutboxEntry, OutboxStore, StoreError};
+use crate::service::stopped;
+use crate::store::{Area, OutboxEntry, OutboxStore, StoreError};
 
 /// What one pass over the outbox did.
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
@@ -102,6 +106,10 @@ pub async fn send_due<S: OutboxStore, C: Courier>(store: &S, courier: &C) -> Res
         if server_away.get() {
             return Ok(report);
         }
+        if report.sent > 0 {
+            // The server takes mail again: an ongoing "cannot send" is over.
+            let _ = store.clear_problem(Area::Smtp);
+        }
     }
 }
 
@@ -122,6 +130,7 @@ fn settle<S: OutboxStore>(
             let wait = backoff(attempt - 1, RETRY_BASE, RETRY_CAP);
             let next = Utc::now() + chrono::Duration::from_std(wait).unwrap_or_default();
             store.mark_retry(entry.id, &e.message, next)?;
+            let _ = store.set_problem(Area::Smtp, "cannot send", &e.message);
             tracing::warn!(outbox_id = entry.id, attempt, retry_in_s = wait.as_secs(), error = %e, "sending failed; will retry");
             Ok(Settled::Retrying)
         }
@@ -147,15 +156,37 @@ pub async fn run<S: OutboxStore, C: Courier>(
         Ok(r) => total.add(r),
         Err(e) => tracing::error!(error = %e, "outbox: store error"),
     };
+    let cut_off = || {
+        tracing::warn!(
+            "outbox: stopped before everything was sent; what was in flight may or may not have left \
+             (looked for in the Sent folder at the next start), the rest goes then"
+        );
+    };
     loop {
         if *stop.borrow() {
             match tokio::time::timeout(SHUTDOWN_OUTBOX_GRACE, send_due(store, courier)).await {
                 Ok(r) => add(r),
-                Err(_) => tracing::warn!("outbox: stopped before everything was sent; the rest goes at the next start"),
+                Err(_) => cut_off(),
             }
             return total;
         }
-        add(send_due(store, courier).await);
+        // A stop while sending: the pass gets the grace, then is dropped where it waits.
+        let pass = send_due(store, courier);
+        tokio::pin!(pass);
+        let done = tokio::select! {
+            r = &mut pass => Some(r),
+            _ = stopped(&mut stop) => None,
+        };
+        match done {
+            Some(r) => add(r),
+            None => {
+                match tokio::time::timeout(SHUTDOWN_OUTBOX_GRACE, pass).await {
+                    Ok(r) => add(r),
+                    Err(_) => cut_off(),
+                }
+                return total;
+            }
+        }
         let next = store.next_outbox_due().ok().flatten();
         let wait = next
             .map(|t| (t - Utc::now()).to_std().unwrap_or(Duration::ZERO))

@@ -23,9 +23,17 @@
 //! Errors act: a message whose filing fails for good (something in the way at its path) is set
 //! aside with its reason and the batch moves on; a transient failure (a full disk) commits the
 //! messages before it and ends the pass with the error, which the caller retries with backoff.
+//! A failure that is the message's own (not the disk's) is counted in the store, and after
+//! [`SET_ASIDE_AFTER`] of them the message is set aside too, if setting it aside works. Whatever
+//! fails, what the failed part of a batch wrote is taken back ([`Filer::undo_since`]): nothing
+//! stays in a folder that the store does not hold, and a full disk gets its space back.
+//!
+//! A download that times out (no byte for `imap.timeout_secs`) makes the next batches smaller,
+//! and they grow back once downloads go through again. A stop cuts the network I/O in progress
+//! (a download, the keyword) at once; the batch being filed locally finishes and commits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex};
 
@@ -34,11 +42,11 @@ use tokio::sync::{Notify, watch};
 
 use crate::config::Config;
 use crate::error::{Classified, Retry};
-use crate::filing::{Filed, Filer, FilingError};
+use crate::filing::{Filed, Filer, FilingError, Mark};
 use crate::mailbox::{Envelope, Mailbox, MailboxError};
 use crate::reason::{QuarantineReason, SkipReason};
 use crate::reply::{History, Replier, ReplyDecision};
-use crate::service::Monitor;
+use crate::service::{Monitor, unless_stopped};
 use crate::store::{Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
 use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
 
@@ -64,6 +72,15 @@ impl Classified for PipelineError {
         }
     }
 }
+
+/// After this many failed tries (each its own pass, with backoff between passes), a message
+/// whose filing keeps failing for a reason of its own is set aside in `_quarantine/`.
+pub const SET_ASIDE_AFTER: usize = 5;
+
+/// How many times batches may halve after downloads time out (100 messages → 1; 32 MiB → 8 KiB).
+const MAX_SHRINK: u32 = 12;
+/// Downloads that go through at a reduced size before batches double again.
+const GROW_AFTER: u32 = 8;
 
 /// How batches are cut.
 #[derive(Debug, Clone, Copy)]
@@ -125,6 +142,10 @@ struct Stages<L> {
 pub struct Pipeline<L: Ledger> {
     stages: Arc<Stages<L>>,
     limits: BatchLimits,
+    /// Batches are `limits` halved this many times (after downloads that timed out).
+    shrink: AtomicU32,
+    /// Downloads that went through since the last change of `shrink`.
+    good_downloads: AtomicU32,
     keyword: String,
     /// Woken after each commit that queued a reply.
     outbox_ready: Arc<Notify>,
@@ -144,6 +165,8 @@ impl<L: Ledger> Pipeline<L> {
                 bytes: cfg.imap.batch_bytes,
                 max_message_bytes: cfg.limits.max_message_bytes,
             },
+            shrink: AtomicU32::new(0),
+            good_downloads: AtomicU32::new(0),
             keyword: cfg.imap.filed_keyword.clone(),
             outbox_ready: Arc::new(Notify::new()),
         }
@@ -158,20 +181,61 @@ impl<L: Ledger> Pipeline<L> {
         &self.outbox_ready
     }
 
+    /// The batch limits now: the configured ones, halved after downloads that timed out.
+    fn current_limits(&self) -> BatchLimits {
+        let shrink = self.shrink.load(Ordering::Relaxed);
+        BatchLimits {
+            messages: (self.limits.messages >> shrink).max(1),
+            bytes: (self.limits.bytes >> shrink).max(1),
+            max_message_bytes: self.limits.max_message_bytes,
+        }
+    }
+
+    /// A download timed out: the next batches are half as large.
+    fn shrink_batches(&self) {
+        let shrink = (self.shrink.load(Ordering::Relaxed) + 1).min(MAX_SHRINK);
+        self.shrink.store(shrink, Ordering::Relaxed);
+        self.good_downloads.store(0, Ordering::Relaxed);
+        let now = self.current_limits();
+        tracing::warn!(
+            batch_messages = now.messages,
+            batch_bytes = now.bytes,
+            "a download timed out: the next batches are smaller"
+        );
+    }
+
+    /// A download went through: after a few in a row, batches grow back towards the configured size.
+    fn download_went_through(&self) {
+        let shrink = self.shrink.load(Ordering::Relaxed);
+        if shrink == 0 || self.good_downloads.fetch_add(1, Ordering::Relaxed) + 1 < GROW_AFTER {
+            return;
+        }
+        self.shrink.store(shrink - 1, Ordering::Relaxed);
+        self.good_downloads.store(0, Ordering::Relaxed);
+        tracing::info!(
+            batch_messages = self.current_limits().messages,
+            "downloads go through again: batches grow back"
+        );
+    }
+
     /// One pass over the folder: everything above the high-water mark, batch after batch.
-    /// Stops early, between batches, when `stop` turns true.
+    /// Stops early when `stop` turns true: between batches, or by dropping a download in progress.
     pub async fn pass<M: Mailbox>(
         &self,
         mailbox: &mut M,
         monitor: &dyn Monitor,
         stop: &watch::Receiver<bool>,
     ) -> Result<Report, PipelineError> {
-        let selected = mailbox.select().await?;
+        let Some(selected) = unless_stopped(stop, mailbox.select()).await else { return Ok(Report::default()) };
+        let selected = selected?;
         let key = MailboxKey { name: mailbox.name().to_owned(), uidvalidity: selected.uid_validity };
         let store = &self.stages.store;
         store.record_contact(&key, Utc::now())?;
         let high_water = store.high_water(&key)?;
-        let envelopes = mailbox.list_after(high_water).await?;
+        let Some(envelopes) = unless_stopped(stop, mailbox.list_after(high_water)).await else {
+            return Ok(Report::default());
+        };
+        let envelopes = envelopes?;
         let mut report = Report::default();
         if envelopes.is_empty() {
             return Ok(report);
@@ -184,21 +248,31 @@ impl<L: Ledger> Pipeline<L> {
         let mut done = 0;
         let mut in_flight: Option<(tokio::task::JoinHandle<BatchResult>, usize)> = None;
         let mut outcome = Ok(());
-        for batch in plan_batches(&envelopes, self.limits) {
+        for batch in plan_batches(&envelopes, self.current_limits()) {
             if *stop.borrow() {
                 tracing::info!(done, total, "stopping between batches");
                 break;
             }
-            let items = match fetch(mailbox, batch, self.limits.max_message_bytes).await {
-                Ok(items) => items,
-                Err(e) => {
+            let items = match unless_stopped(stop, fetch(mailbox, batch, self.limits.max_message_bytes)).await {
+                None => {
+                    tracing::info!(done, total, "stopping: the download in progress is dropped");
+                    break;
+                }
+                Some(Ok(items)) => {
+                    self.download_went_through();
+                    items
+                }
+                Some(Err(e)) => {
+                    if matches!(e, PipelineError::Mailbox(MailboxError::Timeout { .. })) {
+                        self.shrink_batches();
+                    }
                     outcome = Err(e);
                     break;
                 }
             };
             if let Some((handle, len)) = in_flight.take() {
                 done += len;
-                self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
+                self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await?;
             }
             let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
             let (stages, key) = (Arc::clone(&self.stages), key.clone());
@@ -207,12 +281,13 @@ impl<L: Ledger> Pipeline<L> {
         }
         if let Some((handle, len)) = in_flight.take() {
             done += len;
-            self.finish(mailbox, handle, &mut report, done, total, monitor).await?;
+            self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await?;
         }
         outcome.map(|()| report)
     }
 
     /// Waits for a batch's commit, then reports it, wakes the sender and flags the messages.
+    #[allow(clippy::too_many_arguments)]
     async fn finish<M: Mailbox>(
         &self,
         mailbox: &mut M,
@@ -221,6 +296,7 @@ impl<L: Ledger> Pipeline<L> {
         done: usize,
         total: usize,
         monitor: &dyn Monitor,
+        stop: &watch::Receiver<bool>,
     ) -> Result<(), PipelineError> {
         let (batch_report, committed) = handle.await.map_err(|e| PipelineError::Worker(e.to_string()))??;
         monitor.progress(done, total);
@@ -236,7 +312,7 @@ impl<L: Ledger> Pipeline<L> {
             self.outbox_ready.notify_one();
         }
         // The keyword is a courtesy to people reading the mailbox; the store is the truth.
-        if let Err(e) = mailbox.add_keyword(&committed, &self.keyword).await {
+        if let Some(Err(e)) = unless_stopped(stop, mailbox.add_keyword(&committed, &self.keyword)).await {
             tracing::warn!(error = %e, "could not set the filed keyword; continuing");
         }
         Ok(())
@@ -278,6 +354,7 @@ fn process_batch<L: Ledger>(
     let mut filer = stages.filer.lock().unwrap_or_else(|p| p.into_inner());
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
+    let failing = stages.store.failing(&mailbox)?;
     let mut batch = BatchState::new(stages.store.first_start());
     let mut records = Vec::new();
     let mut stopped: Option<(u32, PipelineError)> = None;
@@ -285,17 +362,25 @@ fn process_batch<L: Ledger>(
         batch.report.fetched += 1;
         let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
         let _enter = span.enter();
+        let mark = filer.mark();
         let result = match dedupe(&stages.store, &mut batch, &understood) {
             Ok(Some(of)) => Ok(duplicate(&mut batch, uid, &understood, of)),
             Ok(None) => match understood {
                 Understood::Quarantine(q) => set_aside(&mut filer, &mut batch, uid, q, raw.as_deref()),
-                Understood::Application(app) => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+                Understood::Application(app) => match failing.get(&uid) {
+                    Some((tries, error)) if *tries as usize >= SET_ASIDE_AFTER => {
+                        set_aside_after_tries(&mut filer, &mut batch, uid, &app, raw.as_deref(), *tries, error)
+                    }
+                    _ => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+                },
             },
             Err(e) => Err(e.into()),
         };
         match result {
             Ok(record) => records.push(record),
             Err(e) => {
+                // The store will not hold this message: nothing of it may stay on disk.
+                filer.undo_since(mark, |folder| stages.store.committed_in_folder(folder).ok());
                 stopped = Some((uid, e));
                 break;
             }
@@ -307,16 +392,78 @@ fn process_batch<L: Ledger>(
         None => high_water,
     };
     if !records.is_empty() || stopped.is_none() {
-        filer.sync()?;
         let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
-        stages.store.commit(&Batch { mailbox, high_water, records })?;
+        let batch_record = Batch { mailbox: mailbox.clone(), high_water, records };
+        let durable =
+            filer.sync().map_err(PipelineError::from).and_then(|()| Ok(stages.store.commit(&batch_record)?));
+        if let Err(e) = durable {
+            // A full disk fails here as often as while writing: take the whole batch back.
+            filer.undo_since(Mark::START, |folder| stages.store.committed_in_folder(folder).ok());
+            tracing::warn!(error = %e, transient = e.is_transient(), "the batch could not be committed; what it wrote is taken back");
+            return Err(e);
+        }
+        filer.committed();
+        if !failing.is_empty() {
+            let _ = stages.store.forget_failures(&mailbox, high_water);
+        }
         if stopped.is_none() {
             return Ok((batch.report, committed));
         }
     }
     let (uid, e) = stopped.expect("a batch that committed everything returned above");
-    tracing::warn!(uid, error = %e, transient = e.is_transient(), "filing stopped at this message; the next pass starts here");
+    if is_the_messages_own(&e) {
+        match stages.store.record_failure(&mailbox, uid, &e.to_string()) {
+            Ok(tries) => tracing::warn!(
+                uid,
+                tries,
+                set_aside_after = SET_ASIDE_AFTER,
+                error = %e,
+                "filing this message failed; the next pass tries again, and sets it aside after a few failures"
+            ),
+            Err(se) => {
+                tracing::warn!(uid, error = %e, store_error = %se, "filing this message failed; could not count the try");
+            }
+        }
+    } else {
+        tracing::warn!(uid, error = %e, transient = e.is_transient(), "filing stopped at this message; the next pass starts here");
+    }
     Err(e)
+}
+
+/// Whether a failure may be this message's own, so that it could keep failing for it alone,
+/// rather than the machine's: a full disk, a quota or a busy store fail every message alike, and
+/// must never set good mail aside.
+fn is_the_messages_own(e: &PipelineError) -> bool {
+    use std::io::ErrorKind::*;
+    match e {
+        PipelineError::Filing(f) => {
+            !matches!(f.source.kind(), StorageFull | QuotaExceeded | OutOfMemory | Interrupted | ResourceBusy)
+        }
+        PipelineError::Mailbox(_) | PipelineError::Store(_) | PipelineError::Worker(_) => false,
+    }
+}
+
+/// A message that failed [`SET_ASIDE_AFTER`] times in a row: set aside with the last error, if
+/// that works (if it does not, it stays where it is and is tried again).
+fn set_aside_after_tries(
+    filer: &mut Filer,
+    batch: &mut BatchState,
+    uid: u32,
+    app: &Application,
+    raw: Option<&[u8]>,
+    tries: u32,
+    error: &str,
+) -> Result<MessageRecord, PipelineError> {
+    tracing::error!(tries, "this message keeps failing; setting it aside");
+    let q = Quarantine {
+        sha256: app.sha256.clone(),
+        message_id: app.message_id.clone(),
+        received_at: app.received_at,
+        content_sha256: app.content_sha256.clone(),
+        reason: QuarantineReason::Unfileable { error: error.to_owned(), attempts: tries },
+        attention: None,
+    };
+    set_aside(filer, batch, uid, q, raw)
 }
 
 /// Stages 3 and 4 for one application. A filing failure that will not go away (something in the

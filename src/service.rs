@@ -111,6 +111,29 @@ impl Monitor for TerminalProgress {
     }
 }
 
+/// Runs `work` unless a stop is asked for first (or before it ends): `None` then, and `work` is
+/// dropped where it waits. Network I/O (a login, a download, a send) is cut this way at a stop,
+/// so that a stop stays bounded when a server hangs; nothing before the commit point is lost by
+/// it, and what is cut is simply done again at the next start.
+pub async fn unless_stopped<T>(stop: &tokio::sync::watch::Receiver<bool>, work: impl Future<Output = T>) -> Option<T> {
+    let mut stop = stop.clone();
+    if *stop.borrow_and_update() {
+        return None;
+    }
+    tokio::select! {
+        biased;
+        _ = stopped(&mut stop) => None,
+        r = work => Some(r),
+    }
+}
+
+/// Resolves once `stop` turns true (never, if its sender goes away without saying so).
+pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
+    if stop.wait_for(|s| *s).await.is_err() {
+        std::future::pending::<()>().await;
+    }
+}
+
 /// Logs to journald when systemd connected our stderr to it (`JOURNAL_STREAM`), otherwise text
 /// (colours only on a terminal) or JSON lines on stderr.
 pub fn init_logging(cfg: &Config) {

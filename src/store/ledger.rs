@@ -123,7 +123,7 @@ pub struct Snapshot {
 }
 
 /// The store in the pipeline's role.
-pub trait Ledger: Recognition + Clone + Send + Sync + 'static {
+pub trait Ledger: Recognition + Clone + Send + Sync + super::Attempts + super::Health + 'static {
     /// When this state was first used: older mail is backlog.
     fn first_start(&self) -> DateTime<Utc>;
     fn high_water(&self, mailbox: &MailboxKey) -> Result<u32, StoreError>;

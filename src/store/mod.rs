@@ -25,11 +25,17 @@
 //! | `outbox.rs` | `outbox`: pending → sending → sent / failed / uncertain |
 //! | `digest.rs` | `digests` and the digest's reading of the others |
 //! | `recognition.rs` | `messages`, read: copies of a message, the folder of an address |
+//! | `attempts.rs` | `attempts`: failed filing tries per message ([`Attempts`], part of the ledger) |
+//! | `health.rs` | `problems` and the last start: what `status` reports ([`Health`]) |
+//! | `recovery.rs` | after a crash: uncertain acknowledgements looked for in Sent ([`SentCheck`]) |
 
+mod attempts;
 mod digest;
+mod health;
 mod ledger;
 mod outbox;
 mod recognition;
+mod recovery;
 mod schema;
 
 use std::fs::File;
@@ -37,7 +43,7 @@ use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use chrono::{DateTime, Utc};
-use rusqlite::{Connection, params};
+use rusqlite::{Connection, OptionalExtension, params};
 
 pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, QuarantineRow, StaleCandidate};
 pub use ledger::{
@@ -45,6 +51,10 @@ pub use ledger::{
 };
 pub use outbox::{OutboxEntry, OutboxState, OutboxStore};
 pub use recognition::Recognition;
+
+pub use attempts::Attempts;
+pub use health::{Area, Health, Problem, Started};
+pub use recovery::{LOOK_FOR, SentCheck};
 
 use crate::error::{Classified, Retry};
 
@@ -150,6 +160,57 @@ impl Store {
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
         let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
         Ok(Store { db: Arc::new(Mutex::new(Db { conn, _lock: lock })), first_start: parse_ts(&first) })
+    }
+
+    /// Opens for reading only, for `mailroom status`: never writes, never migrates, works on a
+    /// read-only folder. When SQLite cannot share the state read-only there (no daemon runs, so
+    /// nothing is being written), it reads the file as it is (`immutable`).
+    pub fn open_read_only(path: &Path) -> Result<Store, StoreError> {
+        use rusqlite::OpenFlags;
+        let shown = path.display().to_string();
+        if !path.is_file() {
+            return Err(StoreError::Open { path: shown, message: "no such file".into() });
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_URI | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        // A URI file name: '%', '?' and '#' are the characters it gives a meaning to.
+        let escaped: String = path
+            .to_string_lossy()
+            .chars()
+            .map(|c| match c {
+                '%' => "%25".to_owned(),
+                '?' => "%3f".to_owned(),
+                '#' => "%23".to_owned(),
+                c => c.to_string(),
+            })
+            .collect();
+        let version = |c: &Connection| c.pragma_query_value(None, "user_version", |r| r.get::<_, i64>(0));
+        let conn = match Connection::open_with_flags(format!("file:{escaped}?mode=ro"), flags)
+            .and_then(|c| version(&c).map(|_| c))
+        {
+            Ok(conn) => conn,
+            Err(_) => Connection::open_with_flags(format!("file:{escaped}?mode=ro&immutable=1"), flags)?,
+        };
+        conn.busy_timeout(std::time::Duration::from_secs(10))?;
+        // A daemon starting this very moment may be creating or migrating the state: it sets the
+        // version last, in one transaction, so wait (briefly) for it rather than read half a schema.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while version(&conn).unwrap_or(0) < schema::current_version() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let first: Option<String> = conn
+            .query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))
+            .optional()
+            .ok()
+            .flatten();
+        let first_start = first.map(|s: String| parse_ts(&s)).unwrap_or_else(Utc::now);
+        Ok(Store { db: Arc::new(Mutex::new(Db { conn, _lock: None })), first_start })
+    }
+
+    /// Whether a daemon (or `mailroom once`) holds the state's lock now: the only sure sign that
+    /// one runs (a killed daemon cannot say it stopped). Reads only.
+    pub fn in_use(path: &Path) -> bool {
+        let Ok(lock) = File::open(path.with_extension("lock")) else { return false };
+        matches!(lock.try_lock_shared(), Err(std::fs::TryLockError::WouldBlock))
     }
 
     /// When this state was first used: older mail is backlog.

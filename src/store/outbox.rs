@@ -55,7 +55,7 @@ pub struct OutboxEntry {
 }
 
 /// The store in the outbox sender's role.
-pub trait OutboxStore: Clone + Send + Sync + 'static {
+pub trait OutboxStore: Clone + Send + Sync + super::Health + super::SentCheck + 'static {
     /// Pending entries due at `now`, oldest first.
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// `pending → sending`, committed before the mail is handed to SMTP. False if already taken.
@@ -140,9 +140,11 @@ impl OutboxStore for Store {
     }
 
     fn recover_interrupted(&self) -> Result<usize, StoreError> {
+        // Looked for in the Sent folder for a while (see `recovery`): found there, it is `sent`.
         Ok(self.conn().execute(
-            "UPDATE outbox SET state = 'uncertain', last_error = 'interrupted while sending; not retried (at most once)' WHERE state = 'sending'",
-            [],
+            "UPDATE outbox SET state = 'uncertain', last_error = 'interrupted while sending; not retried (at most once)',
+                 check_until = ?1 WHERE state = 'sending'",
+            params![ts(Utc::now() + super::LOOK_FOR)],
         )?)
     }
 

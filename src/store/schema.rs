@@ -114,7 +114,32 @@ const MIGRATIONS: &[&str] = &[
     "ALTER TABLE messages ADD COLUMN content_sha256 TEXT;
      CREATE INDEX IF NOT EXISTS messages_message_id_content ON messages (message_id, content_sha256);
      CREATE INDEX IF NOT EXISTS messages_candidate_posting ON messages (candidate, posting);",
+    // Robustness (issue 10): failed filing tries per message (a message that keeps failing is set
+    // aside after a few); the daemon's ongoing errors, for `mailroom status`; and until when an
+    // acknowledgement left uncertain by a crash is looked for in the Sent folder.
+    "CREATE TABLE IF NOT EXISTS attempts (
+         mailbox TEXT NOT NULL,
+         uidvalidity INTEGER NOT NULL,
+         uid INTEGER NOT NULL,
+         count INTEGER NOT NULL,
+         last_error TEXT NOT NULL,
+         last_at TEXT NOT NULL,
+         PRIMARY KEY (mailbox, uidvalidity, uid)
+     );
+     CREATE TABLE IF NOT EXISTS problems (
+         area TEXT PRIMARY KEY,
+         label TEXT NOT NULL,
+         message TEXT NOT NULL,
+         since TEXT NOT NULL,
+         updated_at TEXT NOT NULL
+     );
+     ALTER TABLE outbox ADD COLUMN check_until TEXT;",
 ];
+
+/// The schema version this build writes (`PRAGMA user_version` once every migration is applied).
+pub(super) fn current_version() -> i64 {
+    MIGRATIONS.len() as i64
+}
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
     // The version is read under the write lock: `mailroom status` may open a new state at the

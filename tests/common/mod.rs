@@ -41,6 +41,7 @@ pub(crate) fn application_eml(
     body: &str,
     attachments: &[Attachment],
 ) -> Vec<u8> {
+    register_personal(from);
     let mut m = String::new();
     m.push_str(&format!("From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nMessage-ID: <{message_id}>\r\n"));
     m.push_str("Date: Mon, 23 Nov 2026 10:00:00 +0100\r\nMIME-Version: 1.0\r\n");
@@ -343,13 +344,57 @@ impl StdinRun<'_> {
     }
 }
 
-/// Runs the mailroom binary.
+/// Runs the mailroom binary, logging everything of its own (`mailroom=trace`) to its standard
+/// error, and checks that no log line carries a candidate's name or address.
 pub(crate) fn mailroom(args: &[&str]) -> std::process::Output {
-    std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
         .args(args)
-        .env_remove("RUST_LOG")
+        .env("RUST_LOG", TRACE)
         .output()
-        .expect("mailroom runs")
+        .expect("mailroom runs");
+    assert_no_personal_data(&String::from_utf8_lossy(&out.stderr), &format!("mailroom {}", args.join(" ")));
+    out
+}
+
+/// The log filter of every mailroom the tests start: all of mailroom's own lines, at every level.
+pub(crate) const TRACE: &str = "mailroom=trace";
+
+/// Names and addresses of the candidates the tests wrote mail as (see [`application_eml`]).
+static PERSONAL: std::sync::Mutex<std::collections::BTreeSet<String>> =
+    std::sync::Mutex::new(std::collections::BTreeSet::new());
+
+/// Remembers the name and the address of a `From` a test wrote (`Name <addr>` or `addr`): they
+/// must never appear in a log. Names are also remembered word by word (a folder is
+/// `Family-Given`), except words that logs use for themselves.
+pub(crate) fn register_personal(from: &str) {
+    const OURS: &[&str] = &["contact@example.test", "team@example.test"];
+    const WORDS: &[&str] = &["Candidate", "Person", "Jobs", "Digest", "board", "Test"];
+    let (name, addr) = match from.rsplit_once('<') {
+        Some((n, a)) => (n.trim().trim_matches('"').trim(), a.trim_end_matches('>').trim()),
+        None => ("", from.trim()),
+    };
+    let mut set = PERSONAL.lock().unwrap_or_else(|p| p.into_inner());
+    if addr.contains('@') && !OURS.contains(&addr.to_ascii_lowercase().as_str()) {
+        set.insert(addr.to_owned());
+    }
+    if name.chars().count() >= 4 && !name.starts_with("=?") {
+        set.insert(name.to_owned());
+        for word in name.split(|c: char| !c.is_alphanumeric()) {
+            if word.chars().count() >= 4 && word.starts_with(char::is_uppercase) && !WORDS.contains(&word) {
+                set.insert(word.to_owned());
+            }
+        }
+    }
+}
+
+/// Fails if `log` holds any name or address registered by [`register_personal`].
+pub(crate) fn assert_no_personal_data(log: &str, what: &str) {
+    let set = PERSONAL.lock().unwrap_or_else(|p| p.into_inner()).clone();
+    for line in log.lines() {
+        if let Some(found) = set.iter().find(|p| line.contains(p.as_str())) {
+            panic!("{what}: a log line carries personal data ({found:?}):\n{line}");
+        }
+    }
 }
 
 impl Stack {
@@ -464,7 +509,7 @@ impl Daemon {
         let file = std::fs::File::create(&log).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
             .args(["run", "--config", config.to_str().unwrap()])
-            .env("RUST_LOG", "mailroom=debug")
+            .env("RUST_LOG", TRACE)
             .envs(env.iter().copied())
             .stdout(std::process::Stdio::null())
             .stderr(file)
@@ -477,12 +522,15 @@ impl Daemon {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }
 
-    /// Sends SIGTERM and waits (with a deadline) for the exit status.
+    /// Sends SIGTERM and waits (with a deadline) for the exit status; then checks the whole log
+    /// for personal data.
     pub(crate) fn terminate(&mut self, deadline: Duration) -> std::process::ExitStatus {
         let pid = self.child.id().to_string();
         let ok = std::process::Command::new("kill").args(["-TERM", &pid]).status().unwrap().success();
         assert!(ok, "kill -TERM {pid}");
-        wait_for("mailroom to exit after SIGTERM", deadline, || self.child.try_wait().unwrap())
+        let status = wait_for("mailroom to exit after SIGTERM", deadline, || self.child.try_wait().unwrap());
+        assert_no_personal_data(&self.log_text(), "mailroom run");
+        status
     }
 }
 
