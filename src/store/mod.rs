@@ -9,6 +9,7 @@
 //! | [`Ledger`] | the pipeline | high-water marks, duplicates, what a folder holds, reply history, the batch commit |
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
+//! | [`AuthStore`] | the credentials ([`crate::auth`], as its journal) | whether authentication works, since when, why not |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -22,7 +23,9 @@
 //! | `ledger.rs` | `messages`, `documents`, `mailboxes`: the commit, duplicates, status |
 //! | `outbox.rs` | `outbox`: pending → sending → sent / failed / uncertain |
 //! | `digest.rs` | `digests` and the digest's reading of the others |
+//! | `auth.rs` | `auth_state` |
 
+mod auth;
 mod digest;
 mod ledger;
 mod outbox;
@@ -35,6 +38,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, params};
 
+pub use auth::AuthStore;
 pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, QuarantineRow, StaleCandidate};
 pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,

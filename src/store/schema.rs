@@ -107,6 +107,18 @@ const MIGRATIONS: &[&str] = &[
          WHEN reply LIKE 'skipped: hourly cap%' THEN 'hourly_cap'
          ELSE 'legacy' END;
      CREATE INDEX IF NOT EXISTS messages_reply_code ON messages (reply_code, recorded_at);",
+    // Whether authentication works, per part (identity provider, IMAP, SMTP): written by the
+    // daemon on every change, read by status, the status line and the digest.
+    "CREATE TABLE IF NOT EXISTS auth_state (
+         part TEXT PRIMARY KEY,
+         ok INTEGER NOT NULL,
+         since TEXT NOT NULL,
+         code TEXT,
+         reason TEXT,
+         detail TEXT,
+         refresh_expires_at TEXT,
+         updated_at TEXT NOT NULL
+     );",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
