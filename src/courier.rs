@@ -6,9 +6,8 @@
 //! Mail is sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for
 //! automatic responses, so a reply that bounces can never start a loop.
 
-use std::time::Duration;
-
 use std::sync::Mutex;
+use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
