@@ -8,12 +8,14 @@
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use chrono::{DateTime, Utc};
 use tokio::sync::watch;
 
+use crate::auth::{Auth, AuthPart, AuthRecord};
 use crate::config::{Config, ConfigError};
 use crate::courier::SmtpCourier;
 use crate::digest::Digest;
@@ -25,7 +27,7 @@ use crate::pipeline::{Pipeline, Report};
 use crate::reply::Replier;
 use crate::schedule::{SystemClock, Timer};
 use crate::service::{Monitor, Quiet, SystemdMonitor, TerminalProgress};
-use crate::store::{DigestStore, Ledger, OutboxStore, Store};
+use crate::store::{AuthStore, DigestStore, Ledger, OutboxStore, Store};
 use crate::understand::Rules;
 
 /// A failure the command line maps to exit code 2: the configuration or the command is wrong.
@@ -138,6 +140,11 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     Ok(store)
 }
 
+/// The process's credentials, keeping their state in the store.
+fn open_auth(cfg: &Config, store: &Store) -> anyhow::Result<Auth> {
+    Ok(Auth::from_config(cfg)?.with_journal(Arc::new(store.clone())))
+}
+
 fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<Store>> {
     let replier = Replier::new(cfg).map_err(usage)?;
     Ok(Pipeline::new(cfg, replier, open_store(cfg)?))
@@ -150,17 +157,39 @@ fn record_start(store: &Store, command: &str) {
     }
 }
 
-/// `mailroom check-config`.
-pub(crate) fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
+/// `mailroom check-config`, and with `--connect` a real login to IMAP and SMTP.
+pub(crate) fn check_config(path: &Path, connect: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     Replier::new(&cfg).map_err(usage)?;
     Digest::new(&cfg).map_err(usage)?;
     if cfg.digest.enabled && cfg.digest_recipients().is_empty() {
         eprintln!("warning: digest.recipients and identity.team are empty: no digest will be sent");
     }
-    println!("{cfg:#?}");
-    eprintln!("configuration {} is valid", path.display());
-    Ok(ExitCode::SUCCESS)
+    if !connect {
+        println!("{cfg:#?}");
+        eprintln!("configuration {} is valid", path.display());
+        return Ok(ExitCode::SUCCESS);
+    }
+    eprintln!("configuration {} is valid; logging in…", path.display());
+    let auth = Auth::from_config(&cfg)?;
+    let ok = block_on(crate::connect::check(&cfg, &auth))?;
+    Ok(if ok { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// `mailroom auth login`.
+pub(crate) fn auth_login(path: &Path) -> anyhow::Result<ExitCode> {
+    let cfg = load_config(path)?;
+    if cfg.oauth2.is_none() {
+        return Err(usage(format!(
+            "configuration {}: there is no [oauth2] section, so nothing to sign in for",
+            path.display()
+        )));
+    }
+    match block_on(crate::connect::login(&cfg))? {
+        Ok(_) => Ok(ExitCode::SUCCESS),
+        Err(crate::auth::login::LoginError::Config(e)) => Err(in_file(e, path)),
+        Err(e) => Err(anyhow::anyhow!("sign-in failed: {e}")),
+    }
 }
 
 /// `mailroom once`.
@@ -170,7 +199,8 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
         record_start(pipeline.store(), "once");
-        let courier = SmtpCourier::new(&cfg)?;
+        let auth = open_auth(&cfg, pipeline.store())?;
+        let courier = SmtpCourier::with_auth(&cfg, auth.clone())?;
         let shutdown = shutdown_signal();
         let progress = TerminalProgress::if_terminal();
         let monitor: &dyn Monitor = match &progress {
@@ -181,7 +211,8 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             let (mut report, mut sent) = (Report::default(), SendReport::default());
             for folder in cfg.folders() {
                 // A stop while connecting to a server that does not answer ends the command at once.
-                let connect = crate::service::unless_stopped(&shutdown.stop, ImapMailbox::connect(&cfg, &folder));
+                let connect =
+                    crate::service::unless_stopped(&shutdown.stop, ImapMailbox::connect_with(&cfg, &folder, &auth));
                 let Some(mailbox) = connect.await else { break };
                 let mut mailbox = mailbox?;
                 let (r, s) =
@@ -221,7 +252,8 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
         record_start(pipeline.store(), "run");
-        let courier = SmtpCourier::new(&cfg)?;
+        let auth = open_auth(&cfg, pipeline.store())?;
+        let courier = SmtpCourier::with_auth(&cfg, auth.clone())?;
         let digest = Digest::new(&cfg).map_err(usage)?;
         let timer = Timer::start().await?;
         let shutdown = shutdown_signal();
@@ -230,10 +262,10 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
             .folders()
             .into_iter()
             .map(|folder| {
-                let cfg = cfg.clone();
+                let (cfg, auth) = (cfg.clone(), auth.clone());
                 move || {
-                    let (cfg, folder) = (cfg.clone(), folder.clone());
-                    async move { ImapMailbox::connect(&cfg, &folder).await }
+                    let (cfg, folder, auth) = (cfg.clone(), folder.clone(), auth.clone());
+                    async move { ImapMailbox::connect_with(&cfg, &folder, &auth).await }
                 }
             })
             .collect();
@@ -241,9 +273,10 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let stop = shutdown.stop.clone();
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
         let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
-        let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop);
+        let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop.clone());
+        let tokens = auth.maintain(stop);
         tokio::select! {
-            _ = async { tokio::join!(watch, digests) } => {}
+            _ = async { tokio::join!(watch, digests, tokens) } => {}
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         }
         tracing::info!("stopped");
@@ -313,6 +346,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let next_digest = cfg.digest.enabled.then(|| crate::digest::next_digest(&cfg, last_digest, Utc::now())).flatten();
     let started = store.last_start()?;
     let problems = store.problems()?;
+    let auth = store.auth_records()?;
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
@@ -323,6 +357,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
             "started_at": started.as_ref().map(|s| s.at),
         });
         value["problems"] = serde_json::to_value(&problems)?;
+        value["auth"] = auth_json(&auth);
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -366,6 +401,9 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         "outbox           {} waiting, {} sent, {} failed, {} uncertain",
         t.outbox_pending, t.outbox_sent, t.outbox_failed, t.outbox_uncertain
     );
+    for l in auth_lines(&cfg, &auth, Utc::now()) {
+        println!("{l}");
+    }
     let tz = cfg.identity.timezone();
     let local = |t: DateTime<Utc>| t.with_timezone(&tz).format("%Y-%m-%d %H:%M %Z").to_string();
     println!(
@@ -374,6 +412,55 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
     Ok(ExitCode::SUCCESS)
+}
+
+/// `auth: ok`, the refresh token's remaining days, or `failing since T: reason` per part.
+fn auth_lines(cfg: &Config, records: &[AuthRecord], now: DateTime<Utc>) -> Vec<String> {
+    let mut out = Vec::new();
+    let failing: Vec<&AuthRecord> = records.iter().filter(|r| !r.ok).collect();
+    if records.is_empty() {
+        out.push("auth             not tried yet".to_owned());
+    } else if let Some(since) = failing.iter().map(|r| r.since).min() {
+        let ago = (now - since).num_seconds().max(0);
+        out.push(format!(
+            "auth             failing since {} ({} ago)",
+            since.format("%Y-%m-%d %H:%M:%S UTC"),
+            human_duration(ago)
+        ));
+        for r in &failing {
+            out.push(format!("  {:<14} {}", r.part.label(), r.reason.as_deref().unwrap_or("failing")));
+        }
+    } else {
+        let how: Vec<String> =
+            records.iter().map(|r| format!("{} {}", r.part.label(), r.detail.as_deref().unwrap_or(""))).collect();
+        out.push(format!("auth             ok ({})", how.join(", ")));
+    }
+    let warning = cfg.oauth2.as_ref().map_or(14, |o| o.refresh_warning_days);
+    if let Some(r) = records.iter().find(|r| r.part == AuthPart::Provider)
+        && let (Some(days), Some(at)) = (r.refresh_days_left(now), r.refresh_expires_at)
+    {
+        let act = if days < i64::from(warning) { ": run `mailroom auth login` before it does" } else { "" };
+        out.push(format!("  refresh token  expires in {days} days ({}){act}", at.format("%Y-%m-%d")));
+    }
+    out
+}
+
+fn auth_json(records: &[AuthRecord]) -> serde_json::Value {
+    let state = if records.is_empty() {
+        "unknown"
+    } else if records.iter().any(|r| !r.ok) {
+        "failing"
+    } else {
+        "ok"
+    };
+    let refresh = records.iter().find(|r| r.part == AuthPart::Provider).and_then(|r| r.refresh_expires_at);
+    serde_json::json!({
+        "state": state,
+        "failing_since": records.iter().filter(|r| !r.ok).map(|r| r.since).min(),
+        "refresh_token_expires_at": refresh,
+        "refresh_token_days_left": refresh.map(|t| (t - Utc::now()).num_days()),
+        "parts": records,
+    })
 }
 
 fn human_duration(seconds: i64) -> String {
@@ -443,7 +530,7 @@ pub(crate) fn digest(path: &Path, req: DigestRequest) -> anyhow::Result<ExitCode
     };
     // lettre's connection pool starts a task when it is built: inside the runtime.
     let sent = block_on(async {
-        let courier = SmtpCourier::new(&cfg)?;
+        let courier = SmtpCourier::with_auth(&cfg, open_auth(&cfg, &store)?)?;
         anyhow::Ok(crate::outbox::send_due(&store, &courier).await?)
     })??;
     let tz = cfg.identity.timezone();

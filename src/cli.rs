@@ -18,6 +18,8 @@ See config/mailroom.example.toml for every key with its default.
 
 Examples:
   mailroom check-config --config ./mailroom.toml
+  mailroom check-config --connect   # log in to IMAP and SMTP for real, say what works
+  mailroom auth login     # OAuth2 (delegated): sign in once, the daemon renews the tokens
   mailroom once         # file everything new, send acknowledgements, exit
   mailroom run          # keep watching (this is what mailroom.service runs)
   mailroom inspect message.eml --json
@@ -51,7 +53,21 @@ enum Command {
     /// Keep watching the mailbox (every imap.poll_interval_secs) until SIGTERM or Ctrl-C.
     Run,
     /// Load and validate the configuration, then print it with secrets redacted.
-    CheckConfig,
+    ///
+    /// With --connect, log in for real instead: get a token from the identity provider (OAuth2),
+    /// log in to IMAP and select the folders, log in to SMTP (nothing is fetched or sent), and
+    /// say what works and what to do about what does not. Exit code 1 if IMAP or SMTP fails.
+    CheckConfig {
+        /// Log in to IMAP and SMTP with the real credentials.
+        #[arg(long)]
+        connect: bool,
+    },
+    /// OAuth2 sign-in: `mailroom auth login` once, for the delegated flows (authorization_code,
+    /// device_code); the daemon then renews the tokens by itself.
+    Auth {
+        #[command(subcommand)]
+        command: AuthCommand,
+    },
     /// Build the team's digest now: send it for the window since the last one (--now), print it
     /// (--dry-run), or rebuild a past window (--since) without moving the stored one.
     ///
@@ -103,6 +119,19 @@ enum Command {
     },
 }
 
+#[derive(Debug, Subcommand)]
+enum AuthCommand {
+    /// Sign in once and store the tokens (mode 0600) in oauth2.token_dir.
+    ///
+    /// authorization_code: prints an address to open in any browser; after signing in, the
+    /// browser comes back to http://localhost:PORT (answered here, if that browser runs on this
+    /// machine or reaches it with `ssh -L PORT:localhost:PORT`), or you paste the address it
+    /// ended on (the page may not load: the address bar holds the code). device_code: prints a
+    /// code to type on the provider's page. Run it as the user the service runs as, or as root
+    /// (the token file then takes the owner of its directory).
+    Login,
+}
+
 pub fn main() -> ExitCode {
     // The PDF text extractor child (see understand::extract): not a command for people, so not
     // in the help, and answered before anything else starts.
@@ -135,7 +164,8 @@ pub fn main() -> ExitCode {
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let config = &cli.config;
     match cli.command {
-        Command::CheckConfig => app::check_config(config),
+        Command::CheckConfig { connect } => app::check_config(config, connect),
+        Command::Auth { command: AuthCommand::Login } => app::auth_login(config),
         Command::Inspect { file, json } => app::inspect(config, &file, json),
         Command::Render { template, lang, html } => app::render(config, &template, &lang, html),
         Command::Status { json } => app::status(config, json),

@@ -14,6 +14,7 @@ use chrono::NaiveDate;
 use serde::Deserialize;
 
 use crate::lang::{Lang, PostingLang};
+use crate::provider::{Endpoints, Flow, Provider};
 
 /// Where clamd listens: `antivirus.clamd`, parsed.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -111,12 +112,25 @@ pub enum TlsMode {
     Starttls,
 }
 
+/// How mailroom logs in to a server: a password (SASL PLAIN/LOGIN), or an OAuth2 access token
+/// (SASL XOAUTH2/OAUTHBEARER) from the `[oauth2]` section.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMethod {
+    #[default]
+    Password,
+    Oauth2,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
     pub imap: ImapConfig,
     pub smtp: SmtpConfig,
     pub identity: Identity,
+    /// How tokens are obtained when `imap.auth` or `smtp.auth` is `oauth2`.
+    #[serde(default)]
+    pub oauth2: Option<OAuth2Config>,
     #[serde(default)]
     pub storage: Storage,
     #[serde(default)]
@@ -142,6 +156,9 @@ pub struct ImapConfig {
     #[serde(default = "defaults::tls")]
     pub tls: TlsMode,
     pub username: String,
+    /// `password` or `oauth2`.
+    #[serde(default)]
+    pub auth: AuthMethod,
     #[serde(default)]
     pub password: Option<Secret>,
     #[serde(default)]
@@ -193,6 +210,9 @@ pub struct SmtpConfig {
     #[serde(default = "defaults::tls")]
     pub tls: TlsMode,
     pub username: String,
+    /// `password` or `oauth2`.
+    #[serde(default)]
+    pub auth: AuthMethod,
     #[serde(default)]
     pub password: Option<Secret>,
     #[serde(default)]
@@ -201,6 +221,226 @@ pub struct SmtpConfig {
     pub ca_file: Option<PathBuf>,
     #[serde(default = "defaults::timeout_secs")]
     pub timeout_secs: u64,
+}
+
+/// OAuth2: where tokens come from and how they are kept. Used by `imap.auth` and `smtp.auth`
+/// set to `oauth2`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct OAuth2Config {
+    /// `microsoft365`, `google` or `custom`: a preset fills in the IMAP and SMTP hosts, ports and
+    /// TLS (where not written), the endpoints and the scopes.
+    #[serde(default = "defaults::provider")]
+    pub provider: Provider,
+    /// `client_credentials` (app-only), `authorization_code` (delegated, `mailroom auth login`)
+    /// or `device_code` (delegated, a code typed on another device).
+    pub flow: Flow,
+    /// Microsoft 365: the directory (tenant) id, or one of its verified domains.
+    #[serde(default)]
+    pub tenant: String,
+    /// The application (client) id of the app registration.
+    pub client_id: String,
+    /// The client secret, inline (prefer `client_secret_file` or the environment).
+    #[serde(default)]
+    pub client_secret: Option<Secret>,
+    /// A file holding the client secret; a relative name is looked up in `$CREDENTIALS_DIRECTORY`.
+    #[serde(default)]
+    pub client_secret_file: Option<PathBuf>,
+    /// `custom`: the authorization endpoint (for `authorization_code`).
+    #[serde(default)]
+    pub authorization_url: Option<String>,
+    /// `custom`: the token endpoint.
+    #[serde(default)]
+    pub token_url: Option<String>,
+    /// `custom`: the device authorization endpoint (for `device_code`).
+    #[serde(default)]
+    pub device_authorization_url: Option<String>,
+    /// The scopes to ask for. Empty: the provider's (see the README).
+    #[serde(default)]
+    pub scopes: Vec<String>,
+    /// Where the browser is sent back to after `mailroom auth login`. Default
+    /// `http://localhost` (a free port, chosen at login). A loopback `http://` address is
+    /// listened on; any other is only shown, and its URL pasted back.
+    #[serde(default)]
+    pub redirect_uri: Option<String>,
+    /// The IMAP SASL mechanism: `auto` (OAUTHBEARER where the server offers it, else XOAUTH2),
+    /// `xoauth2` or `oauthbearer`. SMTP always uses XOAUTH2.
+    #[serde(default)]
+    pub mechanism: SaslMechanism,
+    /// How the client secret goes to the token endpoint: `auto` (in the form for the presets,
+    /// HTTP Basic for `custom`), `basic` or `body`.
+    #[serde(default)]
+    pub client_auth: ClientAuth,
+    /// Extra CA certificate (PEM) trusted for the identity provider's endpoints.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Where the tokens are kept (mode 0600). Default: the directory of `storage.state_path`.
+    #[serde(default)]
+    pub token_dir: Option<PathBuf>,
+    /// Warn (log, status, digest) this many days before a refresh token is known to expire.
+    #[serde(default = "defaults::refresh_warning_days")]
+    pub refresh_warning_days: u32,
+    /// Deadline for each request to the identity provider.
+    #[serde(default = "defaults::oauth2_timeout_secs")]
+    pub timeout_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaslMechanism {
+    #[default]
+    Auto,
+    Xoauth2,
+    Oauthbearer,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientAuth {
+    #[default]
+    Auto,
+    Basic,
+    Body,
+}
+
+impl OAuth2Config {
+    /// The endpoints: the preset's for the tenant, each replaced by the key when written.
+    pub fn endpoints(&self) -> Endpoints {
+        let preset = self.provider.endpoints(self.tenant.trim()).unwrap_or_default();
+        Endpoints {
+            authorization: self.authorization_url.clone().or(preset.authorization),
+            token: self.token_url.clone().or(preset.token),
+            device_authorization: self.device_authorization_url.clone().or(preset.device_authorization),
+        }
+    }
+
+    /// The scopes: as written, or the provider's for the flow.
+    pub fn scopes(&self) -> Vec<String> {
+        if self.scopes.is_empty() { self.provider.scopes(self.flow) } else { self.scopes.clone() }
+    }
+
+    /// Whether the client secret goes in the form body (else HTTP Basic).
+    pub fn secret_in_body(&self) -> bool {
+        match self.client_auth {
+            ClientAuth::Auto => self.provider.secret_in_body(),
+            ClientAuth::Basic => false,
+            ClientAuth::Body => true,
+        }
+    }
+
+    /// The client secret, from the config or its file; `None` for a public client.
+    pub fn client_secret(&self) -> Result<Option<Secret>, ConfigError> {
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(s), _) => Ok(Some(s.clone())),
+            (None, Some(f)) => read_password_file(f).map(Some).map_err(|m| invalid("oauth2.client_secret_file", m)),
+            (None, None) => Ok(None),
+        }
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if self.client_id.trim().is_empty() {
+            return Err(invalid("oauth2.client_id", "must not be empty (the application (client) id)"));
+        }
+        if let Some(why) = self.provider.refuses(self.flow) {
+            return Err(invalid("oauth2.flow", why));
+        }
+        match self.provider {
+            Provider::Microsoft365 => {
+                let t = self.tenant.trim();
+                if t.is_empty() {
+                    return Err(invalid(
+                        "oauth2.tenant",
+                        "missing: the directory (tenant) id or a verified domain of the tenant, e.g. example.org",
+                    ));
+                }
+                if !t.chars().all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-') {
+                    return Err(invalid("oauth2.tenant", format!("{t:?} is not a tenant id or domain")));
+                }
+            }
+            Provider::Google | Provider::Custom => {
+                if !self.tenant.trim().is_empty() {
+                    return Err(invalid("oauth2.tenant", "only used with provider = \"microsoft365\""));
+                }
+            }
+        }
+        let endpoints = self.endpoints();
+        let needed = [
+            ("oauth2.token_url", endpoints.token.as_deref(), true),
+            ("oauth2.authorization_url", endpoints.authorization.as_deref(), self.flow == Flow::AuthorizationCode),
+            (
+                "oauth2.device_authorization_url",
+                endpoints.device_authorization.as_deref(),
+                self.flow == Flow::DeviceCode,
+            ),
+        ];
+        for (key, url, required) in needed {
+            match url {
+                Some(u) => check_endpoint(u).map_err(|m| invalid(key, m))?,
+                None if required => {
+                    return Err(invalid(
+                        key,
+                        format!("missing: provider = \"custom\" with flow = \"{}\" needs it", self.flow.as_str()),
+                    ));
+                }
+                None => {}
+            }
+        }
+        if let Some(uri) = &self.redirect_uri {
+            let parsed = url::Url::parse(uri).map_err(|e| invalid("oauth2.redirect_uri", format!("{uri:?}: {e}")))?;
+            if !matches!(parsed.scheme(), "http" | "https") {
+                return Err(invalid("oauth2.redirect_uri", "must be an http:// or https:// address"));
+            }
+        }
+        match (&self.client_secret, &self.client_secret_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "oauth2.client_secret",
+                    "set either oauth2.client_secret or oauth2.client_secret_file, not both",
+                ));
+            }
+            (None, None) if self.flow == Flow::ClientCredentials => {
+                return Err(invalid(
+                    "oauth2.client_secret_file",
+                    "missing: client_credentials needs the app's client secret (oauth2.client_secret_file)",
+                ));
+            }
+            (None, Some(file)) => {
+                read_password_file(file).map_err(|m| invalid("oauth2.client_secret_file", m))?;
+            }
+            _ => {}
+        }
+        if self.timeout_secs == 0 {
+            return Err(invalid("oauth2.timeout_secs", "must be greater than 0"));
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::load_ca_file(ca).map_err(|e| invalid("oauth2.ca_file", e.to_string()))?;
+        }
+        if self.scopes.iter().any(|s| s.trim().is_empty() || s.contains(char::is_whitespace)) {
+            return Err(invalid("oauth2.scopes", "one scope per list item, without spaces"));
+        }
+        Ok(())
+    }
+}
+
+/// An identity provider's endpoint: https, or http on loopback only (a local test identity
+/// provider); a token must never cross the network in clear.
+fn check_endpoint(u: &str) -> Result<(), String> {
+    let parsed = url::Url::parse(u).map_err(|e| format!("{u:?} is not a URL ({e})"))?;
+    match parsed.scheme() {
+        "https" => Ok(()),
+        "http" if is_loopback(&parsed) => Ok(()),
+        _ => Err(format!("{u:?} must be an https:// address (http:// only on loopback)")),
+    }
+}
+
+/// `localhost`, 127.0.0.0/8 or ::1.
+pub fn is_loopback(url: &url::Url) -> bool {
+    match url.host() {
+        Some(url::Host::Domain(d)) => d.eq_ignore_ascii_case("localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -477,6 +717,15 @@ mod defaults {
     pub(super) fn timezone() -> String {
         "Europe/Paris".into()
     }
+    pub(super) fn provider() -> crate::provider::Provider {
+        crate::provider::Provider::Custom
+    }
+    pub(super) fn refresh_warning_days() -> u32 {
+        14
+    }
+    pub(super) fn oauth2_timeout_secs() -> u64 {
+        30
+    }
 }
 
 impl Config {
@@ -530,21 +779,33 @@ impl Config {
         let load_err = |message: String| ConfigError::Load { path: base.to_owned(), message };
         let overrides: config::Map<String, String> =
             env.into_iter().filter(|(k, _)| k.starts_with("MAILROOM__")).collect();
-        let raw = config::Config::builder()
-            .add_source(config::File::from_str(text, config::FileFormat::Toml))
-            .add_source(
-                config::Environment::with_prefix("MAILROOM")
-                    .prefix_separator("__")
-                    .separator("__")
-                    .list_separator(",")
-                    .with_list_parse_key("identity.team")
-                    .with_list_parse_key("imap.also_watch")
-                    .with_list_parse_key("digest.recipients")
-                    .try_parsing(true)
-                    .source(Some(overrides)),
-            )
-            .build()
-            .map_err(|e| load_err(e.to_string()))?;
+        let build = |presets: &[(String, config::Value)]| {
+            let mut builder = config::Config::builder();
+            for (key, value) in presets {
+                builder = builder.set_default(key.as_str(), value.clone())?;
+            }
+            builder
+                .add_source(config::File::from_str(text, config::FileFormat::Toml))
+                .add_source(
+                    config::Environment::with_prefix("MAILROOM")
+                        .prefix_separator("__")
+                        .separator("__")
+                        .list_separator(",")
+                        .with_list_parse_key("identity.team")
+                        .with_list_parse_key("imap.also_watch")
+                        .with_list_parse_key("digest.recipients")
+                        .with_list_parse_key("oauth2.scopes")
+                        .try_parsing(true)
+                        .source(Some(overrides.clone())),
+                )
+                .build()
+        };
+        let mut raw = build(&[]).map_err(|e| load_err(e.to_string()))?;
+        // A provider preset fills the servers' keys the admin did not write (lowest priority).
+        let presets = provider_presets(&raw);
+        if !presets.is_empty() {
+            raw = build(&presets).map_err(|e| load_err(e.to_string()))?;
+        }
         let mut cfg: Config = raw.try_deserialize().map_err(|e| load_err(dotted_keys(&e.to_string())))?;
         cfg.resolve_paths(base, std::env::var_os("CREDENTIALS_DIRECTORY").map(PathBuf::from));
         cfg.validate_inner(secrets)?;
@@ -564,6 +825,14 @@ impl Config {
         };
         rel(&mut self.storage.data_dir);
         rel(&mut self.storage.state_path);
+        if let Some(o) = &mut self.oauth2 {
+            for p in [&mut o.ca_file, &mut o.token_dir].into_iter().flatten() {
+                rel(p);
+            }
+            if let Some(p) = &mut o.client_secret_file {
+                secret_rel(p);
+            }
+        }
         for p in [&mut self.imap.ca_file, &mut self.smtp.ca_file, &mut self.replies.templates_dir].into_iter().flatten()
         {
             rel(p);
@@ -579,7 +848,7 @@ impl Config {
     }
 
     fn validate_inner(&self, secrets: bool) -> Result<(), ConfigError> {
-        for (section, host, port, user, pw, pw_file, ca) in [
+        for (section, host, port, user, pw, pw_file, ca, auth) in [
             (
                 "imap",
                 &self.imap.host,
@@ -588,6 +857,7 @@ impl Config {
                 &self.imap.password,
                 &self.imap.password_file,
                 &self.imap.ca_file,
+                self.imap.auth,
             ),
             (
                 "smtp",
@@ -597,6 +867,7 @@ impl Config {
                 &self.smtp.password,
                 &self.smtp.password_file,
                 &self.smtp.ca_file,
+                self.smtp.auth,
             ),
         ] {
             if host.trim().is_empty() {
@@ -608,7 +879,23 @@ impl Config {
             if user.trim().is_empty() {
                 return Err(invalid(format!("{section}.username"), "must not be empty"));
             }
+            if auth == AuthMethod::Oauth2 {
+                if pw.is_some() || pw_file.is_some() {
+                    let key = if pw.is_some() { "password" } else { "password_file" };
+                    return Err(invalid(
+                        format!("{section}.{key}"),
+                        format!("not used with {section}.auth = \"oauth2\" (the token is the credential): remove it"),
+                    ));
+                }
+                if self.oauth2.is_none() {
+                    return Err(invalid(
+                        "oauth2",
+                        format!("missing: {section}.auth = \"oauth2\" needs an [oauth2] section"),
+                    ));
+                }
+            }
             match (pw, pw_file) {
+                _ if auth == AuthMethod::Oauth2 => {}
                 (Some(_), Some(_)) => {
                     return Err(invalid(
                         format!("{section}.password"),
@@ -630,6 +917,9 @@ impl Config {
             if let Some(ca) = ca {
                 crate::tls::load_ca_file(ca).map_err(|e| invalid(format!("{section}.ca_file"), e.to_string()))?;
             }
+        }
+        if let Some(o) = &self.oauth2 {
+            o.validate()?;
         }
         if self.imap.folder.trim().is_empty() {
             return Err(invalid("imap.folder", "must not be empty"));
@@ -753,6 +1043,40 @@ organisation = "La 27e Région"
     pub fn smtp_password(&self) -> Result<Secret, ConfigError> {
         password(&self.smtp.password, &self.smtp.password_file, "smtp")
     }
+
+    /// Whether either side logs in with OAuth2.
+    pub fn uses_oauth2(&self) -> bool {
+        self.imap.auth == AuthMethod::Oauth2 || self.smtp.auth == AuthMethod::Oauth2
+    }
+
+    /// Where tokens are kept: `oauth2.token_dir`, or the directory of the state file.
+    pub fn token_dir(&self) -> PathBuf {
+        match self.oauth2.as_ref().and_then(|o| o.token_dir.clone()) {
+            Some(dir) => dir,
+            None => match self.storage.state_path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p.to_owned(),
+                _ => PathBuf::from("."),
+            },
+        }
+    }
+}
+
+/// The defaults a provider preset gives to the keys of `[imap]` and `[smtp]`.
+fn provider_presets(raw: &config::Config) -> Vec<(String, config::Value)> {
+    let provider = match raw.get_string("oauth2.provider").ok().as_deref() {
+        Some("microsoft365") => Provider::Microsoft365,
+        Some("google") => Provider::Google,
+        _ => return Vec::new(),
+    };
+    let mut out = Vec::new();
+    for (section, server) in [("imap", provider.imap()), ("smtp", provider.smtp())] {
+        if let Some(s) = server {
+            out.push((format!("{section}.host"), config::Value::from(s.host)));
+            out.push((format!("{section}.port"), config::Value::from(i64::from(s.port))));
+            out.push((format!("{section}.tls"), config::Value::from(s.tls)));
+        }
+    }
+    out
 }
 
 /// The config crate writes a key below a list as `postings[0]language`; people write

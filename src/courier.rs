@@ -6,15 +6,17 @@
 //! Mail is sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for
 //! automatic responses, so a reply that bounces can never start a loop.
 
+use std::sync::Mutex;
 use std::time::Duration;
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
-use lettre::transport::smtp::authentication::Credentials;
+use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{Tls, TlsParameters};
 use lettre::transport::smtp::response::Severity;
 use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
 
+use crate::auth::{Auth, AuthPart, Credential};
 use crate::config::{Config, ConfigError, SmtpConfig, TlsMode};
 use crate::error::{Classified, Retry};
 use crate::mail::OutgoingMail;
@@ -153,14 +155,30 @@ pub fn without_addresses(text: &str) -> String {
     out
 }
 
-/// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH).
+/// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH with a password, or
+/// XOAUTH2 with an access token).
+///
+/// lettre fixes a transport's credentials when it is built, so the transport (and its pool of
+/// connections) is built again whenever the credential changes: a new token, a new password.
 pub struct SmtpCourier {
-    transport: AsyncSmtpTransport<Tokio1Executor>,
+    auth: Auth,
+    host: String,
+    port: u16,
+    tls: Tls,
+    timeout: Duration,
+    /// The transport, and the secret it was built with.
+    current: Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
     from: Mailbox,
 }
 
 impl SmtpCourier {
+    /// With the credentials of the configuration alone (see [`SmtpCourier::with_auth`]).
     pub fn new(cfg: &Config) -> Result<SmtpCourier, ConfigError> {
+        Self::with_auth(cfg, Auth::from_config(cfg)?)
+    }
+
+    /// With credentials shared with the rest of the process.
+    pub fn with_auth(cfg: &Config, auth: Auth) -> Result<SmtpCourier, ConfigError> {
         let smtp: &SmtpConfig = &cfg.smtp;
         let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
         let mut tls = TlsParameters::builder(smtp.host.clone());
@@ -171,18 +189,119 @@ impl SmtpCourier {
             tls = tls.add_root_certificate(cert);
         }
         let tls = tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?;
-        let password = cfg.smtp_password()?;
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(smtp.host.clone())
-            .port(smtp.port)
-            .tls(match smtp.tls {
+        if smtp.auth == crate::config::AuthMethod::Password {
+            // A missing password file is a configuration error at start, not a send failure later.
+            cfg.smtp_password()?;
+        }
+        let from_addr: Address = cfg.identity.from.parse().map_err(|e| invalid("identity.from", format!("{e}")))?;
+        Ok(SmtpCourier {
+            auth,
+            host: smtp.host.clone(),
+            port: smtp.port,
+            tls: match smtp.tls {
                 TlsMode::Implicit => Tls::Wrapper(tls),
                 TlsMode::Starttls => Tls::Required(tls),
-            })
-            .credentials(Credentials::new(smtp.username.clone(), password.expose().to_owned()))
-            .timeout(Some(Duration::from_secs(smtp.timeout_secs)))
+            },
+            timeout: Duration::from_secs(smtp.timeout_secs),
+            current: Mutex::new(None),
+            from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr),
+        })
+    }
+
+    /// The transport for the credential of the moment, built anew when it changed.
+    async fn transport(&self) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Credential), SendError> {
+        let credential = self.auth.credential(AuthPart::Smtp).await.map_err(|e| SendError {
+            retry: Retry::Transient,
+            message: format!("no credentials for the SMTP login: {e}"),
+        })?;
+        let (user, secret, mechanisms) = match &credential {
+            Credential::Password { user, password } => {
+                (user.clone(), password.expose().to_owned(), vec![Mechanism::Plain, Mechanism::Login])
+            }
+            Credential::Bearer(b) => (b.user.clone(), b.token.expose().to_owned(), vec![Mechanism::Xoauth2]),
+        };
+        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((built_with, transport)) = current.as_ref()
+            && *built_with == secret
+        {
+            return Ok((transport.clone(), credential));
+        }
+        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(self.host.clone())
+            .port(self.port)
+            .tls(self.tls.clone())
+            .credentials(Credentials::new(user, secret.clone()))
+            .authentication(mechanisms)
+            .timeout(Some(self.timeout))
             .build();
-        let from_addr: Address = cfg.identity.from.parse().map_err(|e| invalid("identity.from", format!("{e}")))?;
-        Ok(SmtpCourier { transport, from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr) })
+        *current = Some((secret, transport.clone()));
+        Ok((transport, credential))
+    }
+
+    /// Records what the server said about the credential; a refused one is not used again.
+    async fn judge(&self, credential: &Credential, result: &Result<(), lettre::transport::smtp::Error>) {
+        match result {
+            Ok(()) => self.auth.accepted(
+                AuthPart::Smtp,
+                match credential {
+                    Credential::Password { .. } => "password",
+                    Credential::Bearer(_) => "XOAUTH2",
+                },
+            ),
+            Err(e) if is_auth_error(e) => {
+                let failure = crate::auth::server_refusal(AuthPart::Smtp, credential, &smtp_answer(e));
+                self.auth.refused(AuthPart::Smtp, credential, &failure).await;
+                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+            }
+            Err(_) => {}
+        }
+    }
+
+    /// Connects and logs in, sending nothing: `mailroom check-config --connect`.
+    pub async fn check(&self) -> Result<String, SendError> {
+        let (transport, credential) = self.transport().await?;
+        let result = match transport.test_connection().await {
+            Ok(true) => Ok(()),
+            Ok(false) => {
+                return Err(SendError {
+                    retry: Retry::Transient,
+                    message: "the connection did not answer NOOP".into(),
+                });
+            }
+            Err(e) => Err(e),
+        };
+        self.judge(&credential, &result).await;
+        match result {
+            Ok(()) => Ok(match credential {
+                Credential::Password { .. } => "password (PLAIN/LOGIN)".into(),
+                Credential::Bearer(_) => "an access token (XOAUTH2)".into(),
+            }),
+            Err(e) if is_auth_error(&e) => Err(SendError {
+                retry: Retry::Permanent,
+                message: crate::auth::server_refusal(AuthPart::Smtp, &credential, &smtp_answer(&e)).to_string(),
+            }),
+            Err(e) => Err(SendError { retry: classify_smtp(&e, false), message: without_addresses(&e.to_string()) }),
+        }
+    }
+}
+
+/// A refusal of the login, rather than of the mail: 530/534/535/538, or, with XOAUTH2, the
+/// server's error challenge, which lettre does not answer (it drops the connection; the token
+/// is not sent again either way).
+fn is_auth_error(e: &lettre::transport::smtp::Error) -> bool {
+    let code = e.status().map(|c| c.to_string());
+    matches!(code.as_deref(), Some("530" | "534" | "535" | "538" | "454"))
+        || (e.is_client() && {
+            let text = e.to_string();
+            text.contains("does not expect a challenge") || text.contains("No compatible authentication mechanism")
+        })
+}
+
+fn smtp_answer(e: &lettre::transport::smtp::Error) -> String {
+    let text = e.to_string();
+    if text.contains("does not expect a challenge") {
+        "it answered the token with an error challenge".into()
+    } else {
+        text
     }
 }
 
@@ -212,7 +331,10 @@ impl Courier for SmtpCourier {
         // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
         let envelope = lettre::address::Envelope::new(None, vec![to])
             .map_err(|e| SendError { retry: Retry::Permanent, message: e.to_string() })?;
-        self.transport.send_raw(&envelope, &message.formatted()).await.map(|_| ()).map_err(|e| {
+        let (transport, credential) = self.transport().await?;
+        let result = transport.send_raw(&envelope, &message.formatted()).await.map(|_| ());
+        self.judge(&credential, &result).await;
+        result.map_err(|e| {
             let retry = classify_smtp(&e, needs_utf8);
             let message = if retry == Retry::Permanent && e.is_client() {
                 format!(

@@ -27,7 +27,7 @@ use crate::outbox::{self, SendReport};
 use crate::pipeline::{Pipeline, PipelineError, Report};
 use crate::recovery;
 use crate::service::{Monitor, unless_stopped};
-use crate::store::{Area, Health, Ledger, OutboxStore, SentCheck, StoreError};
+use crate::store::{Area, AuthStore, Health, Ledger, OutboxStore, SentCheck, StoreError};
 
 /// A server that refuses or drops connections (before a login) is tried again at least this
 /// often: its return is noticed within seconds. Reconnecting costs it nothing.
@@ -74,7 +74,7 @@ pub async fn run<L, M, C, F, Fut>(
     monitor: &dyn Monitor,
     stop: watch::Receiver<bool>,
 ) where
-    L: Ledger + OutboxStore,
+    L: Ledger + OutboxStore + AuthStore,
     M: Mailbox,
     C: Courier,
     F: FnMut() -> Fut,
@@ -104,7 +104,7 @@ async fn watch<L, M, F, Fut>(
     slot: usize,
     mut stop: watch::Receiver<bool>,
 ) where
-    L: Ledger + SentCheck,
+    L: Ledger + SentCheck + AuthStore,
     M: Mailbox,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
@@ -170,7 +170,10 @@ async fn watch<L, M, F, Fut>(
         }
         // Started, but the server is away: systemd should not wait for it.
         monitor.ready();
-        monitor.status(&format!("mailbox unavailable, retrying: {text}"));
+        match auth_failing(pipeline.store()) {
+            Some(auth) => monitor.status(&format!("{auth}; retrying with backoff")),
+            None => monitor.status(&format!("mailbox unavailable, retrying: {text}")),
+        }
         last_error = Some(text);
         // Refused connections are cheap to retry and say nothing of the next one; a pass that
         // failed after a login cost a download, and would cost it again.
@@ -224,9 +227,9 @@ fn problem_of(e: &PipelineError) -> (Area, &'static str, String) {
     }
 }
 
-/// The `STATUS=` line: counts only, no personal data.
-fn status_line<L: Ledger>(store: &L, last: &Report) -> String {
-    match store.totals() {
+/// The `STATUS=` line: counts only, no personal data; a failing authentication comes first.
+fn status_line<L: Ledger + AuthStore>(store: &L, last: &Report) -> String {
+    let line = match store.totals() {
         Ok(t) => format!(
             "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; last pass fetched {}",
             t.filed,
@@ -236,7 +239,21 @@ fn status_line<L: Ledger>(store: &L, last: &Report) -> String {
             last.fetched
         ),
         Err(e) => format!("watching; store unreadable: {e}"),
+    };
+    match auth_failing(store) {
+        Some(auth) => format!("{auth}; {line}"),
+        None => line,
     }
+}
+
+/// `auth failing since 2026-11-23 10:00:00 UTC: identity provider: …`, when a part fails.
+pub fn auth_failing<S: AuthStore>(store: &S) -> Option<String> {
+    let records = store.auth_records().ok()?;
+    let failing: Vec<_> = records.iter().filter(|r| !r.ok).collect();
+    let first = failing.iter().map(|r| r.since).min()?;
+    let reasons: Vec<String> =
+        failing.iter().map(|r| format!("{}: {}", r.part.label(), r.reason.as_deref().unwrap_or("failing"))).collect();
+    Some(format!("auth failing since {}: {}", first.format("%Y-%m-%d %H:%M:%S UTC"), reasons.join("; ")))
 }
 
 /// The watchdog is pinged only when every watch loop has shown life within two intervals, so one

@@ -20,6 +20,7 @@ use chrono_tz::Tz;
 use minijinja::{Value, context};
 use tokio::sync::{Notify, watch};
 
+use crate::auth::{AuthPart, AuthRecord};
 use crate::config::{Config, Posting, WhenEmpty};
 use crate::lang::Lang;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind, TextAttachment};
@@ -67,6 +68,7 @@ pub struct Digest {
     from: String,
     data_dir: String,
     postings: Vec<Posting>,
+    refresh_warning_days: u32,
 }
 
 impl Digest {
@@ -95,6 +97,7 @@ impl Digest {
             from: cfg.identity.from.clone(),
             data_dir: cfg.storage.data_dir.display().to_string(),
             postings: cfg.postings.clone(),
+            refresh_warning_days: cfg.oauth2.as_ref().map_or(14, |o| o.refresh_warning_days),
         };
         // Prove the templates on an empty and a full sample now, not at 8 a.m.
         let now = Utc::now();
@@ -247,8 +250,12 @@ impl Digest {
             })
             .collect();
         let new_count = rows.applications.len();
-        let empty =
-            new_count == 0 && rows.quarantined.is_empty() && rows.failed_replies.is_empty() && rows.held_by_cap == 0;
+        let auth = auth_problems(&rows.auth, self.refresh_warning_days, end, lang, &local);
+        let empty = new_count == 0
+            && rows.quarantined.is_empty()
+            && rows.failed_replies.is_empty()
+            && rows.held_by_cap == 0
+            && auth.is_empty();
         let ctx = context! {
             organisation => self.organisation,
             window => context! { start => local(start), end => local(end) },
@@ -260,6 +267,7 @@ impl Digest {
             held_by_cap => rows.held_by_cap,
             stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
             stale_after_days => self.stale_after_days,
+            auth => auth,
             data_dir => self.data_dir,
         };
         let render = |name: &str| self.templates.render(name, &ctx);
@@ -347,7 +355,52 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             since: now,
         }],
         totals: BTreeMap::from([("sample".to_owned(), 1)]),
+        auth: vec![AuthRecord {
+            part: AuthPart::Provider,
+            ok: false,
+            since: now,
+            code: Some("invalid_grant".into()),
+            reason: Some("the identity provider refused: invalid_grant".into()),
+            detail: None,
+            refresh_expires_at: None,
+            updated_at: now,
+        }],
     }
+}
+
+/// What the digest says about authentication: each failing part, and a refresh token that
+/// expires within the warning.
+fn auth_problems(
+    records: &[AuthRecord],
+    warning_days: u32,
+    now: DateTime<Utc>,
+    lang: Lang,
+    local: &dyn Fn(DateTime<Utc>) -> String,
+) -> Vec<Value> {
+    let mut out = Vec::new();
+    for r in records {
+        let what = match r.part {
+            AuthPart::Provider => lang.pick("fournisseur d'identité (OAuth2)", "identity provider (OAuth2)"),
+            AuthPart::Imap => lang.pick("connexion IMAP", "IMAP login"),
+            AuthPart::Smtp => lang.pick("connexion SMTP", "SMTP login"),
+        };
+        if !r.ok {
+            out.push(
+                context! { what => what, since => local(r.since), reason => r.reason.clone().unwrap_or_default() },
+            );
+        } else if let Some(days) = r.refresh_days_left(now).filter(|d| *d < i64::from(warning_days)) {
+            let expires = r.refresh_expires_at.map(local).unwrap_or_default();
+            out.push(context! {
+                what => lang.pick("jeton de renouvellement OAuth2", "OAuth2 refresh token"),
+                since => Value::from(()),
+                reason => match lang {
+                    Lang::Fr => format!("expire le {expires} (dans {days} jours) : lancer `mailroom auth login` avant"),
+                    Lang::En => format!("expires on {expires} (in {days} days): run `mailroom auth login` before"),
+                },
+            });
+        }
+    }
+    out
 }
 
 /// How the digest names what became of a reply that did not go out.

@@ -24,11 +24,13 @@
 //! | [`lang`] | the languages we write in: `Lang`, a posting's `PostingLang`, detection | — |
 //! | [`mail`] | an outgoing mail as data: `OutgoingMail`, `MailKind`, `ReplyKind` | — |
 //! | [`reason`] | why things happened, typed: quarantine, robot, reply-skip reasons, in both languages | — |
+//! | [`provider`] | the mail providers known by name (hosts, ports, endpoints, scopes) and the OAuth2 flows | — |
 //! | [`schedule`] | cron in the organisation's zone, and the timer (tokio-cron-scheduler) that fires jobs | the clock |
 //! | [`tls`] | the rustls client configuration shared by IMAP and SMTP | CA files |
 //! | [`config`] | one serde tree: file, then `MAILROOM__SECTION__KEY` environment, validated at start | config and password files |
 //! | [`render`] | the template set shared by replies and the digest | the override directory |
 //! | [`service`] | readiness, status, watchdog, progress (the `Monitor` trait); logging set-up | the notify socket |
+//! | [`auth`] | credentials for IMAP and SMTP: passwords, OAuth2 tokens (flows, the token file, SASL), the auth state | the identity provider, the token directory |
 //! | **the stages, in order** | | |
 //! | [`mailbox`] | 1 fetch: the `Mailbox` trait (where applications arrive) and its IMAP implementation | network |
 //! | [`understand`] | 2 understand: one raw message to a typed `Understood` | nothing (PDF text is read by a sandboxed child process) |
@@ -43,6 +45,7 @@
 //! | [`pipeline`] | the stage order, in batches: one function per stage | through the above |
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
 //! | [`daemon`] | the `once` and `run` loops: reconnection, watchdog, status line | through the pipeline |
+//! | [`connect`] | `check-config --connect` and `auth login`: real logins, said so an admin can act | network, the token directory |
 //! | [`inspect`] | what the daemon would do with one message, from the daemon's own functions | — |
 //! | [`manpages`] | man pages and shell completions from the CLI definition (hidden `__generate-docs`, for the .deb) | the output folder |
 //! | [`app`] | wiring: each command built from the parts | everything, through the parts |
@@ -57,8 +60,10 @@
 
 pub mod antivirus;
 pub(crate) mod app;
+pub mod auth;
 pub mod cli;
 pub mod config;
+pub(crate) mod connect;
 pub mod courier;
 pub mod daemon;
 pub mod digest;
@@ -71,6 +76,7 @@ pub mod mailbox;
 pub(crate) mod manpages;
 pub mod outbox;
 pub mod pipeline;
+pub mod provider;
 pub mod reason;
 pub mod recovery;
 pub(crate) mod render;

@@ -25,7 +25,8 @@ use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
-use crate::config::{Config, ImapConfig, Secret, TlsMode};
+use crate::auth::{Auth, AuthPart, BearerAuthenticator, Credential, Mechanism};
+use crate::config::{Config, ImapConfig, SaslMechanism, TlsMode};
 use crate::error::{Classified, Retry};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +43,9 @@ pub enum MailboxError {
     Protocol { command: &'static str, message: String },
     #[error("IMAP {command}: no answer within {seconds} s")]
     Timeout { command: &'static str, seconds: u64 },
+    /// No credential to log in with (the identity provider failed): retried with backoff.
+    #[error("no credentials for the IMAP login: {message}")]
+    Credentials { message: String },
 }
 
 impl Classified for MailboxError {
@@ -207,6 +211,11 @@ pub struct ImapMailbox {
     liveness: Duration,
     /// `imap.sent_folder`.
     sent_folder: Option<String>,
+    /// A session opened with an access token is replaced before the token expires (Exchange
+    /// Online ends it then: `* BYE Session invalidated - AccessTokenExpired`).
+    renew_at: Option<tokio::time::Instant>,
+    cfg: Arc<Config>,
+    auth: Auth,
 }
 
 impl std::fmt::Debug for ImapMailbox {
@@ -253,12 +262,20 @@ async fn until_silent<T>(
 const LIVENESS_ANSWER: Duration = Duration::from_secs(10);
 
 impl ImapMailbox {
-    /// Connects, secures, logs in, for one `folder` of the configured account.
+    /// Connects, secures, logs in, for one `folder` of the configured account, with the
+    /// credentials of the configuration alone (a process with several connections shares one
+    /// [`Auth`] through [`ImapMailbox::connect_with`]).
     pub async fn connect(cfg: &Config, folder: &str) -> Result<ImapMailbox, MailboxError> {
+        let auth = Auth::from_config(cfg).map_err(|e| MailboxError::Credentials { message: e.to_string() })?;
+        Self::connect_with(cfg, folder, &auth).await
+    }
+
+    /// Connects, secures, logs in with a credential fetched now from `auth`, for one `folder`.
+    pub async fn connect_with(cfg: &Config, folder: &str, auth: &Auth) -> Result<ImapMailbox, MailboxError> {
         let imap: &ImapConfig = &cfg.imap;
-        let password: Secret = cfg
-            .imap_password()
-            .map_err(|e| MailboxError::Auth { user: imap.username.clone(), message: e.to_string() })?;
+        // The credential first: no connection waits open while the identity provider answers.
+        let credential =
+            auth.credential(AuthPart::Imap).await.map_err(|e| MailboxError::Credentials { message: e.to_string() })?;
         let server = format!("{}:{}", imap.host, imap.port);
         let timeout = Duration::from_secs(imap.timeout_secs);
         let tls_config = crate::tls::client_config(imap.ca_file.as_deref())
@@ -305,15 +322,83 @@ impl ImapMailbox {
             Err(_) => return Err(connect_err("TLS handshake timed out".into())),
         };
         let mut client = Client::new(tls);
+        let mut greeting_caps = None;
         if imap.tls == TlsMode::Implicit {
-            deadline(&progress, timeout, "greeting", async { client.read_response().await.map_err(|e| e.to_string()) })
-                .await?;
+            let greeting = deadline(&progress, timeout, "greeting", async {
+                client.read_response().await.map_err(|e| e.to_string())
+            })
+            .await?;
+            greeting_caps = greeting.as_ref().and_then(|g| capabilities_in(g.parsed()));
         }
-        let mut session =
-            match until_silent(&progress, timeout, "LOGIN", client.login(&imap.username, password.expose())).await? {
-                Ok(s) => s,
-                Err((e, _)) => return Err(MailboxError::Auth { user: imap.username.clone(), message: e.to_string() }),
-            };
+        let (mut session, mechanism) = match &credential {
+            Credential::Password { user, password } => {
+                match until_silent(&progress, timeout, "LOGIN", client.login(user, password.expose())).await? {
+                    Ok(s) => (s, "password"),
+                    Err((e, _)) => {
+                        if let async_imap::error::Error::No(answer) = &e {
+                            let failure = crate::auth::server_refusal(AuthPart::Imap, &credential, answer);
+                            auth.refused(AuthPart::Imap, &credential, &failure).await;
+                        }
+                        return Err(MailboxError::Auth { user: user.clone(), message: e.to_string() });
+                    }
+                }
+            }
+            Credential::Bearer(bearer) => {
+                let caps = match greeting_caps {
+                    Some(c) => c,
+                    None => capabilities(&mut client, &progress, timeout).await?,
+                };
+                let wanted = cfg.oauth2.as_ref().map(|o| o.mechanism).unwrap_or_default();
+                let mechanism = choose_mechanism(&caps, wanted).ok_or_else(|| MailboxError::Auth {
+                    user: bearer.user.clone(),
+                    message: format!(
+                        "the server offers no SASL mechanism for an access token (wanted {}; it offers {})",
+                        match wanted {
+                            SaslMechanism::Auto => "OAUTHBEARER or XOAUTH2",
+                            SaslMechanism::Xoauth2 => "XOAUTH2",
+                            SaslMechanism::Oauthbearer => "OAUTHBEARER",
+                        },
+                        caps.iter().filter(|c| c.starts_with("AUTH=")).cloned().collect::<Vec<_>>().join(" ")
+                    ),
+                })?;
+                let initial = match mechanism {
+                    Mechanism::XOAuth2 => crate::auth::xoauth2(&bearer.user, bearer.token.expose()),
+                    Mechanism::OAuthBearer => {
+                        crate::auth::oauthbearer(&bearer.user, &imap.host, imap.port, bearer.token.expose())
+                    }
+                };
+                let (authenticator, refusal) = BearerAuthenticator::new(initial);
+                match until_silent(
+                    &progress,
+                    timeout,
+                    "AUTHENTICATE",
+                    client.authenticate(mechanism.name(), authenticator),
+                )
+                .await?
+                {
+                    Ok(s) => (s, mechanism.name()),
+                    Err((e, _)) => {
+                        let challenge = refusal.lock().unwrap_or_else(|p| p.into_inner()).take();
+                        let answer = match challenge {
+                            Some(c) => format!("{e}; error challenge {c}"),
+                            None => e.to_string(),
+                        };
+                        let failure = crate::auth::server_refusal(AuthPart::Imap, &credential, &answer);
+                        auth.refused(AuthPart::Imap, &credential, &failure).await;
+                        return Err(MailboxError::Auth { user: bearer.user.clone(), message: failure.to_string() });
+                    }
+                }
+            }
+        };
+        auth.accepted(AuthPart::Imap, mechanism);
+        tracing::debug!(user = %imap.username, host = %imap.host, folder, mechanism, "IMAP logged in");
+        let renew_at = match &credential {
+            Credential::Bearer(b) => {
+                let left = (b.renew_at - Utc::now()).to_std().unwrap_or_default();
+                Some(tokio::time::Instant::now() + left)
+            }
+            Credential::Password { .. } => None,
+        };
         let idle =
             imap.idle && deadline(&progress, timeout, "CAPABILITY", session.capabilities()).await?.has_str("IDLE");
         Ok(ImapMailbox {
@@ -325,7 +410,87 @@ impl ImapMailbox {
             progress,
             liveness: Duration::from_secs(imap.liveness_secs),
             sent_folder: imap.sent_folder.clone(),
+            renew_at,
+            cfg: Arc::new(cfg.clone()),
+            auth: auth.clone(),
         })
+    }
+
+    /// Whether the session's access token is due for renewal.
+    fn renewal_due(&self) -> bool {
+        self.renew_at.is_some_and(|t| tokio::time::Instant::now() >= t)
+    }
+
+    /// Replaces the session by a new one, logged in with a token fetched now. The caller's next
+    /// pass selects the folder and fetches everything above the high-water mark, so mail that
+    /// arrived in between is not missed.
+    async fn renew(&mut self) -> Result<(), MailboxError> {
+        tracing::debug!(mailbox = %self.name, "renewing the IMAP session before its access token expires");
+        if let Some(mut old) = self.session.take() {
+            let _ = tokio::time::timeout(Duration::from_secs(5), old.logout()).await;
+        }
+        let (cfg, auth) = (Arc::clone(&self.cfg), self.auth.clone());
+        *self = Self::connect_with(&cfg, &self.folder, &auth).await?;
+        Ok(())
+    }
+}
+
+/// The capabilities a response code carries (`* OK [CAPABILITY …]`, as Dovecot greets).
+fn capabilities_in(response: &async_imap::imap_proto::Response<'_>) -> Option<Vec<String>> {
+    use async_imap::imap_proto::{Outcome, Response, ResponseCode};
+    match response {
+        Response::Data { outcome: Outcome { code: Some(ResponseCode::Capabilities(caps)), .. }, .. } => {
+            Some(caps.iter().map(capability_text).collect())
+        }
+        _ => None,
+    }
+}
+
+fn capability_text(c: &async_imap::imap_proto::Capability<'_>) -> String {
+    use async_imap::imap_proto::Capability;
+    match c {
+        Capability::Imap4rev1 => "IMAP4rev1".into(),
+        Capability::Auth(m) => format!("AUTH={m}"),
+        Capability::Atom(a) => a.to_string(),
+    }
+}
+
+/// CAPABILITY before login (Microsoft and Google do not put it in their greeting). async-imap
+/// offers it only on a logged-in session, so it is sent here with a tag of our own.
+async fn capabilities(
+    client: &mut Client<Stream>,
+    progress: &Progress,
+    timeout: Duration,
+) -> Result<Vec<String>, MailboxError> {
+    use async_imap::imap_proto::Response;
+    use tokio::io::AsyncWriteExt;
+    const TAG: &str = "mrcap";
+    deadline(progress, timeout, "CAPABILITY", async {
+        let stream = client.get_mut();
+        stream.write_all(format!("{TAG} CAPABILITY\r\n").as_bytes()).await?;
+        stream.flush().await?;
+        let mut caps = Vec::new();
+        loop {
+            let Some(response) = client.read_response().await? else {
+                return Err(std::io::Error::other("the server closed the connection"));
+            };
+            match response.parsed() {
+                Response::Capabilities(list) => caps.extend(list.iter().map(capability_text)),
+                Response::Done { tag, .. } if tag.0 == TAG => return Ok(caps),
+                _ => {}
+            }
+        }
+    })
+    .await
+}
+
+/// OAUTHBEARER where offered (the standard), else XOAUTH2, unless the configuration names one.
+fn choose_mechanism(caps: &[String], wanted: SaslMechanism) -> Option<Mechanism> {
+    let offers = |m: Mechanism| caps.iter().any(|c| c.eq_ignore_ascii_case(&format!("AUTH={}", m.name())));
+    match wanted {
+        SaslMechanism::Xoauth2 => offers(Mechanism::XOAuth2).then_some(Mechanism::XOAuth2),
+        SaslMechanism::Oauthbearer => offers(Mechanism::OAuthBearer).then_some(Mechanism::OAuthBearer),
+        SaslMechanism::Auto => [Mechanism::OAuthBearer, Mechanism::XOAuth2].into_iter().find(|m| offers(*m)),
     }
 }
 
@@ -395,6 +560,9 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn select(&mut self) -> Result<Selected, MailboxError> {
+        if self.renewal_due() {
+            self.renew().await?;
+        }
         let folder = self.folder.clone();
         let (timeout, progress) = (self.timeout, self.progress.clone());
         let mailbox = match until_silent(&progress, timeout, "SELECT", self.session()?.select(&folder)).await? {
@@ -485,12 +653,23 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn wait_for_change(&mut self, at_most: Duration) -> Result<Wake, MailboxError> {
-        if self.idle {
-            self.idle_once(at_most).await
+        // A token-bound session waits no longer than its token, then is renewed.
+        let at_most = match self.renew_at {
+            Some(t) => at_most.min(t.saturating_duration_since(tokio::time::Instant::now())),
+            None => at_most,
+        };
+        let wake = if self.renewal_due() {
+            Wake::Timeout
+        } else if self.idle {
+            self.idle_once(at_most).await?
         } else {
             tokio::time::sleep(at_most).await;
-            Ok(Wake::Timeout)
+            Wake::Timeout
+        };
+        if self.renewal_due() {
+            self.renew().await?;
         }
+        Ok(wake)
     }
 
     async fn logout(&mut self) {

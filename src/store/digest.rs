@@ -8,7 +8,8 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{OutboxState, Store, StoreError, outbox, parse_ts, ts};
+use super::{AuthStore, OutboxState, Store, StoreError, outbox, parse_ts, ts};
+use crate::auth::AuthRecord;
 use crate::mail::OutgoingMail;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::understand::DocKind;
@@ -62,6 +63,8 @@ pub struct DigestRows {
     pub stale: Vec<StaleCandidate>,
     /// Distinct candidates per posting, since the beginning.
     pub totals: BTreeMap<String, u64>,
+    /// The authentication state now (a failing login or an expiring refresh token needs a human).
+    pub auth: Vec<AuthRecord>,
 }
 
 /// The store in the digest job's role.
@@ -107,6 +110,8 @@ impl DigestStore for Store {
         end: DateTime<Utc>,
         stale_before: DateTime<Utc>,
     ) -> Result<DigestRows, StoreError> {
+        // Read before the connection is held for the rest: the store's lock is not reentrant.
+        let auth = self.auth_records()?;
         let conn = self.conn();
         let mut rows = DigestRows::default();
         let mut docs_of: HashMap<i64, Vec<(DocKind, Option<String>)>> = HashMap::new();
@@ -204,6 +209,7 @@ impl DigestStore for Store {
                 .or_insert(StaleCandidate { candidate, name, posting, folder, missing, since: at });
         }
         rows.stale = people.into_values().filter(|p| !p.missing.is_empty() && p.since < stale_before).collect();
+        rows.auth = auth;
         Ok(rows)
     }
 

@@ -10,6 +10,7 @@
 //! | [`Recognition`] | the pipeline (part of `Ledger`) | the same message seen again; the folder of an address |
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
+//! | [`AuthStore`] | the credentials ([`crate::auth`], as its journal) | whether authentication works, since when, why not |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -28,8 +29,10 @@
 //! | `attempts.rs` | `attempts`: failed filing tries per message ([`Attempts`], part of the ledger) |
 //! | `health.rs` | `problems` and the last start: what `status` reports ([`Health`]) |
 //! | `recovery.rs` | after a crash: uncertain acknowledgements looked for in Sent ([`SentCheck`]) |
+//! | `auth.rs` | `auth_state`: whether authentication works, per part ([`AuthStore`]) |
 
 mod attempts;
+mod auth;
 mod digest;
 mod health;
 mod ledger;
@@ -45,6 +48,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
+pub use auth::AuthStore;
 pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, QuarantineRow, StaleCandidate};
 pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,

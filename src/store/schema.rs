@@ -134,6 +134,18 @@ const MIGRATIONS: &[&str] = &[
          updated_at TEXT NOT NULL
      );
      ALTER TABLE outbox ADD COLUMN check_until TEXT;",
+    // Whether authentication works, per part (identity provider, IMAP, SMTP): written by the
+    // daemon on every change, read by status, the status line and the digest.
+    "CREATE TABLE IF NOT EXISTS auth_state (
+         part TEXT PRIMARY KEY,
+         ok INTEGER NOT NULL,
+         since TEXT NOT NULL,
+         code TEXT,
+         reason TEXT,
+         detail TEXT,
+         refresh_expires_at TEXT,
+         updated_at TEXT NOT NULL
+     );",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` once every migration is applied).

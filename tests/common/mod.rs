@@ -2,6 +2,8 @@
 //! end-to-end tier) talking to the local mail stack started by `scripts/mailstack`.
 #![allow(dead_code)]
 
+pub(crate) mod idp;
+
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
