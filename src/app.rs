@@ -5,6 +5,10 @@
 //! handler, print. Everything a command does to a message, it does through the pipeline and the
 //! jobs beside it.
 
+mod privacy;
+
+pub(crate) use privacy::{CandidateAction, audit, candidate, purge};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -38,7 +42,16 @@ fn usage(e: impl std::fmt::Display) -> anyhow::Error {
 }
 
 pub(crate) fn load_config(path: &Path) -> anyhow::Result<Config> {
+    private_files();
     Config::load(path).map_err(|e| in_file(e, path))
+}
+
+/// Everything mailroom creates is its own alone: the umask makes new directories 0700 and new
+/// files 0600 (candidate folders, the state, exports), whatever the service manager set. Every
+/// command that touches data loads the configuration first, so this runs at the start of each.
+fn private_files() {
+    #[cfg(unix)]
+    rustix::process::umask(rustix::fs::Mode::from_raw_mode(0o077));
 }
 
 /// A configuration error, said with its file (a load error names it already).
@@ -130,6 +143,7 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
 }
 
 fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<Store>> {
+    crate::privacy::check_custom_notice(cfg).map_err(|m| usage(format!("replies.privacy_notice: {m}")))?;
     let replier = Replier::new(cfg).map_err(usage)?;
     Ok(Pipeline::new(cfg, replier, open_store(cfg)?))
 }
@@ -139,6 +153,22 @@ pub(crate) fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     Replier::new(&cfg).map_err(usage)?;
     Digest::new(&cfg).map_err(usage)?;
+    crate::privacy::check_custom_notice(&cfg)
+        .map_err(|m| usage(format!("configuration {}: replies.privacy_notice: {m}", path.display())))?;
+    crate::privacy::Exporter::new(&cfg).and_then(|e| e.check()).map_err(usage)?;
+    if cfg.privacy.retention_months > 3 {
+        eprintln!(
+            "warning: privacy.retention_months = {}: the CNIL's recruitment guidance keeps an unsuccessful candidate's \
+             data at most 3 months after the process ends, unless they consent",
+            cfg.privacy.retention_months
+        );
+    }
+    if cfg.privacy.consent_retention_months > 24 {
+        eprintln!(
+            "warning: privacy.consent_retention_months = {}: the CNIL's guidance is at most 2 years after the last contact",
+            cfg.privacy.consent_retention_months
+        );
+    }
     if cfg.digest.enabled && cfg.digest_recipients().is_empty() {
         eprintln!("warning: digest.recipients and identity.team are empty: no digest will be sent");
     }
@@ -177,6 +207,9 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         };
         let totals = pipeline.store().totals()?;
+        if report.forgotten > 0 {
+            eprintln!("{} message(s) from erased addresses were not filed (candidate forget)", report.forgotten);
+        }
         println!(
             "fetched {}, filed {}, quarantined {}, duplicates {}; replies queued {}, skipped {}; sent {}, retrying {}, failed {}; outbox waiting {}",
             report.fetched,
@@ -221,8 +254,22 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
         let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
         let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop);
+        let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone());
+        let purges = purger.run_scheduled(
+            pipeline.store().first_start(),
+            &timer,
+            &SystemClock,
+            {
+                let cfg = cfg.clone();
+                move |folder: String| {
+                    let cfg = cfg.clone();
+                    async move { ImapMailbox::connect(&cfg, &folder).await }
+                }
+            },
+            shutdown.stop.clone(),
+        );
         tokio::select! {
-            _ = async { tokio::join!(watch, digests) } => {}
+            _ = async { tokio::join!(watch, digests, purges) } => {}
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         }
         tracing::info!("stopped");
@@ -290,6 +337,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
+        value["privacy"] = privacy::status_value(&cfg, &store)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -326,6 +374,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         last_digest.map_or("never".into(), local),
         next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
+    privacy::status_lines(&cfg, &store)?;
     Ok(ExitCode::SUCCESS)
 }
 

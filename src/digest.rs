@@ -23,11 +23,13 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, Posting, WhenEmpty};
 use crate::lang::Lang;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind, TextAttachment};
+use crate::privacy::Policy;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::render::{self, TemplateError, Templates};
 use crate::schedule::{Clock, Schedule, Timer};
 use crate::store::{
-    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, QuarantineRow, StaleCandidate, StoreError,
+    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, PrivacyStore, PurgeTotals, QuarantineRow,
+    StaleCandidate, StoreError, UpcomingPurge,
 };
 use crate::understand::DocKind;
 
@@ -67,6 +69,8 @@ pub struct Digest {
     from: String,
     data_dir: String,
     postings: Vec<Posting>,
+    /// Privacy: the digest says what was purged and who is purged soon.
+    policy: Policy,
 }
 
 impl Digest {
@@ -95,6 +99,7 @@ impl Digest {
             from: cfg.identity.from.clone(),
             data_dir: cfg.storage.data_dir.display().to_string(),
             postings: cfg.postings.clone(),
+            policy: Policy::from_config(cfg),
         };
         // Prove the templates on an empty and a full sample now, not at 8 a.m.
         let now = Utc::now();
@@ -116,14 +121,26 @@ impl Digest {
     }
 
     /// Reads, renders.
-    pub fn build<S: DigestStore>(
+    pub fn build<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Built, DigestError> {
         let stale_before = end - chrono::Duration::days(self.stale_after_days.into());
-        let rows = store.digest_rows(start, end, stale_before)?;
+        let mut rows = store.digest_rows(start, end, stale_before)?;
+        rows.purged = store.purged_between(start, end)?;
+        rows.upcoming_purges = self
+            .policy
+            .upcoming(&store.people()?, end, self.policy.announce_days)
+            .into_iter()
+            .map(|(p, at)| {
+                let mut postings: Vec<String> = p.applications.iter().map(|a| a.posting.clone()).collect();
+                postings.sort();
+                postings.dedup();
+                UpcomingPurge { candidate: p.address, name: p.name, postings, at }
+            })
+            .collect();
         Ok(self.render(&rows, start, end)?)
     }
 
@@ -157,7 +174,7 @@ impl Digest {
     }
 
     /// Builds the window and queues it, if it is still unclaimed. Returns what was queued.
-    pub fn send_window<S: DigestStore>(
+    pub fn send_window<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         start: DateTime<Utc>,
@@ -170,7 +187,7 @@ impl Digest {
     }
 
     /// The job: catch up once at start if a firing was missed, then fire on schedule, until stop.
-    pub async fn run<S: DigestStore>(
+    pub async fn run<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         outbox_ready: &Notify,
@@ -261,6 +278,11 @@ impl Digest {
             stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
             stale_after_days => self.stale_after_days,
             data_dir => self.data_dir,
+            purged => purged_view(&rows.purged),
+            upcoming_purges => rows.upcoming_purges.iter().map(|u| context! {
+                name => u.name, email => u.candidate, postings => u.postings.iter().map(|s| title(s)).collect::<Vec<_>>(), when => local(u.at),
+            }).collect::<Vec<_>>(),
+            announce_days => self.policy.announce_days,
         };
         let render = |name: &str| self.templates.render(name, &ctx);
         Ok(Built {
@@ -347,6 +369,34 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             since: now,
         }],
         totals: BTreeMap::from([("sample".to_owned(), 1)]),
+        purged: PurgeTotals {
+            people: 2,
+            folders: 2,
+            messages: 3,
+            documents: 5,
+            mailbox_deleted: 3,
+            ..Default::default()
+        },
+        upcoming_purges: vec![UpcomingPurge {
+            candidate: "y@example.test".into(),
+            name: "Y".into(),
+            postings: vec!["sample".into()],
+            at: now,
+        }],
+    }
+}
+
+/// What the digest says of the window's purges: counts only.
+fn purged_view(t: &PurgeTotals) -> Value {
+    let any = t.people + t.quarantined + t.mailbox_deleted + t.mailbox_moved > 0;
+    context! {
+        any => any,
+        people => t.people,
+        documents => t.documents,
+        messages => t.messages,
+        quarantined => t.quarantined,
+        mailbox => t.mailbox_deleted + t.mailbox_moved,
+        not_found => t.mailbox_not_found + t.mailbox_unreachable,
     }
 }
 

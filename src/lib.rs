@@ -10,6 +10,7 @@
 //!  mailbox    understand     filing    reply           store                        outbox ──▶ courier
 //!                                                        ▲
 //!  schedule ──▶ digest ───────────────────────────────────┘ (claims a window with its mail)
+//!  schedule ──▶ privacy ──▶ purge: folder, other copies, rows, mailbox (recorded first, resumable)
 //! ```
 //!
 //! Modules import only upward in this table: each may use the ones listed before it, never one
@@ -34,7 +35,9 @@
 //! | [`understand`] | 2 understand: one raw message to a typed `Understood` | nothing (PDF text is read by a sandboxed child process) |
 //! | [`filing`] | 3 file: documents, the original `.eml` and `metadata.json` in the candidate's folder | the data root only |
 //! | [`reply`] | 4 acknowledge: decide whether and how to answer, render the reply | nothing: pure |
-//! | [`store`] | 5 record: all SQL, behind the `Store` handle; `Ledger`, `OutboxStore`, `DigestStore` by role | the state file |
+//! | [`store`] | 5 record: all SQL, behind the `Store` handle; `Ledger`, `OutboxStore`, `DigestStore`, `PrivacyStore` by role | the state file |
+//! | **privacy, beside the stages** | | |
+//! | [`privacy`] | the retention policy; the purge (scheduled, and on demand), erasure, export; crash-safe, every copy | the store, the data root, the mailbox (the recorded messages only) |
 //! | **after the commit point, and around the stages** | | |
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation | network |
 //! | [`outbox`] | the outbox sender: committed mail to the courier, at most once | the store, the courier |
@@ -66,6 +69,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod outbox;
 pub mod pipeline;
+pub mod privacy;
 pub mod reason;
 pub(crate) mod render;
 pub mod reply;
