@@ -139,6 +139,7 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     }
     std::fs::create_dir_all(&cfg.storage.data_dir)
         .with_context(|| format!("cannot create storage.data_dir {}", cfg.storage.data_dir.display()))?;
+    privacy::tighten_permissions(cfg);
     Ok(store)
 }
 

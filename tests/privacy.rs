@@ -466,3 +466,68 @@ async fn history_past_its_days_goes_and_the_latest_digest_window_stays() {
     assert_eq!(w.sql_count("SELECT count(*) FROM digests"), 1, "the latest window stays");
     assert!(w.store().person("alice@example.test").unwrap().is_some());
 }
+
+const MINIMAL: &str = r#"
+[imap]
+host = "imap.example.test"
+username = "contact@example.test"
+password = "-"
+[smtp]
+host = "smtp.example.test"
+username = "contact@example.test"
+password = "-"
+[identity]
+from = "contact@example.test"
+organisation = "La 27e Région"
+"#;
+
+fn notice(cfg: &str, lang: mailroom::lang::Lang) -> String {
+    let cfg = Config::from_toml(cfg, std::path::Path::new("."), std::iter::empty()).unwrap();
+    let replier = Replier::new(&cfg).unwrap();
+    let r = replier.render(lang, mailroom::mail::ReplyKind::Complete, &replier.sample_context(lang)).unwrap();
+    r.text.rsplit("\n--\n").next().unwrap().to_owned()
+}
+
+#[test]
+fn the_rendered_notice_names_the_configured_period_the_controller_the_rights_and_the_cnil() {
+    use mailroom::lang::Lang;
+    let fr = notice(&format!("{MINIMAL}[privacy]\nretention_months = 5\ncontact = \"dpo@example.test\"\n"), Lang::Fr);
+    assert!(fr.contains("Nous les conservons 5 mois après votre dernière candidature"), "{fr}");
+    assert!(fr.contains("24 mois après notre dernier contact"), "{fr}");
+    assert!(fr.contains("La 27e Région, responsable du traitement"), "{fr}");
+    assert!(fr.contains("écrivant à dpo@example.test") && fr.contains("CNIL"), "{fr}");
+    let en = notice(&format!("{MINIMAL}[privacy]\nretention_months = 1\ncontroller = \"Example SAS\"\n"), Lang::En);
+    assert!(en.contains("We keep it for 1 month after your last application"), "{en}");
+    assert!(en.contains("Example SAS, the data controller") && en.contains("CNIL"), "{en}");
+    // A posting's own period, counted from its closing date.
+    let posting = "[[postings]]\nslug = \"stage-gestion-projet\"\ntitle = \"Stage\"\nretention_months = 6\nclosing_date = \"2099-09-30\"\n";
+    let fr = notice(&format!("{MINIMAL}{posting}"), Lang::Fr);
+    assert!(fr.contains("Nous les conservons 6 mois après la clôture de l'offre (30/09/2099)"), "{fr}");
+    // Every period the notice names is one the policy applies.
+    let named: Vec<String> = mailroom::privacy::periods(&fr).into_iter().map(|p| p.text).collect();
+    assert_eq!(named, ["6 mois", "24 mois", "un mois"]);
+}
+
+#[test]
+fn check_config_rejects_a_custom_notice_that_names_another_period_than_the_policy() {
+    let dir = tempfile::tempdir().unwrap();
+    let check = |notice: &str| {
+        let path = dir.path().join("mailroom.toml");
+        std::fs::write(&path, format!("{MINIMAL}[replies]\nprivacy_notice = \"{notice}\"\n")).unwrap();
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_mailroom"))
+            .args(["check-config", "--config", path.to_str().unwrap()])
+            .output()
+            .unwrap();
+        (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+    };
+    let (code, err) = check("Vos données sont conservées six mois au plus.");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("replies.privacy_notice") && err.contains("six mois") && err.contains("3 month"), "{err}");
+    let (code, err) = check("Vos données sont traitées par La 27e Région pour ce recrutement.");
+    assert_eq!(code, Some(2), "{err}");
+    assert!(err.contains("does not say how long"), "{err}");
+    let (code, err) = check(
+        "Vos données sont conservées 3 mois après votre candidature (deux ans avec votre accord) ; réponse sous un mois.",
+    );
+    assert_eq!(code, Some(0), "{err}");
+}

@@ -32,6 +32,34 @@ pub(crate) enum CandidateAction {
     Unforget { email: String },
 }
 
+/// The data root 0700 and the state 0600, also when an older version (or an admin) made them
+/// with looser modes: the umask only governs what is created from now on. Below a 0700 root,
+/// folders made earlier are out of reach of other users too.
+pub(crate) fn tighten_permissions(cfg: &Config) {
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let state = cfg.storage.state_path.to_string_lossy().into_owned();
+        let targets = [
+            (cfg.storage.data_dir.clone(), 0o700),
+            (cfg.storage.state_path.clone(), 0o600),
+            (PathBuf::from(format!("{state}-wal")), 0o600),
+            (PathBuf::from(format!("{state}-shm")), 0o600),
+        ];
+        for (path, mode) in targets {
+            let Ok(meta) = std::fs::metadata(&path) else { continue };
+            if meta.permissions().mode() & 0o777 & !mode != 0 {
+                match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
+                    Ok(()) => {
+                        tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "tightened permissions")
+                    }
+                    Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot tighten permissions"),
+                }
+            }
+        }
+    }
+}
+
 /// The state, for a command that reads or changes what is on file (beside a running daemon).
 fn open_state(cfg: &Config) -> anyhow::Result<Store> {
     let state = &cfg.storage.state_path;

@@ -21,7 +21,7 @@ use std::path::PathBuf;
 
 use chrono::{DateTime, Utc};
 use ring::hmac;
-use rusqlite::{OptionalExtension, params};
+use rusqlite::{OptionalExtension, TransactionBehavior, params};
 use serde::{Deserialize, Serialize};
 
 use super::{Store, StoreError, parse_ts, ts};
@@ -498,6 +498,10 @@ fn make_key(path: &std::path::Path) -> std::io::Result<Vec<u8>> {
     }
 }
 
+// Every transaction here is IMMEDIATE: one that reads first and writes later would fail at once
+// (SQLITE_BUSY_SNAPSHOT, no busy wait) when another connection (the daemon, `mailroom status`)
+// wrote in between.
+
 fn json<T: Serialize>(v: &T) -> String {
     serde_json::to_string(v).expect("serialises")
 }
@@ -633,7 +637,7 @@ impl PrivacyStore for Store {
         now: DateTime<Utc>,
     ) -> Result<i64, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         tx.execute(
             "INSERT INTO purges (command, action, person, started_at) VALUES (?1, ?2, ?3, ?4)",
             params![command, action, person, ts(now)],
@@ -703,7 +707,7 @@ impl PrivacyStore for Store {
             None => None,
         };
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut t = PurgeTotals::default();
         {
             let mut outcome = tx.prepare_cached("SELECT outcome FROM messages WHERE id = ?1")?;
@@ -760,7 +764,7 @@ impl PrivacyStore for Store {
         now: DateTime<Utc>,
     ) -> Result<(), StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         {
             let mut delete = tx.prepare_cached("DELETE FROM messages WHERE id = ?1 AND outcome = 'purged'")?;
             for &id in rows {
@@ -784,7 +788,7 @@ impl PrivacyStore for Store {
     ) -> Result<PurgeTotals, StoreError> {
         let (h, a) = (ts(history), ts(audit));
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut t = PurgeTotals::default();
         t.history += tx.execute(
             "DELETE FROM outbox WHERE state IN ('sent', 'failed', 'uncertain') AND created_at < ?1",
@@ -813,7 +817,7 @@ impl PrivacyStore for Store {
 
     fn finish_purge(&self, purge: i64, now: DateTime<Utc>) -> Result<PurgeTotals, StoreError> {
         let mut conn = self.conn();
-        let tx = conn.transaction()?;
+        let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
         let (command, action, person, left): (String, String, Option<String>, i64) = tx.query_row(
             "SELECT command, action, person, (SELECT count(*) FROM purge_steps WHERE purge = ?1 AND done_at IS NULL)
              FROM purges WHERE id = ?1",
