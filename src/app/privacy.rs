@@ -51,7 +51,7 @@ pub(crate) fn tighten_permissions(cfg: &Config) {
             if meta.permissions().mode() & 0o777 & !mode != 0 {
                 match std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)) {
                     Ok(()) => {
-                        tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "tightened permissions")
+                        tracing::info!(path = %path.display(), mode = format!("{mode:o}"), "tightened permissions");
                     }
                     Err(e) => tracing::warn!(path = %path.display(), error = %e, "cannot tighten permissions"),
                 }
