@@ -266,6 +266,8 @@ impl Digest {
         let new_count = rows.applications.len();
         let empty =
             new_count == 0 && rows.quarantined.is_empty() && rows.failed_replies.is_empty() && rows.held_by_cap == 0;
+        // Who is purged soon is worth a digest on its own: the team may want to hold someone.
+        let empty = empty && rows.upcoming_purges.is_empty() && rows.purged.people == 0;
         let ctx = context! {
             organisation => self.organisation,
             window => context! { start => local(start), end => local(end) },

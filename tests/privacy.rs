@@ -358,6 +358,17 @@ async fn an_interrupted_purge_holds_the_persons_mail_back_and_is_finished_by_the
 async fn forget_erases_everything_leaves_a_tombstone_and_mail_from_that_address_is_never_filed() {
     let w = World::new("[privacy]\npurge_mailbox = \"keep\"\n");
     let erin = w.arrive(application("erin@example.test", "Erin Petit", 1), t("2026-04-01T09:00:00Z"));
+    // Her newsletter was set aside (no document): never tied to her, but it names her.
+    let newsletter = application_eml(
+        "Erin Petit <erin@example.test>",
+        "contact@example.test",
+        "My news",
+        "erin-news@example.test",
+        &[("Return-Path", "<erin@example.test>"), ("List-Id", "<erin.example.test>")],
+        "News.",
+        &[],
+    );
+    let news = w.arrive(newsletter, t("2026-04-01T09:30:00Z"));
     w.arrive(application("frank@example.test", "Frank Moreau", 1), t("2026-04-01T10:00:00Z"));
     w.once().await.unwrap();
     let cv_sha =
@@ -369,10 +380,13 @@ async fn forget_erases_everything_leaves_a_tombstone_and_mail_from_that_address_
     w.store().set_hold("erin@example.test", None, Utc::now()).unwrap();
     assert!(matches!(w.forget("nobody@example.test", now).await, Err(PrivacyError::Unknown(_))));
 
+    assert!(w.files().iter().any(|f| f.starts_with("_quarantine/")));
     let report = w.forget("erin@example.test", now).await.unwrap();
-    assert_eq!((report.totals.people, report.totals.mailbox_deleted, report.unfinished), (1, 1, 0));
+    assert_eq!((report.totals.people, report.totals.quarantined, report.unfinished), (1, 1, 0), "{report:?}");
+    assert_eq!(report.totals.mailbox_deleted, 2);
     // Erasure deletes from the mailbox even when purges keep it.
-    assert_eq!(w.server.lock().unwrap().deleted, vec![erin]);
+    assert_eq!(w.server.lock().unwrap().deleted, vec![erin, news]);
+    assert!(!w.files().iter().any(|f| f.starts_with("_quarantine/")), "{:#?}", w.files());
     assert!(w.store().person("erin@example.test").unwrap().is_none());
     assert!(w.store().person("frank@example.test").unwrap().is_some());
     // Nothing on the disk or in the database's bytes names her or holds her CV's hash.

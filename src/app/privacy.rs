@@ -490,7 +490,7 @@ pub(crate) fn audit(path: &Path, since: Option<NaiveDate>, json: bool) -> anyhow
             .earliest()
             .map(|t| t.with_timezone(&Utc))
             .ok_or_else(|| usage(format!("--since {day}: no such local time")))?,
-        None => DateTime::<Utc>::MIN_UTC,
+        None => DateTime::<Utc>::UNIX_EPOCH,
     };
     let rows = store.audit_since(from)?;
     if json {
