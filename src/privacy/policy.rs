@@ -80,7 +80,7 @@ impl Keep {
             (Keep::Until { until, rule }, _) => {
                 let why = match (rule, lang) {
                     (Rule::ClosingDate { posting, closing_date, months }, Lang::Fr) => format!(
-                        "{months} mois après la clôture de l'offre {posting} le {}",
+                        "{months} mois après la clôture de l'offre « {posting} » le {}",
                         format_date(*closing_date, lang)
                     ),
                     (Rule::ClosingDate { posting, closing_date, months }, Lang::En) => format!(
@@ -89,10 +89,10 @@ impl Keep {
                         format_date(*closing_date, lang)
                     ),
                     (Rule::Application { posting, received_at, months }, Lang::Fr) => {
-                        format!("{months} mois après la candidature du {} ({posting})", day(*received_at))
+                        format!("{months} mois après la candidature du {} à l'offre « {posting} »", day(*received_at))
                     }
                     (Rule::Application { posting, received_at, months }, Lang::En) => format!(
-                        "{months} month{} after the application of {} ({posting})",
+                        "{months} month{} after the application of {} to {posting}",
                         plural(*months),
                         day(*received_at)
                     ),
