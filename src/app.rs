@@ -5,6 +5,10 @@
 //! handler, print. Everything a command does to a message, it does through the pipeline and the
 //! jobs beside it.
 
+mod privacy;
+
+pub(crate) use privacy::{CandidateAction, audit, candidate, purge};
+
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -137,6 +141,7 @@ fn open_store(cfg: &Config) -> anyhow::Result<Store> {
     }
     std::fs::create_dir_all(&cfg.storage.data_dir)
         .with_context(|| format!("cannot create storage.data_dir {}", cfg.storage.data_dir.display()))?;
+    privacy::tighten_permissions(cfg);
     Ok(store)
 }
 
@@ -146,6 +151,7 @@ fn open_auth(cfg: &Config, store: &Store) -> anyhow::Result<Auth> {
 }
 
 fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<Store>> {
+    crate::privacy::check_custom_notice(cfg).map_err(|m| usage(format!("replies.privacy_notice: {m}")))?;
     let replier = Replier::new(cfg).map_err(usage)?;
     Ok(Pipeline::new(cfg, replier, open_store(cfg)?))
 }
@@ -162,6 +168,22 @@ pub(crate) fn check_config(path: &Path, connect: bool) -> anyhow::Result<ExitCod
     let cfg = load_config(path)?;
     Replier::new(&cfg).map_err(usage)?;
     Digest::new(&cfg).map_err(usage)?;
+    crate::privacy::check_custom_notice(&cfg)
+        .map_err(|m| usage(format!("configuration {}: replies.privacy_notice: {m}", path.display())))?;
+    crate::privacy::Exporter::new(&cfg).and_then(|e| e.check()).map_err(usage)?;
+    if cfg.privacy.retention_months > 3 {
+        eprintln!(
+            "warning: privacy.retention_months = {}: the CNIL's recruitment guidance keeps an unsuccessful candidate's \
+             data at most 3 months after the process ends, unless they consent",
+            cfg.privacy.retention_months
+        );
+    }
+    if cfg.privacy.consent_retention_months > 24 {
+        eprintln!(
+            "warning: privacy.consent_retention_months = {}: the CNIL's guidance is at most 2 years after the last contact",
+            cfg.privacy.consent_retention_months
+        );
+    }
     if cfg.digest.enabled && cfg.digest_recipients().is_empty() {
         eprintln!("warning: digest.recipients and identity.team are empty: no digest will be sent");
     }
@@ -228,6 +250,9 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         };
         let totals = pipeline.store().totals()?;
+        if report.forgotten > 0 {
+            eprintln!("{} message(s) from erased addresses were not filed (candidate forget)", report.forgotten);
+        }
         println!(
             "fetched {}, filed {}, quarantined {}, duplicates {}; replies queued {}, skipped {}; sent {}, retrying {}, failed {}; outbox waiting {}",
             report.fetched,
@@ -275,8 +300,22 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
         let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop.clone());
         let tokens = auth.maintain(stop);
+        let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone());
+        let purges = purger.run_scheduled(
+            pipeline.store().first_start(),
+            &timer,
+            &SystemClock,
+            {
+                let (cfg, auth) = (cfg.clone(), auth.clone());
+                move |folder: String| {
+                    let (cfg, auth) = (cfg.clone(), auth.clone());
+                    async move { ImapMailbox::connect_with(&cfg, &folder, &auth).await }
+                }
+            },
+            shutdown.stop.clone(),
+        );
         tokio::select! {
-            _ = async { tokio::join!(watch, digests, tokens) } => {}
+            _ = async { tokio::join!(watch, digests, tokens, purges) } => {}
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         }
         tracing::info!("stopped");
@@ -358,6 +397,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         });
         value["problems"] = serde_json::to_value(&problems)?;
         value["auth"] = auth_json(&auth);
+        value["privacy"] = privacy::status_value(&cfg, &store)?;
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -411,6 +451,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         last_digest.map_or("never".into(), local),
         next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
+    privacy::status_lines(&cfg, &store)?;
     Ok(ExitCode::SUCCESS)
 }
 

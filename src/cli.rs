@@ -8,7 +8,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-use crate::app::{self, DigestRequest, UsageError};
+use crate::app::{self, CandidateAction, DigestRequest, UsageError};
 use crate::config::ConfigError;
 
 const AFTER_HELP: &str = "\
@@ -23,8 +23,43 @@ Examples:
   mailroom once         # file everything new, send acknowledgements, exit
   mailroom run          # keep watching (this is what mailroom.service runs)
   mailroom inspect message.eml --json
+  mailroom candidate show jeanne@example.test     # what is on file about one candidate
+  mailroom purge --dry-run                         # who the retention policy removes now
 
 Exit codes: 0 ok, 1 the work failed (see the log), 2 bad configuration or usage.";
+
+const PURGE_HELP: &str = "\
+Examples:
+  mailroom purge --dry-run   # who would go, and why; nothing is removed
+  mailroom purge             # do it; exits 1 when a step (the mailbox) must be tried again
+
+The policy is [privacy] in the configuration: retention_months (default 3, from the posting's
+closing date or the last application), consent_retention_months (24), quarantine_days (30),
+history_days (90), audit_days (365), purge_mailbox (\"delete\", \"move:FOLDER\" or \"keep\").";
+
+const CANDIDATE_HELP: &str = "\
+Examples:
+  mailroom candidate list
+  mailroom candidate show jeanne@example.test
+  mailroom candidate export jeanne@example.test --out jeanne.zip --lang fr   # art. 15 and 20
+  mailroom candidate forget jeanne@example.test                              # art. 17
+  mailroom candidate hold jeanne@example.test --reason \"hired\"
+  mailroom candidate release jeanne@example.test
+  mailroom candidate consent jeanne@example.test
+
+Answer a request within one month (GDPR art. 12(3)). Each action is recorded in the audit trail
+(`mailroom audit`) with a keyed hash of the address, never the address.";
+
+const EXPORT_HELP: &str = "\
+Example:
+  mailroom candidate export jeanne@example.test --out jeanne.zip --lang fr
+
+The file is created 0600 and never replaces one that exists. The export is recorded in the
+audit trail (counts and a keyed hash).";
+
+const HOLD_HELP: &str = "\
+Example:
+  mailroom candidate hold jeanne@example.test --reason \"hired, contract from 2026-12\"";
 
 #[derive(Debug, Parser)]
 #[command(
@@ -109,6 +144,37 @@ enum Command {
         #[arg(long)]
         html: bool,
     },
+    /// Apply the retention policy now: remove every candidate past their period, with every copy
+    /// mailroom made (folder, rows, acknowledgements, digests naming them, source messages).
+    ///
+    /// The daemon does this on privacy.schedule (default daily at 03:00 in identity.timezone); this
+    /// is for a person who wants it now. A purge is recorded before it acts and resumes where it
+    /// stopped after a crash; running it twice is harmless. Held candidates are never purged, and
+    /// a newer application keeps a candidate inside its window. Waits if another process purges.
+    #[command(after_help = PURGE_HELP)]
+    Purge {
+        /// Say who and what would be removed, and why, without removing anything.
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Answer a candidate's request (access, erasure) and manage who is kept: list, show, export,
+    /// forget, hold, release, consent.
+    ///
+    /// EMAIL is the candidate's address, as they wrote from (case does not matter). Every command
+    /// says clearly when the address is not on file.
+    #[command(subcommand, after_help = CANDIDATE_HELP)]
+    Candidate(CandidateCommand),
+    /// The audit trail: purges, exports, erasures, holds and consents, with their time, command and
+    /// counts; a person appears only as a keyed hash, never by name or address.
+    Audit {
+        /// From this date (YYYY-MM-DD, in identity.timezone). Default: everything kept
+        /// (privacy.audit_days).
+        #[arg(long)]
+        since: Option<chrono::NaiveDate>,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
     /// Show what mailroom understands of one message, without filing or sending anything.
     Inspect {
         /// The message (.eml), or - for standard input.
@@ -130,6 +196,70 @@ enum AuthCommand {
     /// code to type on the provider's page. Run it as the user the service runs as, or as root
     /// (the token file then takes the owner of its directory).
     Login,
+}
+
+#[derive(Debug, Subcommand)]
+enum CandidateCommand {
+    /// Everyone on file: address, name, postings, applications, and until when they are kept
+    /// (or HELD).
+    List {
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// One candidate: applications, folders, acknowledgements, consent, hold, and the rule that
+    /// says until when they are kept.
+    Show {
+        email: String,
+        /// Print JSON instead of text.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Everything held about one candidate, as a ZIP for them (GDPR art. 15 and 20): their
+    /// documents, original messages, the acknowledgements sent, metadata.json and a readable summary.
+    #[command(after_help = EXPORT_HELP)]
+    Export {
+        email: String,
+        /// The ZIP file to write (must not exist).
+        #[arg(long)]
+        out: PathBuf,
+        /// Language of the summary: fr or en.
+        #[arg(long, default_value = "fr")]
+        lang: String,
+    },
+    /// Erase one candidate now (GDPR art. 17), mailbox included; asks for confirmation (--yes for
+    /// scripts).
+    ///
+    /// Removes their folders, their rows in the store, the acknowledgements sent to them, the
+    /// digests naming them and their messages in the mailbox (always deleted, whatever
+    /// privacy.purge_mailbox says). A tombstone, a keyed hash of the address (not the address), keeps mail from it from ever
+    /// being filed again (`candidate unforget` lifts it). A held candidate must be released first.
+    Forget {
+        email: String,
+        /// Do not ask for confirmation.
+        #[arg(long)]
+        yes: bool,
+    },
+    /// Exempt a candidate from purges (a hire, a dispute) until released.
+    #[command(after_help = HOLD_HELP)]
+    Hold {
+        email: String,
+        /// Why: shown in `candidate show` and the export (not in the audit trail).
+        #[arg(long)]
+        reason: String,
+    },
+    /// Lift a hold: the retention rules apply again (the next purge removes a candidate past them).
+    Release { email: String },
+    /// Record that the candidate agreed to be kept longer (privacy.consent_retention_months from
+    /// the last contact); --withdraw when they take it back.
+    Consent {
+        email: String,
+        #[arg(long)]
+        withdraw: bool,
+    },
+    /// Lift an erasure's tombstone, so mail from the address is filed again (the person asked to
+    /// apply again).
+    Unforget { email: String },
 }
 
 pub fn main() -> ExitCode {
@@ -174,5 +304,20 @@ fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Once => app::once(config),
         Command::Run => app::run(config),
+        Command::Purge { dry_run } => app::purge(config, dry_run),
+        Command::Audit { since, json } => app::audit(config, since, json),
+        Command::Candidate(c) => app::candidate(
+            config,
+            match c {
+                CandidateCommand::List { json } => CandidateAction::List { json },
+                CandidateCommand::Show { email, json } => CandidateAction::Show { email, json },
+                CandidateCommand::Export { email, out, lang } => CandidateAction::Export { email, out, lang },
+                CandidateCommand::Forget { email, yes } => CandidateAction::Forget { email, yes },
+                CandidateCommand::Hold { email, reason } => CandidateAction::Hold { email, reason },
+                CandidateCommand::Release { email } => CandidateAction::Release { email },
+                CandidateCommand::Consent { email, withdraw } => CandidateAction::Consent { email, withdraw },
+                CandidateCommand::Unforget { email } => CandidateAction::Unforget { email },
+            },
+        ),
     }
 }

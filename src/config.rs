@@ -144,6 +144,8 @@ pub struct Config {
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
+    pub privacy: PrivacyConfig,
+    #[serde(default)]
     pub postings: Vec<Posting>,
 }
 
@@ -674,6 +676,112 @@ pub struct Posting {
     pub default: bool,
     #[serde(default)]
     pub closing_date: Option<NaiveDate>,
+    /// How long this posting's candidates are kept, in months from the closing date (or from the
+    /// candidate's last application when there is none). Default: `privacy.retention_months`.
+    #[serde(default)]
+    pub retention_months: Option<u32>,
+}
+
+/// The retention policy and the privacy notice (GDPR; the CNIL's recruitment guidance).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// Run the purge on `schedule` (`mailroom run`). `mailroom purge` works either way.
+    pub enabled: bool,
+    /// Cron expression, in `identity.timezone`, like `digest.schedule`. Default: every day at 03:00.
+    pub schedule: String,
+    /// Months a candidate is kept after the posting's closing date, or after their last
+    /// application when the posting has none (a posting's own `retention_months` wins).
+    pub retention_months: u32,
+    /// Months a candidate who consented to be kept (`mailroom candidate consent`) is kept after
+    /// the last contact.
+    pub consent_retention_months: u32,
+    /// Days a quarantined message (and its files) is kept.
+    pub quarantine_days: u32,
+    /// Days sent acknowledgements and digests (the mails as rendered) and other message records
+    /// are kept in the store.
+    pub history_days: u32,
+    /// Days the audit trail (purges, exports, erasures, holds: counts and keyed hashes) is kept.
+    pub audit_days: u32,
+    /// What a purge does with the candidate's messages in the mailbox: `delete`,
+    /// `move:FOLDER`, or `keep`. `candidate forget` always deletes.
+    pub purge_mailbox: PurgeMailbox,
+    /// The digest lists the candidates who will be purged within this many days.
+    pub announce_days: u32,
+    /// The data controller named in the notice. Empty: `identity.organisation`.
+    pub controller: String,
+    /// Where candidates exercise their rights (an address, or a postal address or web form, as
+    /// the notice should say it). Empty: `identity.from`.
+    pub contact: String,
+    /// The purpose, as the notice states it. Empty: the built-in wording ("your application to
+    /// <posting>"), in the reply's language.
+    pub purpose: String,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        PrivacyConfig {
+            enabled: true,
+            schedule: "0 3 * * *".into(),
+            retention_months: 3,
+            consent_retention_months: 24,
+            quarantine_days: 30,
+            history_days: 90,
+            audit_days: 365,
+            purge_mailbox: PurgeMailbox::Delete,
+            announce_days: 7,
+            controller: String::new(),
+            contact: String::new(),
+            purpose: String::new(),
+        }
+    }
+}
+
+/// What happens to a purged candidate's messages in the mailbox.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum PurgeMailbox {
+    /// `UID STORE \Deleted` and `UID EXPUNGE` of exactly those messages.
+    Delete,
+    /// `UID MOVE` into this folder of the same account (created if missing).
+    Move(String),
+    /// Left alone.
+    Keep,
+}
+
+impl TryFrom<String> for PurgeMailbox {
+    type Error = String;
+    fn try_from(s: String) -> Result<Self, String> {
+        match s.as_str() {
+            "delete" => Ok(PurgeMailbox::Delete),
+            "keep" => Ok(PurgeMailbox::Keep),
+            other => match other.strip_prefix("move:") {
+                Some(folder) if !folder.trim().is_empty() => Ok(PurgeMailbox::Move(folder.to_owned())),
+                _ => Err(format!("{s:?}: expected \"delete\", \"keep\" or \"move:FOLDER\"")),
+            },
+        }
+    }
+}
+
+impl Config {
+    /// The retention of a posting's candidates, in months.
+    pub fn retention_months(&self, posting: &str) -> u32 {
+        self.postings
+            .iter()
+            .find(|p| p.slug == posting)
+            .and_then(|p| p.retention_months)
+            .unwrap_or(self.privacy.retention_months)
+    }
+
+    /// The data controller the notice names.
+    pub fn controller(&self) -> &str {
+        if self.privacy.controller.trim().is_empty() { &self.identity.organisation } else { &self.privacy.controller }
+    }
+
+    /// Where candidates send their requests.
+    pub fn privacy_contact(&self) -> &str {
+        if self.privacy.contact.trim().is_empty() { &self.identity.from } else { &self.privacy.contact }
+    }
 }
 
 mod defaults {
@@ -1003,6 +1111,53 @@ impl Config {
         }
         if self.postings.iter().filter(|p| p.default).count() > 1 {
             return Err(invalid("postings", "at most one posting may have default = true"));
+        }
+        self.validate_privacy()
+    }
+
+    fn validate_privacy(&self) -> Result<(), ConfigError> {
+        let p = &self.privacy;
+        crate::schedule::Schedule::parse(&p.schedule, self.identity.timezone())
+            .map_err(|m| invalid("privacy.schedule", m))?;
+        for (key, v) in [
+            ("privacy.retention_months", p.retention_months),
+            ("privacy.consent_retention_months", p.consent_retention_months),
+            ("privacy.quarantine_days", p.quarantine_days),
+            ("privacy.history_days", p.history_days),
+            ("privacy.audit_days", p.audit_days),
+        ] {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        for (i, posting) in self.postings.iter().enumerate() {
+            if posting.retention_months == Some(0) {
+                return Err(invalid(format!("postings[{i}].retention_months"), "must be greater than 0"));
+            }
+        }
+        if p.consent_retention_months < p.retention_months {
+            return Err(invalid(
+                "privacy.consent_retention_months",
+                format!(
+                    "{} is shorter than privacy.retention_months ({}): consent keeps a candidate longer, not less",
+                    p.consent_retention_months, p.retention_months
+                ),
+            ));
+        }
+        // The reply window reads the outbox: history kept shorter would answer people twice.
+        if p.history_days < self.replies.once_per_days {
+            return Err(invalid(
+                "privacy.history_days",
+                format!("must be at least replies.once_per_days ({})", self.replies.once_per_days),
+            ));
+        }
+        if let PurgeMailbox::Move(folder) = &p.purge_mailbox
+            && self.folders().iter().any(|f| f == folder)
+        {
+            return Err(invalid(
+                "privacy.purge_mailbox",
+                format!("{folder:?} is a folder mailroom watches: purged mail would be filed again"),
+            ));
         }
         Ok(())
     }

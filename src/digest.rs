@@ -24,11 +24,13 @@ use crate::auth::{AuthPart, AuthRecord};
 use crate::config::{Config, Posting, WhenEmpty};
 use crate::lang::Lang;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind, TextAttachment};
+use crate::privacy::Policy;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::render::{self, TemplateError, Templates};
 use crate::schedule::{Clock, Schedule, Timer};
 use crate::store::{
-    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, QuarantineRow, StaleCandidate, StoreError,
+    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, PrivacyStore, PurgeTotals, QuarantineRow,
+    StaleCandidate, StoreError, UpcomingPurge,
 };
 use crate::understand::DocKind;
 
@@ -69,6 +71,8 @@ pub struct Digest {
     data_dir: String,
     postings: Vec<Posting>,
     refresh_warning_days: u32,
+    /// Privacy: the digest says what was purged and who is purged soon.
+    policy: Policy,
 }
 
 impl Digest {
@@ -98,6 +102,7 @@ impl Digest {
             data_dir: cfg.storage.data_dir.display().to_string(),
             postings: cfg.postings.clone(),
             refresh_warning_days: cfg.oauth2.as_ref().map_or(14, |o| o.refresh_warning_days),
+            policy: Policy::from_config(cfg),
         };
         // Prove the templates on an empty and a full sample now, not at 8 a.m.
         let now = Utc::now();
@@ -119,14 +124,26 @@ impl Digest {
     }
 
     /// Reads, renders.
-    pub fn build<S: DigestStore>(
+    pub fn build<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         start: DateTime<Utc>,
         end: DateTime<Utc>,
     ) -> Result<Built, DigestError> {
         let stale_before = end - chrono::Duration::days(self.stale_after_days.into());
-        let rows = store.digest_rows(start, end, stale_before)?;
+        let mut rows = store.digest_rows(start, end, stale_before)?;
+        rows.purged = store.purged_between(start, end)?;
+        rows.upcoming_purges = self
+            .policy
+            .upcoming(&store.people()?, end, self.policy.announce_days)
+            .into_iter()
+            .map(|(p, at)| {
+                let mut postings: Vec<String> = p.applications.iter().map(|a| a.posting.clone()).collect();
+                postings.sort();
+                postings.dedup();
+                UpcomingPurge { candidate: p.address, name: p.name, postings, at }
+            })
+            .collect();
         Ok(self.render(&rows, start, end)?)
     }
 
@@ -160,7 +177,7 @@ impl Digest {
     }
 
     /// Builds the window and queues it, if it is still unclaimed. Returns what was queued.
-    pub fn send_window<S: DigestStore>(
+    pub fn send_window<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         start: DateTime<Utc>,
@@ -173,7 +190,7 @@ impl Digest {
     }
 
     /// The job: catch up once at start if a firing was missed, then fire on schedule, until stop.
-    pub async fn run<S: DigestStore>(
+    pub async fn run<S: DigestStore + PrivacyStore>(
         &self,
         store: &S,
         outbox_ready: &Notify,
@@ -256,6 +273,8 @@ impl Digest {
             && rows.failed_replies.is_empty()
             && rows.held_by_cap == 0
             && auth.is_empty();
+        // Who is purged soon is worth a digest on its own: the team may want to hold someone.
+        let empty = empty && rows.upcoming_purges.is_empty() && rows.purged.people == 0;
         let ctx = context! {
             organisation => self.organisation,
             window => context! { start => local(start), end => local(end) },
@@ -269,6 +288,11 @@ impl Digest {
             stale_after_days => self.stale_after_days,
             auth => auth,
             data_dir => self.data_dir,
+            purged => purged_view(&rows.purged),
+            upcoming_purges => rows.upcoming_purges.iter().map(|u| context! {
+                name => u.name, email => u.candidate, postings => u.postings.iter().map(|s| title(s)).collect::<Vec<_>>(), when => local(u.at),
+            }).collect::<Vec<_>>(),
+            announce_days => self.policy.announce_days,
         };
         let render = |name: &str| self.templates.render(name, &ctx);
         Ok(Built {
@@ -365,6 +389,34 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             refresh_expires_at: None,
             updated_at: now,
         }],
+        purged: PurgeTotals {
+            people: 2,
+            folders: 2,
+            messages: 3,
+            documents: 5,
+            mailbox_deleted: 3,
+            ..Default::default()
+        },
+        upcoming_purges: vec![UpcomingPurge {
+            candidate: "y@example.test".into(),
+            name: "Y".into(),
+            postings: vec!["sample".into()],
+            at: now,
+        }],
+    }
+}
+
+/// What the digest says of the window's purges: counts only.
+fn purged_view(t: &PurgeTotals) -> Value {
+    let any = t.people + t.quarantined + t.mailbox_deleted + t.mailbox_moved > 0;
+    context! {
+        any => any,
+        people => t.people,
+        documents => t.documents,
+        messages => t.messages,
+        quarantined => t.quarantined,
+        mailbox => t.mailbox_deleted + t.mailbox_moved,
+        not_found => t.mailbox_not_found + t.mailbox_unreachable,
     }
 }
 

@@ -10,6 +10,7 @@
 //!  mailbox    understand     filing    reply           store                        outbox ──▶ courier
 //!                                                        ▲
 //!  schedule ──▶ digest ───────────────────────────────────┘ (claims a window with its mail)
+//!  schedule ──▶ privacy ──▶ purge: folder, other copies, rows, mailbox (recorded first, resumable)
 //! ```
 //!
 //! Modules import only upward in this table: each may use the ones listed before it, never one
@@ -37,7 +38,9 @@
 //! | [`antivirus`] | between 2 and 3: the `Scanner` role and its clamd client (INSTREAM over a unix socket or TCP): documents are scanned before they are filed | network |
 //! | [`filing`] | 3 file: documents, the original `.eml` and `metadata.json` in the candidate's folder | the data root only |
 //! | [`reply`] | 4 acknowledge: decide whether and how to answer, render the reply | nothing: pure |
-//! | [`store`] | 5 record: all SQL, behind the `Store` handle; `Ledger`, `OutboxStore`, `DigestStore` by role | the state file |
+//! | [`store`] | 5 record: all SQL, behind the `Store` handle; `Ledger`, `OutboxStore`, `DigestStore`, `PrivacyStore` by role | the state file |
+//! | **privacy, beside the stages** | | |
+//! | [`privacy`] | the retention policy; the purge (scheduled, and on demand), erasure, export; crash-safe, every copy | the store, the data root, the mailbox (the recorded messages only) |
 //! | **after the commit point, and around the stages** | | |
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation | network |
 //! | [`outbox`] | the outbox sender: committed mail to the courier, at most once | the store, the courier |
@@ -76,6 +79,7 @@ pub mod mailbox;
 pub(crate) mod manpages;
 pub mod outbox;
 pub mod pipeline;
+pub mod privacy;
 pub mod provider;
 pub mod reason;
 pub mod recovery;

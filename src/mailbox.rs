@@ -1,7 +1,9 @@
 //! Stage 1, fetch: the `Mailbox` trait (where applications arrive) and its IMAP implementation.
 //!
-//! May: read the configured folder and set our keyword on messages that are committed.
-//! May not: mark anything `\Seen`, move or delete mail (bodies are fetched with `BODY.PEEK[]`),
+//! May: read the configured folder and set our keyword on messages that are committed; and, for
+//! the retention purge and erasure only ([`Mailbox::delete`], [`Mailbox::move_to`]), remove the
+//! exact messages the store recorded for a purged person.
+//! May not: mark anything `\Seen`, or move or delete any other mail (bodies are fetched with `BODY.PEEK[]`),
 //! or decide anything about a message. It hands raw bytes, the UID and the server's arrival time
 //! to the next stage. Every command has a deadline on *progress* (no byte from the server for
 //! `imap.timeout_secs`), not on its length, so a slow link gets a large batch through; a password
@@ -105,6 +107,35 @@ pub trait Mailbox {
         let _ = message_ids;
         async { Ok(Vec::new()) }
     }
+
+    // What the retention purge and erasure need (the privacy module). The defaults refuse, so a
+    // mailbox that cannot remove mail says so instead of pretending.
+
+    /// Which of these UIDs the folder still holds.
+    fn existing(&mut self, uids: &[u32]) -> impl Future<Output = Result<Vec<u32>, MailboxError>> {
+        let _ = uids;
+        async { Err(unsupported("UID SEARCH")) }
+    }
+    /// The UIDs of messages whose `Message-ID` header holds this id (without angle brackets).
+    fn search_message_id(&mut self, message_id: &str) -> impl Future<Output = Result<Vec<u32>, MailboxError>> {
+        let _ = message_id;
+        async { Err(unsupported("UID SEARCH HEADER")) }
+    }
+    /// Removes exactly these messages for good: `\Deleted`, then `UID EXPUNGE` of these UIDs
+    /// alone (UIDPLUS), so mail someone else marked deleted is left alone.
+    fn delete(&mut self, uids: &[u32]) -> impl Future<Output = Result<(), MailboxError>> {
+        let _ = uids;
+        async { Err(unsupported("UID EXPUNGE")) }
+    }
+    /// Moves these messages into `folder` of the same account, creating it if needed.
+    fn move_to(&mut self, uids: &[u32], folder: &str) -> impl Future<Output = Result<(), MailboxError>> {
+        let _ = (uids, folder);
+        async { Err(unsupported("UID MOVE")) }
+    }
+}
+
+fn unsupported(command: &'static str) -> MailboxError {
+    MailboxError::Protocol { command, message: "not supported by this mailbox".into() }
 }
 
 /// Why [`Mailbox::wait_for_change`] returned.
@@ -720,6 +751,89 @@ impl Mailbox for ImapMailbox {
             }
         }
         Ok(found)
+    }
+
+    async fn existing(&mut self, uids: &[u32]) -> Result<Vec<u32>, MailboxError> {
+        if uids.is_empty() {
+            return Ok(Vec::new());
+        }
+        let set = uid_set(uids);
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let session = self.session()?;
+        let found = deadline(&progress, timeout, "UID SEARCH", session.uid_search(format!("UID {set}"))).await?;
+        let mut out: Vec<u32> = found.into_iter().filter(|u| uids.contains(u)).collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn search_message_id(&mut self, message_id: &str) -> Result<Vec<u32>, MailboxError> {
+        // A quoted string cannot carry line breaks or 8-bit bytes: such an id is never found.
+        if message_id.is_empty() || !message_id.bytes().all(|b| (0x20..0x7f).contains(&b)) {
+            return Ok(Vec::new());
+        }
+        let quoted = message_id.replace('\\', "\\\\").replace('"', "\\\"");
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let session = self.session()?;
+        let found =
+            deadline(&progress, timeout, "UID SEARCH", session.uid_search(format!("HEADER Message-ID \"{quoted}\"")))
+                .await?;
+        let mut out: Vec<u32> = found.into_iter().collect();
+        out.sort_unstable();
+        Ok(out)
+    }
+
+    async fn delete(&mut self, uids: &[u32]) -> Result<(), MailboxError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let session = self.session()?;
+        // Plain EXPUNGE would also remove what other clients marked \Deleted: without UIDPLUS we stop.
+        if !deadline(&progress, timeout, "CAPABILITY", session.capabilities()).await?.has_str("UIDPLUS") {
+            return Err(MailboxError::Protocol {
+                command: "UID EXPUNGE",
+                message: "the server lacks UIDPLUS, so mailroom cannot expunge only the purged messages; \
+                          set privacy.purge_mailbox to \"move:FOLDER\" or \"keep\""
+                    .into(),
+            });
+        }
+        deadline(&progress, timeout, "UID STORE", async {
+            let stream = session.uid_store(&set, "+FLAGS.SILENT (\\Deleted)").await?;
+            let _: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await?;
+        deadline(&progress, timeout, "UID EXPUNGE", async {
+            let stream = session.uid_expunge(&set).await?;
+            let _: Vec<_> = stream.try_collect().await?;
+            Ok::<_, async_imap::error::Error>(())
+        })
+        .await
+    }
+
+    async fn move_to(&mut self, uids: &[u32], folder: &str) -> Result<(), MailboxError> {
+        if uids.is_empty() {
+            return Ok(());
+        }
+        let set = uid_set(uids);
+        let (timeout, progress) = (self.timeout, self.progress.clone());
+        let session = self.session()?;
+        // Created if missing; an existing folder answers NO, which is fine.
+        let _ = deadline(&progress, timeout, "CREATE", session.create(folder)).await;
+        let caps = deadline(&progress, timeout, "CAPABILITY", session.capabilities()).await?;
+        if caps.has_str("MOVE") {
+            return deadline(&progress, timeout, "UID MOVE", session.uid_mv(&set, folder)).await;
+        }
+        if !caps.has_str("UIDPLUS") {
+            return Err(MailboxError::Protocol {
+                command: "UID MOVE",
+                message: "the server has neither MOVE nor UIDPLUS: mailroom cannot move only the purged messages"
+                    .into(),
+            });
+        }
+        deadline(&progress, timeout, "UID COPY", session.uid_copy(&set, folder)).await?;
+        self.delete(uids).await
     }
 }
 

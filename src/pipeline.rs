@@ -47,7 +47,7 @@ use crate::mailbox::{Envelope, Mailbox, MailboxError};
 use crate::reason::{QuarantineReason, SkipReason};
 use crate::reply::{History, Replier, ReplyDecision};
 use crate::service::{Monitor, unless_stopped};
-use crate::store::{Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
+use crate::store::{Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
 use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
@@ -99,6 +99,8 @@ pub struct Report {
     pub duplicates: usize,
     pub replies_queued: usize,
     pub replies_skipped: usize,
+    /// From addresses erased on request: not filed (see [`withheld`]).
+    pub forgotten: usize,
 }
 
 impl Report {
@@ -109,6 +111,7 @@ impl Report {
         self.duplicates += o.duplicates;
         self.replies_queued += o.replies_queued;
         self.replies_skipped += o.replies_skipped;
+        self.forgotten += o.forgotten;
     }
 }
 
@@ -351,6 +354,8 @@ fn process_batch<L: Ledger>(
     high_water: u32,
     items: Vec<Incoming>,
 ) -> BatchResult {
+    // Held to the commit: a purge plans between batches, never around a filed, uncommitted one.
+    let _filing = stages.store.filing_guard()?;
     let mut filer = stages.filer.lock().unwrap_or_else(|p| p.into_inner());
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
@@ -367,11 +372,15 @@ fn process_batch<L: Ledger>(
             Ok(Some(of)) => Ok(duplicate(&mut batch, uid, &understood, of)),
             Ok(None) => match understood {
                 Understood::Quarantine(q) => set_aside(&mut filer, &mut batch, uid, q, raw.as_deref()),
-                Understood::Application(app) => match failing.get(&uid) {
-                    Some((tries, error)) if *tries as usize >= SET_ASIDE_AFTER => {
-                        set_aside_after_tries(&mut filer, &mut batch, uid, &app, raw.as_deref(), *tries, error)
-                    }
-                    _ => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+                Understood::Application(app) => match stages.store.privacy_block(&app.candidate.email) {
+                    Ok(Some(block)) => withheld(&mut batch, uid, &app, block),
+                    Err(e) => Err(e.into()),
+                    Ok(None) => match failing.get(&uid) {
+                        Some((tries, error)) if *tries as usize >= SET_ASIDE_AFTER => {
+                            set_aside_after_tries(&mut filer, &mut batch, uid, &app, raw.as_deref(), *tries, error)
+                        }
+                        _ => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+                    },
                 },
             },
             Err(e) => Err(e.into()),
@@ -495,6 +504,27 @@ fn file_and_acknowledge<L: Ledger>(
     };
     let decision = acknowledge(&stages.replier, &stages.store, batch, app, &filed)?;
     Ok(record(batch, uid, app, filed, decision))
+}
+
+/// Before stage 3, privacy: an address erased on request (`candidate forget`) is never filed
+/// again (recorded with nothing that names the sender); one being purged right now waits for the
+/// purge to finish (a transient error: the pass ends here and resumes at this message).
+fn withheld(batch: &mut BatchState, uid: u32, app: &Application, block: Block) -> Result<MessageRecord, PipelineError> {
+    match block {
+        Block::Purging => Err(StoreError::PurgeInProgress.into()),
+        Block::Forgotten => {
+            batch.report.forgotten += 1;
+            tracing::info!(outcome = "forgotten", "from an erased address; not filed or answered");
+            Ok(MessageRecord {
+                uid,
+                sha256: app.sha256.clone(),
+                message_id: None,
+                content_sha256: None,
+                received_at: app.received_at,
+                outcome: Outcome::Forgotten,
+            })
+        }
+    }
 }
 
 /// Stage 3 for an application: into the candidate's folder, next to what the store says it holds.

@@ -35,6 +35,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("fr/no_documents.j2", include_str!("../templates/fr/no_documents.j2")),
     ("fr/closed.j2", include_str!("../templates/fr/closed.j2")),
     ("fr/repeat.j2", include_str!("../templates/fr/repeat.j2")),
+    ("fr/privacy.j2", include_str!("../templates/fr/privacy.j2")),
     ("en/layout.txt.j2", include_str!("../templates/en/layout.txt.j2")),
     ("en/layout.html.j2", include_str!("../templates/en/layout.html.j2")),
     ("en/complete.j2", include_str!("../templates/en/complete.j2")),
@@ -43,6 +44,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("en/no_documents.j2", include_str!("../templates/en/no_documents.j2")),
     ("en/closed.j2", include_str!("../templates/en/closed.j2")),
     ("en/repeat.j2", include_str!("../templates/en/repeat.j2")),
+    ("en/privacy.j2", include_str!("../templates/en/privacy.j2")),
 ];
 
 /// What the store knows that the decision needs.
@@ -148,6 +150,18 @@ pub struct Replier {
     privacy_notice: String,
     timezone: Tz,
     closing_dates: std::collections::HashMap<String, chrono::NaiveDate>,
+    privacy: PrivacyNotice,
+}
+
+/// What the privacy notice (`privacy.j2`) says, from the policy.
+#[derive(Debug, Clone)]
+struct PrivacyNotice {
+    controller: String,
+    contact: String,
+    purpose: String,
+    consent_months: u32,
+    default_months: u32,
+    months: std::collections::HashMap<String, u32>,
 }
 
 impl std::fmt::Debug for Replier {
@@ -179,6 +193,14 @@ impl Replier {
             privacy_notice: cfg.replies.privacy_notice.clone(),
             timezone: cfg.identity.timezone(),
             closing_dates: cfg.postings.iter().filter_map(|p| Some((p.slug.clone(), p.closing_date?))).collect(),
+            privacy: PrivacyNotice {
+                controller: cfg.controller().to_owned(),
+                contact: cfg.privacy_contact().to_owned(),
+                purpose: cfg.privacy.purpose.clone(),
+                consent_months: cfg.privacy.consent_retention_months,
+                default_months: cfg.privacy.retention_months,
+                months: cfg.postings.iter().map(|p| (p.slug.clone(), cfg.retention_months(&p.slug))).collect(),
+            },
         };
         // Render every template once with a sample, so an error in a branch shows now, not at 3 a.m.
         for lang in Lang::ALL {
@@ -317,6 +339,28 @@ impl Replier {
             organisation => self.organisation,
             contact => self.contact,
             privacy_notice => self.privacy_notice,
+            privacy => self.privacy_context(&app.posting.slug, Some(app.received_at), lang),
+        }
+    }
+
+    /// The policy as the notice states it for a posting: its period, and the closing date when
+    /// the period counts from it (an application after the closing date counts from itself).
+    fn privacy_context(&self, slug: &str, received_at: Option<DateTime<Utc>>, lang: Lang) -> Value {
+        let p = &self.privacy;
+        let closing = self.closing_dates.get(slug).filter(|d| {
+            let next = d.succ_opt().unwrap_or(**d).and_hms_opt(0, 0, 0).unwrap_or_default();
+            let end = chrono::TimeZone::from_local_datetime(&self.timezone, &next)
+                .earliest()
+                .map_or_else(|| next.and_utc(), |t| t.with_timezone(&Utc));
+            received_at.is_none_or(|r| r < end)
+        });
+        context! {
+            controller => p.controller,
+            contact => p.contact,
+            purpose => p.purpose,
+            months => p.months.get(slug).copied().unwrap_or(p.default_months),
+            consent_months => p.consent_months,
+            closing_date => closing.map(|d| render::format_date(*d, lang)),
         }
     }
 
@@ -326,10 +370,17 @@ impl Replier {
             self.templates.render_blocks(&format!("{lang}/{}.j2", kind.as_str()), ["subject", "message"], ctx)?;
         let message = message.trim().to_owned();
         let paragraphs: Vec<&str> = message.split("\n\n").map(str::trim).filter(|p| !p.is_empty()).collect();
+        // The notice is rendered from the policy unless the configuration holds a custom one
+        // (which `check-config` holds to the policy's periods).
+        let notice = if self.privacy_notice.trim().is_empty() {
+            self.templates.render(&format!("{lang}/privacy.j2"), ctx)?.trim().to_owned()
+        } else {
+            self.privacy_notice.clone()
+        };
         let layout = |part: &str| {
             self.templates.render(
                 &format!("{lang}/layout.{part}.j2"),
-                &context! { message => message, paragraphs => paragraphs, ..ctx.clone() },
+                &context! { message => message, paragraphs => paragraphs, privacy_notice => notice, ..ctx.clone() },
             )
         };
         Ok(Rendered {
@@ -351,7 +402,8 @@ impl Replier {
             received_at => render::format_time(Utc::now().with_timezone(&self.timezone), lang),
             organisation => self.organisation,
             contact => self.contact,
-            privacy_notice => if self.privacy_notice.is_empty() { "(replies.privacy_notice)".to_owned() } else { self.privacy_notice.clone() },
+            privacy_notice => self.privacy_notice,
+            privacy => self.privacy_context("stage-gestion-projet", None, lang),
         }
     }
 }

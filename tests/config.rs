@@ -59,6 +59,15 @@ organisation = "La 27e Région"
         (cfg.smtp.port, cfg.smtp.tls, cfg.smtp.timeout_secs)
     );
     assert_eq!((&min.log.level, min.log.format), (&cfg.log.level, cfg.log.format));
+    let (p, d) = (&cfg.privacy, &min.privacy);
+    assert_eq!(
+        (p.enabled, &p.schedule, p.retention_months, p.consent_retention_months, p.quarantine_days),
+        (d.enabled, &d.schedule, d.retention_months, d.consent_retention_months, d.quarantine_days)
+    );
+    assert_eq!(
+        (p.history_days, p.audit_days, &p.purge_mailbox, p.announce_days, &p.controller, &p.contact, &p.purpose),
+        (d.history_days, d.audit_days, &d.purge_mailbox, d.announce_days, &d.controller, &d.contact, &d.purpose)
+    );
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
@@ -107,6 +116,7 @@ fn example_config_lists_every_key() {
         ("AntivirusConfig", "[antivirus]"),
         ("DigestConfig", "[digest]"),
         ("Log", "[log]"),
+        ("PrivacyConfig", "[privacy]"),
         ("Posting", "[[postings]]"),
     ];
     for (name, header) in sections {

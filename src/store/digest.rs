@@ -52,6 +52,15 @@ pub struct StaleCandidate {
     pub since: DateTime<Utc>,
 }
 
+/// A candidate the retention policy removes soon (privacy: the digest announces them).
+#[derive(Debug, Clone, Serialize)]
+pub struct UpcomingPurge {
+    pub candidate: String,
+    pub name: String,
+    pub postings: Vec<String>,
+    pub at: DateTime<Utc>,
+}
+
 /// Everything a digest says, read from the store.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct DigestRows {
@@ -65,6 +74,10 @@ pub struct DigestRows {
     pub totals: BTreeMap<String, u64>,
     /// The authentication state now (a failing login or an expiring refresh token needs a human).
     pub auth: Vec<AuthRecord>,
+    /// What purges and erasures removed in the window (counts only).
+    pub purged: super::PurgeTotals,
+    /// Who the retention policy removes in the coming days.
+    pub upcoming_purges: Vec<UpcomingPurge>,
 }
 
 /// The store in the digest job's role.

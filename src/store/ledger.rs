@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Recognition, Store, StoreError, outbox, parse_ts, ts};
+use super::{Block, FilingGuard, PrivacyStore, Recognition, Store, StoreError, outbox, parse_ts, ts};
 use crate::filing::FiledApplication;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind};
 use crate::reason::{QuarantineReason, ReplyNote};
@@ -58,6 +58,9 @@ pub enum Outcome {
     Duplicate {
         of: DuplicateOf,
     },
+    /// From an address erased on request (`candidate forget`): not filed, not answered, and
+    /// recorded without anything that names the sender.
+    Forgotten,
 }
 
 impl Outcome {
@@ -66,6 +69,7 @@ impl Outcome {
             Outcome::Filed(_) => "filed",
             Outcome::Quarantined { .. } => "quarantined",
             Outcome::Duplicate { .. } => "duplicate",
+            Outcome::Forgotten => "forgotten",
         }
     }
 }
@@ -137,6 +141,10 @@ pub trait Ledger: Recognition + Clone + Send + Sync + super::Attempts + super::H
     /// Acknowledgements queued since `t`, all addresses (the digest does not count).
     fn replies_since(&self, t: DateTime<Utc>) -> Result<u64, StoreError>;
     fn totals(&self) -> Result<Totals, StoreError>;
+    /// Held for a batch, from before filing to its commit: a purge plans only between batches.
+    fn filing_guard(&self) -> Result<FilingGuard, StoreError>;
+    /// Whether mail from this address must not be filed now: forgotten, or being purged.
+    fn privacy_block(&self, address: &str) -> Result<Option<Block>, StoreError>;
 }
 
 impl Store {
@@ -247,6 +255,9 @@ impl Ledger for Store {
                         ),
                         Outcome::Duplicate { of } => {
                             (Some(json(of)), None, None, None, String::new(), None, None, String::new(), false, None)
+                        }
+                        Outcome::Forgotten => {
+                            (None, None, None, None, String::new(), None, None, String::new(), false, None)
                         }
                     };
                 let inserted = insert_message.execute(params![
@@ -369,6 +380,14 @@ impl Ledger for Store {
             outbox_failed: count("SELECT count(*) FROM outbox WHERE state = 'failed'")?,
             outbox_uncertain: count("SELECT count(*) FROM outbox WHERE state = 'uncertain'")?,
         })
+    }
+
+    fn filing_guard(&self) -> Result<FilingGuard, StoreError> {
+        self.filing_lock()
+    }
+
+    fn privacy_block(&self, address: &str) -> Result<Option<Block>, StoreError> {
+        self.block_for(address)
     }
 }
 

@@ -11,6 +11,7 @@
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
 //! | [`AuthStore`] | the credentials ([`crate::auth`], as its journal) | whether authentication works, since when, why not |
+//! | [`PrivacyStore`] | the purge and the rights commands | people, holds, consent; purges recorded before they act; tombstones; the audit trail |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -30,6 +31,9 @@
 //! | `health.rs` | `problems` and the last start: what `status` reports ([`Health`]) |
 //! | `recovery.rs` | after a crash: uncertain acknowledgements looked for in Sent ([`SentCheck`]) |
 //! | `auth.rs` | `auth_state`: whether authentication works, per part ([`AuthStore`]) |
+//! | `privacy.rs` | `people`, `purges`, `purge_steps`, `purging`, `tombstones`, `audit`; the keyed hash; the filing and purge locks |
+//!
+//! `secure_delete` is on: a deleted row's bytes are overwritten, not left in free pages.
 
 mod attempts;
 mod auth;
@@ -37,19 +41,20 @@ mod digest;
 mod health;
 mod ledger;
 mod outbox;
+mod privacy;
 mod recognition;
 mod recovery;
 mod schema;
 
 use std::fs::File;
-use std::path::Path;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 use chrono::{DateTime, Utc};
 use rusqlite::{Connection, OptionalExtension, params};
 
 pub use auth::AuthStore;
-pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, QuarantineRow, StaleCandidate};
+pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, QuarantineRow, StaleCandidate, UpcomingPurge};
 pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,
 };
@@ -58,6 +63,10 @@ pub use recognition::Recognition;
 
 pub use attempts::Attempts;
 pub use health::{Area, Health, Problem, Started};
+pub use privacy::{
+    AppRow, AuditRow, Block, FiledRow, FilingGuard, Hold, Location, PersonRecords, PersonRow, PrivacyOverview,
+    PrivacyStore, PurgeLock, PurgeRecord, PurgeTotals, QuarantineRecord, RowsTarget, SentMail, StepRecord,
+};
 pub use recovery::{LOOK_FOR, SentCheck};
 
 use crate::error::{Classified, Retry};
@@ -70,6 +79,10 @@ pub enum StoreError {
     Open { path: String, message: String },
     #[error("another mailroom is already running on {0} (its lock is held)")]
     Locked(String),
+    #[error("privacy key {path}: {message}")]
+    Key { path: String, message: String },
+    #[error("a purge is removing this sender's earlier data; the message is filed once it has finished")]
+    PurgeInProgress,
 }
 
 impl Classified for StoreError {
@@ -87,6 +100,7 @@ impl Classified for StoreError {
             {
                 Retry::Transient
             }
+            StoreError::PurgeInProgress => Retry::Transient,
             _ => Retry::Permanent,
         }
     }
@@ -98,6 +112,10 @@ impl Classified for StoreError {
 pub struct Store {
     db: Arc<Mutex<Db>>,
     first_start: DateTime<Utc>,
+    /// The state file: the lock files and the privacy key sit next to it.
+    path: Arc<PathBuf>,
+    /// The key of the keyed hashes (tombstones, audit), read or made on first use.
+    key: Arc<OnceLock<ring::hmac::Key>>,
 }
 
 impl std::fmt::Debug for Store {
@@ -156,6 +174,8 @@ impl Store {
         conn.pragma_update(None, "journal_mode", "WAL")?;
         conn.pragma_update(None, "synchronous", "FULL")?;
         conn.pragma_update(None, "foreign_keys", "ON")?;
+        // Erased means erased: deleted rows are overwritten, not left in the file's free pages.
+        conn.pragma_update(None, "secure_delete", "ON")?;
         // 1 MiB of page cache instead of 2: the daemon's idle memory has a 15 MB budget, and the
         // operating system caches the file anyway.
         conn.pragma_update(None, "cache_size", -1024)?;
@@ -163,7 +183,12 @@ impl Store {
         schema::migrate(&conn)?;
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
         let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
-        Ok(Store { db: Arc::new(Mutex::new(Db { conn, _lock: lock })), first_start: parse_ts(&first) })
+        Ok(Store {
+            db: Arc::new(Mutex::new(Db { conn, _lock: lock })),
+            first_start: parse_ts(&first),
+            path: Arc::new(path.to_path_buf()),
+            key: Arc::new(OnceLock::new()),
+        })
     }
 
     /// Opens for reading only, for `mailroom status`: never writes, never migrates, works on a
@@ -207,7 +232,12 @@ impl Store {
             .ok()
             .flatten();
         let first_start = first.map(|s: String| parse_ts(&s)).unwrap_or_else(Utc::now);
-        Ok(Store { db: Arc::new(Mutex::new(Db { conn, _lock: None })), first_start })
+        Ok(Store {
+            db: Arc::new(Mutex::new(Db { conn, _lock: None })),
+            first_start,
+            path: Arc::new(path.to_path_buf()),
+            key: Arc::new(OnceLock::new()),
+        })
     }
 
     /// Whether a daemon (or `mailroom once`) holds the state's lock now: the only sure sign that

@@ -146,6 +146,46 @@ const MIGRATIONS: &[&str] = &[
          refresh_expires_at TEXT,
          updated_at TEXT NOT NULL
      );",
+    // Privacy (issue 12): a person's hold and consent; a purge recorded (its steps, and a mark per
+    // person it removes) before it acts, so it resumes after a crash; the keyed hashes of
+    // forgotten addresses; the audit trail (counts and keyed hashes, never a name or address).
+    "CREATE TABLE IF NOT EXISTS people (
+         address TEXT PRIMARY KEY,
+         consent_at TEXT,
+         hold_reason TEXT,
+         held_at TEXT
+     );
+     CREATE TABLE IF NOT EXISTS purges (
+         id INTEGER PRIMARY KEY,
+         command TEXT NOT NULL,
+         action TEXT NOT NULL,
+         person TEXT,
+         started_at TEXT NOT NULL,
+         finished_at TEXT,
+         counts TEXT
+     );
+     CREATE TABLE IF NOT EXISTS purge_steps (
+         id INTEGER PRIMARY KEY,
+         purge INTEGER NOT NULL REFERENCES purges (id),
+         kind TEXT NOT NULL,
+         target TEXT NOT NULL,
+         done_at TEXT,
+         outcome TEXT,
+         error TEXT
+     );
+     CREATE INDEX IF NOT EXISTS purge_steps_purge ON purge_steps (purge, id);
+     CREATE TABLE IF NOT EXISTS purging (hash TEXT PRIMARY KEY, purge INTEGER NOT NULL REFERENCES purges (id));
+     CREATE TABLE IF NOT EXISTS tombstones (hash TEXT PRIMARY KEY, created_at TEXT NOT NULL);
+     CREATE TABLE IF NOT EXISTS audit (
+         id INTEGER PRIMARY KEY,
+         at TEXT NOT NULL,
+         action TEXT NOT NULL,
+         command TEXT NOT NULL,
+         person TEXT,
+         counts TEXT NOT NULL
+     );
+     CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
+     CREATE INDEX IF NOT EXISTS messages_candidate ON messages (candidate);",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` once every migration is applied).

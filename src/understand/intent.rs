@@ -120,6 +120,7 @@ mod tests {
             subject_keywords: vec!["gestion de projet".into()],
             default: false,
             closing_date: None,
+            retention_months: None,
         };
         Rules {
             postings: vec![posting],
