@@ -197,11 +197,13 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
 /// `mailroom run`: the daemon.
 pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
-    crate::service::init_logging(&cfg);
+    let log = crate::service::init_logging(&cfg);
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
         let courier = SmtpCourier::new(&cfg)?;
         let digest = Digest::new(&cfg).map_err(usage)?;
+        let metrics = crate::metrics::Endpoint::bind(&cfg).await?;
+        let hangups = crate::reload::hangups().context("cannot catch SIGHUP")?;
         let timer = Timer::start().await?;
         let shutdown = shutdown_signal();
         tracing::info!(poll_interval_s = cfg.imap.poll_interval_secs, "watching the mailbox");
@@ -216,13 +218,24 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect();
-        let monitor = SystemdMonitor::new();
+        let monitor = crate::reload::NotedMonitor::new(SystemdMonitor::new());
         let stop = shutdown.stop.clone();
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
+        let (digest_tx, digest_rx) = watch::channel(std::sync::Arc::new(digest));
+        let reloader = crate::reload::Reloader::new(path, cfg.clone(), &pipeline, digest_tx, log, &monitor);
         let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
-        let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop);
+        let digests = crate::reload::digest_job(
+            digest_rx,
+            pipeline.store(),
+            pipeline.outbox_ready(),
+            &timer,
+            &SystemClock,
+            stop.clone(),
+        );
+        let reloads = reloader.run(hangups, stop.clone());
+        let scrapes = crate::metrics::serve(metrics, pipeline.store().clone(), stop);
         tokio::select! {
-            _ = async { tokio::join!(watch, digests) } => {}
+            _ = async { tokio::join!(watch, digests, reloads, scrapes) } => {}
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         }
         tracing::info!("stopped");
@@ -290,6 +303,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
+        value["metrics"] = crate::metrics::to_json(&crate::metrics::from_store(&store)?);
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }

@@ -79,6 +79,8 @@ pub struct Config {
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub postings: Vec<Posting>,
 }
 
@@ -301,6 +303,21 @@ pub enum LogFormat {
     Auto,
     Text,
     Json,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port of the Prometheus endpoint (`GET /metrics`), e.g. `127.0.0.1:9464`.
+    /// Empty: no endpoint.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The validated address, or `None` when metrics are off.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -567,6 +584,14 @@ impl Config {
         }
         if self.postings.iter().filter(|p| p.default).count() > 1 {
             return Err(invalid("postings", "at most one posting may have default = true"));
+        }
+        if !self.metrics.listen.trim().is_empty()
+            && let Err(e) = self.metrics.listen.trim().parse::<std::net::SocketAddr>()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!("{:?} is not an IP address and port such as 127.0.0.1:9464 ({e})", self.metrics.listen),
+            ));
         }
         Ok(())
     }

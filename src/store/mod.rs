@@ -9,6 +9,7 @@
 //! | [`Ledger`] | the pipeline | high-water marks, duplicates, what a folder holds, reply history, the batch commit |
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
+//! | [`MetricsStore`] | the metrics endpoint, `status --json` | totals since the start, by mailbox, reason and kind |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -22,9 +23,11 @@
 //! | `ledger.rs` | `messages`, `documents`, `mailboxes`: the commit, duplicates, status |
 //! | `outbox.rs` | `outbox`: pending → sending → sent / failed / uncertain |
 //! | `digest.rs` | `digests` and the digest's reading of the others |
+//! | `metrics.rs` | none of its own: the counts the metrics read from the others |
 
 mod digest;
 mod ledger;
+mod metrics;
 mod outbox;
 mod schema;
 
@@ -39,6 +42,7 @@ pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, Quarantin
 pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,
 };
+pub use metrics::{MailboxCounts, MetricCounts, MetricsStore};
 pub use outbox::{OutboxEntry, OutboxState, OutboxStore};
 
 use crate::error::{Classified, Retry};
