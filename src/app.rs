@@ -304,8 +304,12 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
         value["metrics"] = crate::metrics::to_json(&crate::metrics::from_store(&store)?);
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        // `mailroom status --json | head` closing the pipe early is not a failure.
+        let out = serde_json::to_string_pretty(&value)? + "\n";
+        return match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
+            _ => Ok(ExitCode::SUCCESS),
+        };
     }
     let when = |t: Option<DateTime<Utc>>| match t {
         Some(t) => {

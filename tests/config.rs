@@ -59,6 +59,7 @@ organisation = "La 27e Région"
         (cfg.smtp.port, cfg.smtp.tls, cfg.smtp.timeout_secs)
     );
     assert_eq!((&min.log.level, min.log.format), (&cfg.log.level, cfg.log.format));
+    assert_eq!((min.metrics.listen.as_str(), cfg.metrics.address()), ("", None), "metrics are off by default");
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
@@ -106,6 +107,7 @@ fn example_config_lists_every_key() {
         ("Limits", "[limits]"),
         ("DigestConfig", "[digest]"),
         ("Log", "[log]"),
+        ("MetricsConfig", "[metrics]"),
         ("Posting", "[[postings]]"),
     ];
     for (name, header) in sections {
