@@ -1,6 +1,6 @@
 //! Values the running daemon knows that the store does not keep, set by the part that learns them
-//! and read by the metrics endpoint ([`crate::metrics`]) at each scrape: when the daemon started,
-//! how its reloads went, and (for OAuth2) when the auth tokens expire.
+//! and read by the metrics endpoint (the `metrics` module, further down the map) at each scrape:
+//! when the daemon started, how its reloads went, and (for OAuth2) when the auth tokens expire.
 //!
 //! The table is process-wide and sits at the bottom of the map, so any part can set a value
 //! without knowing whether metrics are on (when they are off, nobody reads it; a value costs a few
