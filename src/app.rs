@@ -273,13 +273,15 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
 /// `mailroom run`: the daemon.
 pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
-    crate::service::init_logging(&cfg);
+    let log = crate::service::init_logging(&cfg);
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
         record_start(pipeline.store(), "run");
         let auth = open_auth(&cfg, pipeline.store())?;
         let courier = SmtpCourier::with_auth(&cfg, auth.clone())?;
         let digest = Digest::new(&cfg).map_err(usage)?;
+        let metrics = crate::metrics::Endpoint::bind(&cfg).await?;
+        let hangups = crate::reload::hangups().context("cannot catch SIGHUP")?;
         let timer = Timer::start().await?;
         let shutdown = shutdown_signal();
         tracing::info!(poll_interval_s = cfg.imap.poll_interval_secs, "watching the mailbox");
@@ -294,12 +296,21 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
                 }
             })
             .collect();
-        let monitor = SystemdMonitor::new();
+        let monitor = crate::reload::NotedMonitor::new(SystemdMonitor::new());
         let stop = shutdown.stop.clone();
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
+        let (digest_tx, digest_rx) = watch::channel(Arc::new(digest));
+        let reloader = crate::reload::Reloader::new(path, cfg.clone(), &pipeline, digest_tx, log, &monitor);
         let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
-        let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop.clone());
-        let tokens = auth.maintain(stop);
+        let digests = crate::reload::digest_job(
+            digest_rx,
+            pipeline.store(),
+            pipeline.outbox_ready(),
+            &timer,
+            &SystemClock,
+            stop.clone(),
+        );
+        let tokens = auth.maintain(stop.clone());
         let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone());
         let purges = purger.run_scheduled(
             pipeline.store().first_start(),
@@ -314,8 +325,10 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
             },
             shutdown.stop.clone(),
         );
+        let reloads = reloader.run(hangups, stop.clone());
+        let scrapes = crate::metrics::serve(metrics, pipeline.store().clone(), stop);
         tokio::select! {
-            _ = async { tokio::join!(watch, digests, tokens, purges) } => {}
+            _ = async { tokio::join!(watch, digests, tokens, purges, reloads, scrapes) } => {}
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         }
         tracing::info!("stopped");
@@ -398,8 +411,13 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         value["problems"] = serde_json::to_value(&problems)?;
         value["auth"] = auth_json(&auth);
         value["privacy"] = privacy::status_value(&cfg, &store)?;
-        println!("{}", serde_json::to_string_pretty(&value)?);
-        return Ok(ExitCode::SUCCESS);
+        value["metrics"] = crate::metrics::to_json(&crate::metrics::from_store(&store)?);
+        // `mailroom status --json | head` closing the pipe early is not a failure.
+        let out = serde_json::to_string_pretty(&value)? + "\n";
+        return match std::io::Write::write_all(&mut std::io::stdout().lock(), out.as_bytes()) {
+            Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e).context("cannot write to standard output"),
+            _ => Ok(ExitCode::SUCCESS),
+        };
     }
     let when = |t: Option<DateTime<Utc>>| match t {
         Some(t) => {

@@ -86,6 +86,14 @@ enum Command {
     /// Safe to run again at any time: what was committed is never filed or answered twice.
     Once,
     /// Keep watching the mailbox (every imap.poll_interval_secs) until SIGTERM or Ctrl-C.
+    ///
+    /// SIGHUP (systemctl reload mailroom) reads the configuration and the templates again and puts
+    /// them in force between batches, without dropping the IMAP connection. A file or template
+    /// with an error is refused (the log and the status line name the key or the file) and the
+    /// running configuration stays; settings read only at start ([imap], [smtp], [storage],
+    /// identity.from, identity.organisation, [metrics], log.format) keep their values until a
+    /// restart, and the reload names them. With [metrics] listen set, GET /metrics serves
+    /// Prometheus metrics.
     Run,
     /// Load and validate the configuration, then print it with secrets redacted.
     ///

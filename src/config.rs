@@ -146,6 +146,8 @@ pub struct Config {
     #[serde(default)]
     pub privacy: PrivacyConfig,
     #[serde(default)]
+    pub metrics: MetricsConfig,
+    #[serde(default)]
     pub postings: Vec<Posting>,
 }
 
@@ -656,6 +658,21 @@ pub enum LogFormat {
     Json,
 }
 
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address and port of the Prometheus endpoint (`GET /metrics`), e.g. `127.0.0.1:9464`.
+    /// Empty: no endpoint.
+    pub listen: String,
+}
+
+impl MetricsConfig {
+    /// The validated address, or `None` when metrics are off.
+    pub fn address(&self) -> Option<std::net::SocketAddr> {
+        self.listen.trim().parse().ok()
+    }
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Posting {
@@ -1111,6 +1128,14 @@ impl Config {
         }
         if self.postings.iter().filter(|p| p.default).count() > 1 {
             return Err(invalid("postings", "at most one posting may have default = true"));
+        }
+        if !self.metrics.listen.trim().is_empty()
+            && let Err(e) = self.metrics.listen.trim().parse::<std::net::SocketAddr>()
+        {
+            return Err(invalid(
+                "metrics.listen",
+                format!("{:?} is not an IP address and port such as 127.0.0.1:9464 ({e})", self.metrics.listen),
+            ));
         }
         self.validate_privacy()
     }

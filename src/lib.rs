@@ -21,6 +21,7 @@
 //! | module | role | may touch |
 //! |---|---|---|
 //! | **vocabulary and plumbing** | | |
+//! | [`gauges`] | values only the running daemon knows (start, reloads, OAuth2 token expiry), for [`metrics`]; anyone may set one | — |
 //! | [`error`] | the transient/permanent split every boundary error reports; backoff | — |
 //! | [`lang`] | the languages we write in: `Lang`, a posting's `PostingLang`, detection | — |
 //! | [`mail`] | an outgoing mail as data: `OutgoingMail`, `MailKind`, `ReplyKind` | — |
@@ -47,6 +48,8 @@
 //! | [`recovery`] | after a crash: acknowledgements caught mid-send, looked for in the Sent folder | the store, the mailbox (reading) |
 //! | [`pipeline`] | the stage order, in batches: one function per stage | through the above |
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
+//! | [`metrics`] | the opt-in Prometheus endpoint: the store's totals and the gauges, at each scrape | its one listening socket, the store (read) |
+//! | [`reload`] | SIGHUP: the configuration and templates read again, swapped between batches, or refused with the key named | the config file, the templates |
 //! | [`daemon`] | the `once` and `run` loops: reconnection, watchdog, status line | through the pipeline |
 //! | [`connect`] | `check-config --connect` and `auth login`: real logins, said so an admin can act | network, the token directory |
 //! | [`inspect`] | what the daemon would do with one message, from the daemon's own functions | — |
@@ -72,17 +75,20 @@ pub mod daemon;
 pub mod digest;
 pub mod error;
 pub mod filing;
+pub mod gauges;
 pub(crate) mod inspect;
 pub mod lang;
 pub mod mail;
 pub mod mailbox;
 pub(crate) mod manpages;
+pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
 pub mod privacy;
 pub mod provider;
 pub mod reason;
 pub mod recovery;
+pub mod reload;
 pub(crate) mod render;
 pub mod reply;
 pub mod schedule;

@@ -35,7 +35,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
@@ -132,10 +132,16 @@ type Understanding = (u32, Understood, Option<Vec<u8>>);
 /// What a batch's commit reports: counts, and the UIDs committed (to flag on the server).
 type BatchResult = Result<(Report, Vec<u32>), PipelineError>;
 
+/// How messages are understood and answered: what a reload of the configuration replaces.
+pub struct Rulebook {
+    pub rules: Rules,
+    pub replier: Replier,
+}
+
 /// The stages that run on the blocking worker, and what they share.
 struct Stages<L> {
-    rules: Rules,
-    replier: Replier,
+    /// Taken once per batch, so a reload swaps it between batches, never within one.
+    rulebook: RwLock<Arc<Rulebook>>,
     store: L,
     /// One batch at a time: the filer's batch state (files to make durable) is per batch.
     filer: Mutex<Filer>,
@@ -158,8 +164,7 @@ impl<L: Ledger> Pipeline<L> {
     pub fn new(cfg: &Config, replier: Replier, store: L) -> Pipeline<L> {
         Pipeline {
             stages: Arc::new(Stages {
-                rules: Rules::from_config(cfg),
-                replier,
+                rulebook: RwLock::new(Arc::new(Rulebook { rules: Rules::from_config(cfg), replier })),
                 store,
                 filer: Mutex::new(Filer::new(&cfg.storage.data_dir)),
             }),
@@ -177,6 +182,16 @@ impl<L: Ledger> Pipeline<L> {
 
     pub fn store(&self) -> &L {
         &self.stages.store
+    }
+
+    /// The rules and templates in force.
+    pub fn rulebook(&self) -> Arc<Rulebook> {
+        Arc::clone(&self.stages.rulebook.read().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Puts a new rulebook in force from the next batch on (the batch in hand keeps the old one).
+    pub fn replace_rulebook(&self, rulebook: Rulebook) {
+        *self.stages.rulebook.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(rulebook);
     }
 
     /// Notified after each commit that queued mail; the outbox sender waits on it.
@@ -244,6 +259,10 @@ impl<L: Ledger> Pipeline<L> {
             return Ok(report);
         }
         let total = envelopes.len();
+        // The size limit of the rulebook in force when the pass starts.
+        // The size limit of the rulebook in force when the pass starts; batch sizes as they adapt.
+        let limits =
+            BatchLimits { max_message_bytes: self.rulebook().rules.limits.max_message_bytes, ..self.current_limits() };
         tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
         // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
         // downloaded: the network and the disk work at the same time. Commits stay in UID order,
@@ -251,12 +270,12 @@ impl<L: Ledger> Pipeline<L> {
         let mut done = 0;
         let mut in_flight: Option<(tokio::task::JoinHandle<BatchResult>, usize)> = None;
         let mut outcome = Ok(());
-        for batch in plan_batches(&envelopes, self.current_limits()) {
+        for batch in plan_batches(&envelopes, limits) {
             if *stop.borrow() {
                 tracing::info!(done, total, "stopping between batches");
                 break;
             }
-            let items = match unless_stopped(stop, fetch(mailbox, batch, self.limits.max_message_bytes)).await {
+            let items = match unless_stopped(stop, fetch(mailbox, batch, limits.max_message_bytes)).await {
                 None => {
                     tracing::info!(done, total, "stopping: the download in progress is dropped");
                     break;
@@ -357,13 +376,14 @@ fn process_batch<L: Ledger>(
     // Held to the commit: a purge plans between batches, never around a filed, uncommitted one.
     let _filing = stages.store.filing_guard()?;
     let mut filer = stages.filer.lock().unwrap_or_else(|p| p.into_inner());
+    let book = Arc::clone(&stages.rulebook.read().unwrap_or_else(|p| p.into_inner()));
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
     let failing = stages.store.failing(&mailbox)?;
     let mut batch = BatchState::new(stages.store.first_start());
     let mut records = Vec::new();
     let mut stopped: Option<(u32, PipelineError)> = None;
-    for (uid, understood, raw) in InOrder::new(items, &stages.rules, &mailbox) {
+    for (uid, understood, raw) in InOrder::new(items, &book.rules, &mailbox) {
         batch.report.fetched += 1;
         let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
         let _enter = span.enter();
@@ -379,7 +399,7 @@ fn process_batch<L: Ledger>(
                         Some((tries, error)) if *tries as usize >= SET_ASIDE_AFTER => {
                             set_aside_after_tries(&mut filer, &mut batch, uid, &app, raw.as_deref(), *tries, error)
                         }
-                        _ => file_and_acknowledge(stages, &mut filer, &mut batch, uid, &app, raw),
+                        _ => file_and_acknowledge(stages, &book.replier, &mut filer, &mut batch, uid, &app, raw),
                     },
                 },
             },
@@ -479,6 +499,7 @@ fn set_aside_after_tries(
 /// way at its path) sets the message aside instead, so it does not hold up the ones after it.
 fn file_and_acknowledge<L: Ledger>(
     stages: &Stages<L>,
+    replier: &Replier,
     filer: &mut Filer,
     batch: &mut BatchState,
     uid: u32,
@@ -502,7 +523,7 @@ fn file_and_acknowledge<L: Ledger>(
         }
         Err(e) => return Err(e),
     };
-    let decision = acknowledge(&stages.replier, &stages.store, batch, app, &filed)?;
+    let decision = acknowledge(replier, &stages.store, batch, app, &filed)?;
     Ok(record(batch, uid, app, filed, decision))
 }
 

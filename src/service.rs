@@ -10,6 +10,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use sd_notify::NotifyState;
+use tracing_subscriber::EnvFilter;
 
 use crate::config::{Config, LogFormat};
 
@@ -28,6 +29,8 @@ pub trait Monitor: Send + Sync {
     fn stopping(&self) {}
     /// `done` of `total` messages of the current backlog are committed.
     fn progress(&self, _done: usize, _total: usize) {}
+    /// A reload of the configuration begins; [`Monitor::ready`] says it is over.
+    fn reloading(&self) {}
 }
 
 /// Reports nothing.
@@ -72,6 +75,13 @@ impl Monitor for SystemdMonitor {
     }
     fn progress(&self, done: usize, total: usize) {
         self.status(&format!("processing the backlog: {done}/{total} messages"));
+    }
+    fn reloading(&self) {
+        // systemd (notify-reload, 253 and later) matches the reload to the request by this time.
+        match NotifyState::monotonic_usec_now() {
+            Ok(now) => drop(sd_notify::notify(&[NotifyState::Reloading, now])),
+            Err(_) => drop(sd_notify::notify(&[NotifyState::Reloading])),
+        }
     }
 }
 
@@ -134,25 +144,53 @@ pub async fn stopped(stop: &mut tokio::sync::watch::Receiver<bool>) {
     }
 }
 
+/// Changes the log filter of the running process (a reload's `log.level`).
+#[derive(Clone)]
+pub struct LogControl(tracing_subscriber::reload::Handle<EnvFilter, tracing_subscriber::Registry>);
+
+impl std::fmt::Debug for LogControl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("LogControl")
+    }
+}
+
+impl LogControl {
+    /// Whether `level` is a filter [`LogControl::set_level`] would take.
+    pub fn check_level(level: &str) -> Result<(), String> {
+        EnvFilter::try_new(level).map(drop).map_err(|e| format!("{level:?} is not a log filter ({e})"))
+    }
+
+    /// Puts `level` in force, unless `RUST_LOG` is set (it wins, as at start). Err: not a filter.
+    pub fn set_level(&self, level: &str) -> Result<(), String> {
+        if std::env::var_os("RUST_LOG").is_some() {
+            return Ok(());
+        }
+        let filter = EnvFilter::try_new(level).map_err(|e| format!("{level:?} is not a log filter ({e})"))?;
+        self.0.reload(filter).map_err(|e| e.to_string())
+    }
+}
+
 /// Logs to journald when systemd connected our stderr to it (`JOURNAL_STREAM`), otherwise text
-/// (colours only on a terminal) or JSON lines on stderr.
-pub fn init_logging(cfg: &Config) {
-    use tracing_subscriber::EnvFilter;
+/// (colours only on a terminal) or JSON lines on stderr. The filter can be changed later through
+/// the [`LogControl`] returned (`None` when a logger was already installed).
+pub fn init_logging(cfg: &Config) -> Option<LogControl> {
     use tracing_subscriber::prelude::*;
-    let filter = || EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
-    if cfg.log.format == LogFormat::Auto
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new(&cfg.log.level));
+    let (filter, handle) = tracing_subscriber::reload::Layer::new(filter);
+    let registry = tracing_subscriber::registry().with(filter);
+    let installed = if cfg.log.format == LogFormat::Auto
         && std::env::var_os("JOURNAL_STREAM").is_some()
         && let Ok(journald) = tracing_journald::layer()
     {
-        let _ = tracing_subscriber::registry()
-            .with(filter())
-            .with(journald.with_syslog_identifier("mailroom".into()))
-            .try_init();
-        return;
-    }
-    let builder = tracing_subscriber::fmt().with_env_filter(filter()).with_writer(std::io::stderr);
-    let _ = match cfg.log.format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Text | LogFormat::Auto => builder.with_ansi(std::io::stderr().is_terminal()).try_init(),
+        registry.with(journald.with_syslog_identifier("mailroom".into())).try_init()
+    } else {
+        let fmt = tracing_subscriber::fmt::layer().with_writer(std::io::stderr);
+        match cfg.log.format {
+            LogFormat::Json => registry.with(fmt.json()).try_init(),
+            LogFormat::Text | LogFormat::Auto => {
+                registry.with(fmt.with_ansi(std::io::stderr().is_terminal())).try_init()
+            }
+        }
     };
+    installed.ok().map(|()| LogControl(handle))
 }

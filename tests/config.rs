@@ -68,6 +68,7 @@ organisation = "La 27e Région"
         (p.history_days, p.audit_days, &p.purge_mailbox, p.announce_days, &p.controller, &p.contact, &p.purpose),
         (d.history_days, d.audit_days, &d.purge_mailbox, d.announce_days, &d.controller, &d.contact, &d.purpose)
     );
+    assert_eq!((min.metrics.listen.as_str(), cfg.metrics.address()), ("", None), "metrics are off by default");
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
@@ -117,6 +118,7 @@ fn example_config_lists_every_key() {
         ("DigestConfig", "[digest]"),
         ("Log", "[log]"),
         ("PrivacyConfig", "[privacy]"),
+        ("MetricsConfig", "[metrics]"),
         ("Posting", "[[postings]]"),
     ];
     for (name, header) in sections {

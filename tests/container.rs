@@ -2,7 +2,8 @@
 //! mail stack on the host's loopback. One container and one test, in the order an admin lives
 //! it: install; configure as the README says; enable and start (active only through READY=1); an
 //! application filed and acknowledged; the STATUS line; the journal, with no candidate in it; the
-//! watchdog restarting a frozen daemon and the mail sent meanwhile filed after the restart; a
+//! metrics endpoint (turned on as the README says; a reload says it needs a restart); `systemctl
+//! reload` with a changed template changing the next acknowledgement; the watchdog restarting a frozen daemon and the mail sent meanwhile filed after the restart; a
 //! clean stop; a broken config (exit 2, no restart loop); the exposure score; an upgrade that
 //! keeps the edited config and the state; a purge.
 //!
@@ -31,6 +32,10 @@ const README_SMTP_PASSWORD: &str = "( umask 077; printf '%s\\n' 'the SMTP passwo
 const README_CA: &str = "install -m 0640 -g mailroom ca.pem /etc/mailroom/ca.pem";
 const README_CHECK: &str = "mailroom check-config";
 const README_ENABLE: &str = "systemctl enable --now mailroom";
+/// The README's metrics: the line of the shipped config to change, and the scrape.
+const README_METRICS_OFF: &str = "listen = \"\"";
+const README_METRICS_ON: &str = "listen = \"127.0.0.1:9464\"";
+const README_SCRAPE: &str = "curl -s http://127.0.0.1:9464/metrics";
 
 /// Deadline for mail to travel (Postfix → Dovecot → mailroom → Postfix → Dovecot).
 const MAIL_DEADLINE: Duration = Duration::from_secs(90);
@@ -282,7 +287,15 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     let Some(stack) = Stack::get() else { return };
     let Some(inputs) = inputs() else { return };
     let readme = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("README.md")).unwrap();
-    for line in [README_IMAP_PASSWORD, README_SMTP_PASSWORD, README_CA, README_CHECK, README_ENABLE] {
+    for line in [
+        README_IMAP_PASSWORD,
+        README_SMTP_PASSWORD,
+        README_CA,
+        README_CHECK,
+        README_ENABLE,
+        README_METRICS_ON,
+        README_SCRAPE,
+    ] {
         assert!(readme.contains(line), "the README's Install section no longer says: {line}");
     }
     let mut steps = Steps::new();
@@ -372,14 +385,14 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     });
     let filed = c.sh("cd /var/lib/mailroom/applications && find . -type f | sort");
     assert!(filed.contains("/Martin-Alice--") && filed.contains("CV - Alice Martin.pdf"), "{filed}");
-    // The group may read what the service files (README: add the recruiters to it).
+    // Only the service may read what it files: folders 0700, files 0600 (the privacy promise).
     let person = c.sh("cd /var/lib/mailroom/applications && ls -d stage-gestion-projet/Martin-Alice--*");
     let modes = c.sh(&format!(
         "cd /var/lib/mailroom/applications && stat -c '%U:%G %a' {} '{}/CV - Alice Martin.pdf'",
         person.trim(),
         person.trim()
     ));
-    assert_eq!(modes, "mailroom:mailroom 750\nmailroom:mailroom 640\n");
+    assert_eq!(modes, "mailroom:mailroom 700\nmailroom:mailroom 600\n");
     steps.done("application filed and acknowledged");
 
     // systemctl status shows the STATUS line; the journal shows the work and no candidate.
@@ -393,8 +406,71 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     }
     steps.done("status line and journal");
 
-    // (Checks of a running, configured service go here: e.g. `systemctl reload` with a changed
-    // template, or the metrics endpoint through `c.sh("curl -s http://127.0.0.1:9464/metrics")`.)
+    // Metrics, as the README turns them on: a reload says the address needs a restart (and keeps
+    // running); after the restart the endpoint answers inside the container, only on /metrics.
+    let pid = c.prop("MainPID");
+    let config = c.sh("cat /etc/mailroom/mailroom.toml");
+    c.sh_in(
+        "cat > /etc/mailroom/mailroom.toml",
+        edit_example(&config, &[(README_METRICS_OFF, README_METRICS_ON.into())]).as_bytes(),
+    );
+    c.sh("systemctl reload mailroom");
+    let status = wait_for("the reload to say metrics.listen needs a restart", MAIL_DEADLINE, || {
+        let s = c.prop("StatusText");
+        s.contains("a restart is needed to apply metrics.listen").then_some(s)
+    });
+    assert_eq!(c.prop("MainPID"), pid, "a reload keeps the process: {status}");
+    assert_eq!(c.prop("ActiveState"), "active");
+    assert!(c.run("curl -sf http://127.0.0.1:9464/metrics", b"").stdout.is_empty(), "not listening before a restart");
+    c.sh("systemctl restart mailroom");
+    let metrics = c.sh(README_SCRAPE);
+    let series = |name: &str| {
+        metrics.lines().find(|l| l.starts_with(name)).and_then(|l| l.rsplit_once(' ')).map(|(_, v)| v.to_owned())
+    };
+    let mailbox = format!("{{mailbox=\"contact@example.test@localhost/{folder}\"}}");
+    assert_eq!(
+        series(&format!("mailroom_build_info{{version=\"{}\"}}", env!("CARGO_PKG_VERSION"))).as_deref(),
+        Some("1")
+    );
+    assert_eq!(series(&format!("mailroom_messages_filed_total{mailbox}")).as_deref(), Some("1"), "{metrics}");
+    assert_eq!(series("mailroom_outbox_depth ").as_deref(), Some("0"), "{metrics}");
+    let not_found = c.sh("curl -s -o /dev/null -w '%{http_code}' http://127.0.0.1:9464/");
+    assert_eq!(not_found, "404");
+    steps.done("metrics: reload says restart, endpoint answers after it");
+
+    // `systemctl reload` with a changed template: the next acknowledgement uses it, from the same
+    // process.
+    c.sh("mkdir -p /etc/mailroom/templates/fr && sed 's/{% block subject %}/{% block subject %}[v2] /' \
+          /usr/share/mailroom/templates/fr/complete.j2 > /etc/mailroom/templates/fr/complete.j2");
+    let config = c.sh("cat /etc/mailroom/mailroom.toml");
+    c.sh_in(
+        "cat > /etc/mailroom/mailroom.toml",
+        edit_example(
+            &config,
+            &[("# templates_dir = \"/etc/mailroom/templates\"", "templates_dir = \"/etc/mailroom/templates\"".into())],
+        )
+        .as_bytes(),
+    );
+    let pid = c.prop("MainPID");
+    c.sh("systemctl reload mailroom");
+    wait_for("the reload to be in force", MAIL_DEADLINE, || {
+        c.prop("StatusText").contains("configuration reloaded").then_some(())
+    });
+    assert_eq!(c.prop("MainPID"), pid);
+    let journal = c.sh("journalctl -u mailroom --no-pager -o cat");
+    assert!(journal.contains("reloading the configuration and the templates"), "{journal}");
+    let carol_id = unique_id("app-reload");
+    stack.submit(
+        "carol@example.test",
+        &[&to],
+        &application("Carol Petit <carol@example.test>", &to, &carol_id, "Carol"),
+    );
+    wait_for_ack(&stack, "carol@example.test", &carol_id);
+    let ack = stack.messages_with("carol@example.test", "INBOX", "In-Reply-To", &carol_id).remove(0);
+    let subject = mailroom::understand::parse::parse(ack.as_bytes()).unwrap().subject.unwrap_or_default();
+    assert!(subject.starts_with("[v2] "), "the reloaded template: {subject:?}");
+    assert_eq!(c.prop("MainPID"), pid, "no restart");
+    steps.done("reload with a changed template");
 
     // The watchdog: a frozen daemon is killed and restarted, and mail sent meanwhile is filed.
     c.sh("mkdir -p /etc/systemd/system/mailroom.service.d && printf '[Service]\\nWatchdogSec=5s\\n' > /etc/systemd/system/mailroom.service.d/test-watchdog.conf && systemctl daemon-reload && systemctl restart mailroom");
@@ -409,8 +485,8 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     let journal = c.sh("journalctl -u mailroom --no-pager -o cat");
     assert!(journal.contains("Watchdog timeout"), "{journal}");
     wait_for_ack(&stack, "bob@example.test", &bob_id);
-    wait_for("STATUS= to count both applications", MAIL_DEADLINE, || {
-        c.prop("StatusText").contains("2 filed").then_some(())
+    wait_for("STATUS= to count the three applications", MAIL_DEADLINE, || {
+        c.prop("StatusText").contains("3 filed").then_some(())
     });
     steps.done("watchdog restart, mail filed after it");
 
@@ -475,7 +551,7 @@ fn the_package_installs_runs_upgrades_and_purges_under_systemd() {
     assert_eq!(state_of(), before, "the config, the filed applications and the state survive the upgrade");
     assert_eq!(
         c.sh("ls /etc/mailroom").split_whitespace().collect::<Vec<_>>(),
-        ["ca.pem", "imap-password", "mailroom.toml", "smtp-password"]
+        ["ca.pem", "imap-password", "mailroom.toml", "smtp-password", "templates"]
     );
     assert_eq!(c.prop("ActiveState"), "active");
     assert_ne!(c.prop("MainPID"), pid, "the running service is restarted after an upgrade");

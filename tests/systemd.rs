@@ -34,6 +34,12 @@ fn unit_matches_the_daemon() {
     let has = |line: &str| text.lines().any(|l| l.trim() == line);
     assert!(has("Type=notify"), "the daemon sends READY=1");
     assert!(text.contains("ExecStart=/usr/bin/mailroom run"));
+    // `systemctl reload`: SIGHUP re-reads the configuration (src/reload.rs). /bin/kill is procps's,
+    // which the package depends on.
+    assert!(has("ExecReload=/bin/kill -HUP $MAINPID"));
+    let cargo = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.toml")).unwrap();
+    let depends = cargo.lines().find(|l| l.starts_with("depends = ")).unwrap();
+    assert!(depends.contains("procps"), "{depends}");
     assert!(has("StateDirectory=mailroom"));
     // RestartPreventExitStatus= looks at the main process only: a check-config in ExecStartPre=
     // that exits 2 would be restarted forever (seen under systemd 252).

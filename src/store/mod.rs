@@ -12,6 +12,7 @@
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
 //! | [`AuthStore`] | the credentials ([`crate::auth`], as its journal) | whether authentication works, since when, why not |
 //! | [`PrivacyStore`] | the purge and the rights commands | people, holds, consent; purges recorded before they act; tombstones; the audit trail |
+//! | [`MetricsStore`] | the metrics endpoint, `status --json` | totals since the start, by mailbox, reason and kind |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -32,6 +33,7 @@
 //! | `recovery.rs` | after a crash: uncertain acknowledgements looked for in Sent ([`SentCheck`]) |
 //! | `auth.rs` | `auth_state`: whether authentication works, per part ([`AuthStore`]) |
 //! | `privacy.rs` | `people`, `purges`, `purge_steps`, `purging`, `tombstones`, `audit`; the keyed hash; the filing and purge locks |
+//! | `metrics.rs` | none of its own: the counts the metrics read from the others |
 //!
 //! `secure_delete` is on: a deleted row's bytes are overwritten, not left in free pages.
 
@@ -40,6 +42,7 @@ mod auth;
 mod digest;
 mod health;
 mod ledger;
+mod metrics;
 mod outbox;
 mod privacy;
 mod recognition;
@@ -58,6 +61,7 @@ pub use digest::{ApplicationRow, DigestRows, DigestStore, FailedReply, Quarantin
 pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,
 };
+pub use metrics::{MailboxCounts, MetricCounts, MetricsStore};
 pub use outbox::{OutboxEntry, OutboxState, OutboxStore};
 pub use recognition::Recognition;
 
