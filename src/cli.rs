@@ -91,7 +91,7 @@ enum Command {
     },
     /// Print an acknowledgement rendered with sample data, to proofread a template.
     ///
-    /// TEMPLATE is one of: complete, missing_cv, missing_letter, no_documents, closed, repeat.
+    /// TEMPLATE is one of: complete, missing_cv, missing_letter, no_documents, closed, repeat, unsure.
     /// Uses the templates of the configuration (replies.templates_dir) when it can be read,
     /// else the built-in ones.
     Render {
@@ -309,6 +309,8 @@ struct Inspection {
     posting: Option<crate::understand::PostingRef>,
     documents: Vec<InspectedDocument>,
     missing: Vec<crate::understand::DocKind>,
+    /// Kinds not found that an `unknown` document may be.
+    unsure: Vec<crate::understand::DocKind>,
     reply: String,
 }
 
@@ -324,6 +326,8 @@ struct InspectedDocument {
     size: u64,
     sha256: String,
     confidence: f32,
+    /// Which reader decided the kind: name, part, container, text, OCR, body, or nothing.
+    decided_by: crate::understand::Reader,
     reason: String,
     also_cover_letter: bool,
 }
@@ -360,11 +364,16 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
             posting: None,
             documents: Vec::new(),
             missing: Vec::new(),
+            unsure: Vec::new(),
             reply: "none: quarantined".into(),
         },
         Understood::Application(app) => {
             let reply = match &app.automated {
                 Some(why) => format!("none: {why}"),
+                None if !app.unsure.is_empty() => format!(
+                    "acknowledgement: unsure (the team will check; not found: {})",
+                    app.unsure.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ")
+                ),
                 None if app.missing.is_empty() => "acknowledgement: complete".into(),
                 None => format!(
                     "acknowledgement: missing {}",
@@ -385,6 +394,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                     size: d.size,
                     sha256: d.sha256,
                     confidence: d.confidence,
+                    decided_by: d.decided_by,
                     reason: d.reason,
                     also_cover_letter: d.also_cover_letter,
                 })
@@ -397,6 +407,7 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 candidate: Some(app.candidate),
                 posting: Some(app.posting),
                 missing: app.missing,
+                unsure: app.unsure,
                 documents,
                 reply,
             }
@@ -421,11 +432,15 @@ fn inspect(config: &Path, file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 d.original_name.as_deref().map(|n| format!("{n:?}")).unwrap_or_else(|| "the message body".into());
             let filed = d.filename.as_deref().unwrap_or("(not filed)");
             writeln!(out, "document:  {:<12} {filed} ← {from} ({} bytes)", d.kind.as_str(), d.size)?;
-            writeln!(out, "           {:.0}%: {}", d.confidence * 100.0, d.reason)?;
+            writeln!(out, "           by {}, {:.0}%: {}", d.decided_by.as_str(), d.confidence * 100.0, d.reason)?;
         }
         if !report.missing.is_empty() {
             let missing = report.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
             writeln!(out, "missing:   {missing}")?;
+        }
+        if !report.unsure.is_empty() {
+            let unsure = report.unsure.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            writeln!(out, "unsure:    {unsure} (not found, but a document could not be told apart)")?;
         }
         writeln!(out, "reply:     {}", report.reply)?;
     }

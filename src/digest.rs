@@ -202,6 +202,7 @@ impl DigestStore for SqliteLedger {
                 let kind = match kind.as_str() {
                     "cv" => DocKind::Cv,
                     "cover_letter" => DocKind::CoverLetter,
+                    "unknown" => DocKind::Unknown,
                     _ => DocKind::Other,
                 };
                 docs_of.entry(id).or_default().push((kind, name));
@@ -567,6 +568,11 @@ impl Digest {
             failed_replies => rows.failed_replies,
             held_by_cap => rows.held_by_cap,
             stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
+            // Applications with documents mailroom could not tell apart: the team checks them.
+            unsure => rows.applications.iter().filter_map(|a| {
+                let names: Vec<&str> = a.documents.iter().filter(|(k, _)| *k == DocKind::Unknown).map(|(_, n)| n.as_deref().unwrap_or("(no name)")).collect();
+                (!names.is_empty()).then(|| context! { name => a.name, email => a.candidate, posting => title(&a.posting), folder => a.folder, documents => names })
+            }).collect::<Vec<_>>(),
             stale_after_days => self.stale_after_days,
             data_dir => self.data_dir,
         };

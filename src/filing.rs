@@ -466,7 +466,10 @@ fn base_name(app: &Application, doc: &Document) -> Option<String> {
         DocKind::Ignored => return None,
         DocKind::Cv => format!("CV - {who}.{}", doc.extension),
         DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(&app.posting.language), doc.extension),
-        DocKind::Other => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
+        // What we could not tell apart keeps the sender's name too: the team decides.
+        DocKind::Other | DocKind::Unknown => {
+            doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension))
+        }
     };
     Some(safe_component(&base, MAX_NAME_BYTES))
 }
@@ -561,6 +564,7 @@ mod tests {
             kind,
             confidence: 0.9,
             reason: "test".into(),
+            decided_by: crate::understand::Reader::Name,
             original_name: original_name.map(str::to_owned),
             content_type: "application/pdf".into(),
             extension: extension.into(),
@@ -593,6 +597,7 @@ mod tests {
             },
             documents,
             missing: vec![],
+            unsure: vec![],
             automated: None,
             references: vec![],
         }

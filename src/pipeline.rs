@@ -672,7 +672,9 @@ fn process_batch<L: Ledger>(
                             None
                         }
                     };
-                    let state = if app.missing.is_empty() {
+                    let state = if !app.unsure.is_empty() {
+                        format!("unsure {}", app.unsure.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))
+                    } else if app.missing.is_empty() {
                         "complete".to_owned()
                     } else {
                         format!("missing {}", app.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", "))

@@ -37,16 +37,21 @@ pub enum ReplyKind {
     Closed,
     /// A later message from someone already on file: "we have updated your file".
     Repeat,
+    /// Documents mailroom could not tell apart, and the CV or the letter not found among the
+    /// others: "we received N documents; the team will check them". Neither "complete" nor a
+    /// request for what may already be there.
+    Unsure,
 }
 
 impl ReplyKind {
-    pub const ALL: [ReplyKind; 6] = [
+    pub const ALL: [ReplyKind; 7] = [
         ReplyKind::Complete,
         ReplyKind::MissingCv,
         ReplyKind::MissingLetter,
         ReplyKind::NoDocuments,
         ReplyKind::Closed,
         ReplyKind::Repeat,
+        ReplyKind::Unsure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -57,6 +62,7 @@ impl ReplyKind {
             ReplyKind::NoDocuments => "no_documents",
             ReplyKind::Closed => "closed",
             ReplyKind::Repeat => "repeat",
+            ReplyKind::Unsure => "unsure",
         }
     }
 
@@ -80,6 +86,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("fr/no_documents.j2", include_str!("../templates/fr/no_documents.j2")),
     ("fr/closed.j2", include_str!("../templates/fr/closed.j2")),
     ("fr/repeat.j2", include_str!("../templates/fr/repeat.j2")),
+    ("fr/unsure.j2", include_str!("../templates/fr/unsure.j2")),
     ("en/layout.txt.j2", include_str!("../templates/en/layout.txt.j2")),
     ("en/layout.html.j2", include_str!("../templates/en/layout.html.j2")),
     ("en/complete.j2", include_str!("../templates/en/complete.j2")),
@@ -88,6 +95,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("en/no_documents.j2", include_str!("../templates/en/no_documents.j2")),
     ("en/closed.j2", include_str!("../templates/en/closed.j2")),
     ("en/repeat.j2", include_str!("../templates/en/repeat.j2")),
+    ("en/unsure.j2", include_str!("../templates/en/unsure.j2")),
 ];
 
 #[derive(Debug, thiserror::Error)]
@@ -160,9 +168,11 @@ pub fn kind_label(kind: DocKind, language: &str) -> &'static str {
     match (language, kind) {
         ("en", DocKind::Cv) => "CV",
         ("en", DocKind::CoverLetter) => "cover letter",
+        ("en", DocKind::Unknown) => "document to check",
         ("en", _) => "other document",
         (_, DocKind::Cv) => "CV",
         (_, DocKind::CoverLetter) => "lettre de motivation",
+        (_, DocKind::Unknown) => "document à vérifier",
         (_, _) => "autre document",
     }
 }
@@ -286,6 +296,9 @@ impl Replier {
     fn kind_for(&self, app: &Application, filed: &Filed) -> ReplyKind {
         if app.posting.closed {
             ReplyKind::Closed
+        } else if !app.unsure.is_empty() {
+            // Before "repeat": "your file is now complete" would claim what nobody has checked.
+            ReplyKind::Unsure
         } else if filed.application.repeat {
             ReplyKind::Repeat
         } else {

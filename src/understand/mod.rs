@@ -17,14 +17,18 @@
 //! | `documents` | every part's kind, confidence and reason; containers opened one level |
 //! | [`classify`] | kinds from file names |
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
+//! | [`ocr`] | scans read by Tesseract, through the same isolated child |
+//! | `body` | the message body as a cover letter |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
 //! | [`forward`] | inline-forwarded applications |
 //! | `robots` | who must never be answered |
 
+mod body;
 pub mod classify;
 mod documents;
 pub mod extract;
 pub mod forward;
+pub mod ocr;
 pub mod parse;
 mod robots;
 pub mod text;
@@ -98,12 +102,48 @@ pub struct PostingRef {
     pub matched_by: String,
 }
 
+/// Which reader decided a document's kind: `mailroom inspect` shows it beside the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reader {
+    /// Its file name.
+    Name,
+    /// What the part is: its type, an inline logo, a signature, a delivery report.
+    Part,
+    /// A container: an archive or a winmail.dat, opened or not.
+    Container,
+    /// Its text (a PDF's text layer, DOCX, ODT, plain text).
+    Text,
+    /// Its text as OCR read it from the scan or photo.
+    Ocr,
+    /// The message body, read as a letter.
+    Body,
+    /// Nothing could decide: the document is `unknown`.
+    Nothing,
+}
+
+impl Reader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reader::Name => "name",
+            Reader::Part => "part",
+            Reader::Container => "container",
+            Reader::Text => "text",
+            Reader::Ocr => "OCR",
+            Reader::Body => "body",
+            Reader::Nothing => "nothing",
+        }
+    }
+}
+
 /// One document of an application, with its bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Document {
     pub kind: DocKind,
     pub confidence: f32,
     pub reason: String,
+    /// Which reader decided `kind`.
+    pub decided_by: Reader,
     /// The name the sender gave it (none for a letter taken from the body).
     pub original_name: Option<String>,
     pub content_type: String,
@@ -128,7 +168,11 @@ pub struct Application {
     pub candidate: Candidate,
     pub posting: PostingRef,
     pub documents: Vec<Document>,
+    /// The kinds that are not there: neither found nor possibly among the `unknown` documents.
     pub missing: Vec<DocKind>,
+    /// The kinds not found that an `unknown` document may be: nobody can say they are missing
+    /// until the team has looked (the acknowledgement says "we will check", not "missing").
+    pub unsure: Vec<DocKind>,
     /// Why the sender is a robot, a list or ourselves: then it never gets an answer.
     pub automated: Option<String>,
     /// Message-IDs for the reply's `References`.
@@ -235,7 +279,12 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
     let mut documents = application.containers;
-    documents.extend(documents::find_documents(application.mail, application.letter_text.as_deref(), rules));
+    documents.extend(documents::find_documents(
+        application.mail,
+        application.letter_text.as_deref(),
+        &candidate,
+        rules,
+    ));
     // A bounce, a newsletter or a robot with nothing to file is not an application: keep it out
     // of the candidate folders. (A job board relay that attaches a CV is filed, unanswered.)
     if let Some(why) = &automated
@@ -243,7 +292,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     {
         return quarantine(format!("not an application: {why}, and no document"), message_id, at);
     }
-    let missing = documents::missing_kinds(&documents);
+    let (missing, unsure) = documents::missing_kinds(&documents);
     Understood::Application(Box::new(Application {
         sha256,
         message_id,
@@ -253,6 +302,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         posting,
         documents,
         missing,
+        unsure,
         automated,
         references: mail.references.clone(),
     }))
@@ -306,6 +356,7 @@ fn application_message<'a>(mail: &'a ParsedMail, own: &[String]) -> ApplicationM
             kind: DocKind::Ignored,
             confidence: 0.9,
             reason: format!("a forwarded message from {from}, opened: the application is inside"),
+            decided_by: Reader::Container,
             original_name: part.filename.as_deref().map(parse::clean_line),
             content_type: part.content_type.clone(),
             extension: "eml".into(),
