@@ -216,6 +216,30 @@ impl Tally {
     }
 }
 
+enum Outcome {
+    Checked(Checked),
+    /// Needs OCR, and there is none (outside CI).
+    Skipped,
+    /// The expected JSON could not be read.
+    Broken(String),
+}
+
+fn run_one(eml: &Path, rules: &Rules, ocr: bool) -> Outcome {
+    let json = eml.with_extension("json");
+    let expected: Expected = match std::fs::read(&json)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(e) => e,
+        Err(e) => return Outcome::Broken(format!("{}: {e}", json.display())),
+    };
+    if expected.ocr && !ocr {
+        return Outcome::Skipped;
+    }
+    let root = tempfile::tempdir().unwrap();
+    Outcome::Checked(check(eml, expected, rules, root.path()))
+}
+
 #[test]
 fn every_fixture_matches_its_expected_outcome() {
     let rules = rules();
@@ -231,31 +255,36 @@ fn every_fixture_matches_its_expected_outcome() {
         .collect();
     emls.sort();
     assert!(!emls.is_empty(), "tests/fixtures holds no .eml: the golden test must not pass on an empty folder");
+    // Two at a time: OCR dominates, and the extractor lets only two children run at once anyway.
+    let outcomes: Vec<std::sync::Mutex<Option<Outcome>>> = emls.iter().map(|_| std::sync::Mutex::new(None)).collect();
+    let next = std::sync::atomic::AtomicUsize::new(0);
+    std::thread::scope(|scope| {
+        for _ in 0..2 {
+            scope.spawn(|| {
+                loop {
+                    let i = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                    let Some(eml) = emls.get(i) else { break };
+                    let outcome = run_one(eml, &rules, ocr.is_ok());
+                    *outcomes[i].lock().unwrap() = Some(outcome);
+                }
+            });
+        }
+    });
     let mut failures = Vec::new();
     let mut skipped = Vec::new();
     let mut tally = Tally::default();
-    for eml in &emls {
+    for (eml, outcome) in emls.iter().zip(outcomes) {
         let name = eml.file_name().unwrap().to_string_lossy().into_owned();
-        let json = eml.with_extension("json");
-        let expected: Expected = match std::fs::read(&json)
-            .map_err(|e| e.to_string())
-            .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
-        {
-            Ok(e) => e,
-            Err(e) => {
-                failures.push(format!("{}: {e}", json.display()));
-                continue;
+        match outcome.into_inner().unwrap() {
+            Some(Outcome::Checked(checked)) => {
+                tally.add(&checked.got, &checked.want);
+                if !checked.diffs.is_empty() {
+                    failures.push(format!("{name}:\n    {}", checked.diffs.join("\n    ")));
+                }
             }
-        };
-        if expected.ocr && ocr.is_err() {
-            skipped.push(name);
-            continue;
-        }
-        let root = tempfile::tempdir().unwrap();
-        let checked = check(eml, expected, &rules, root.path());
-        tally.add(&checked.got, &checked.want);
-        if !checked.diffs.is_empty() {
-            failures.push(format!("{name}:\n    {}", checked.diffs.join("\n    ")));
+            Some(Outcome::Skipped) => skipped.push(name),
+            Some(Outcome::Broken(why)) => failures.push(why),
+            None => failures.push(format!("{name}: not checked (a worker panicked)")),
         }
     }
     let report = tally.report();

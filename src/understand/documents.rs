@@ -265,7 +265,7 @@ fn open_containers<'a>(parts: &'a [Part], rules: &Rules) -> Vec<Item<'a>> {
                 Err(e) => {
                     let why = format!("Outlook's winmail.dat could not be unpacked: {e}; left for the team to check");
                     items.push(Item {
-                        verdict: Some((Verdict::new(DocKind::Unknown, 0.3, why), Reader::Container)),
+                        verdict: Some((Verdict::new(DocKind::Unknown, 0.3, why), Reader::Nothing)),
                         ..item
                     });
                 }
@@ -291,7 +291,7 @@ fn open_containers<'a>(parts: &'a [Part], rules: &Rules) -> Vec<Item<'a>> {
                         // No nesting: an archive inside an archive stays closed.
                         let verdict = is_zip_archive(&content_type, Some(&m.name), &m.bytes).then(|| {
                             let why = "an archive inside an archive is not opened; left for the team to check";
-                            (Verdict::new(DocKind::Unknown, 0.3, why), Reader::Container)
+                            (Verdict::new(DocKind::Unknown, 0.3, why), Reader::Nothing)
                         });
                         Item {
                             name: Some(m.name),
@@ -307,7 +307,7 @@ fn open_containers<'a>(parts: &'a [Part], rules: &Rules) -> Vec<Item<'a>> {
                     let why =
                         format!("a ZIP archive, not opened: {}; left for the team to check", describe_zip_error(&e));
                     items.push(Item {
-                        verdict: Some((Verdict::new(DocKind::Unknown, 0.3, why), Reader::Container)),
+                        verdict: Some((Verdict::new(DocKind::Unknown, 0.3, why), Reader::Nothing)),
                         ..item
                     });
                 }
