@@ -13,9 +13,11 @@ use super::classify::{DocKind, fold};
 use super::{Candidate, Document, Reader, sha256_hex};
 
 /// A body shorter than this is a note ("please find my CV attached"), not a letter.
-const MIN_CHARS: usize = 280;
+const MIN_CHARS: usize = 150;
+/// Prose shorter than this that asks a question is a question ("is the internship still open?").
+const QUESTION_MAX_WORDS: usize = 80;
 /// Prose: a paragraph of at least this many words.
-const PROSE_WORDS: usize = 12;
+const PROSE_WORDS: usize = 10;
 
 /// Openings, folded, matched at the start of one of the first lines.
 const OPENINGS: &[&str] = &[
@@ -103,6 +105,71 @@ const APPLYING: &[&str] = &[
     "job",
 ];
 
+/// Beginnings of the words of someone presenting themselves for work: studies, experience,
+/// skills, availability ("travaill" is travailler, travaillé, travaillant). Two of them stand for
+/// a word about applying: a letter that never says "apply" still says "my degree", "my last
+/// placement", "available from March".
+const PRESENTING: &[&str] = &[
+    "experien",
+    "placement",
+    "stagiaire",
+    "internship",
+    "degree",
+    "diplom",
+    "master",
+    "licence",
+    "bachelor",
+    "etud",
+    "studi",
+    "student",
+    "graduat",
+    "competen",
+    "skill",
+    "dispon",
+    "availab",
+    "motiv",
+    "contribu",
+    "apport",
+    "rejoi",
+    "join",
+    "dissertation",
+    "memoire",
+    "cours",
+    "parcours",
+    "formation",
+    "projet",
+    "project",
+    "travail",
+    "work",
+    "appren",
+    "appris",
+    "learn",
+    "commenc",
+    "start",
+    "carrier",
+    "career",
+    "reorient",
+    "benevol",
+    "volunt",
+    "atelier",
+    "workshop",
+    "keen",
+    "interest",
+    "curieu",
+    "curious",
+    "rigoureu",
+    "rigorous",
+    "organis",
+    "organiz",
+    "method",
+    "autonom",
+    "mobil",
+    "relocat",
+    "coordon",
+    "coordin",
+    "budget",
+];
+
 const FIRST_PERSON: &[&str] = &["je", "j", "me", "m", "moi", "mon", "ma", "mes", "i", "my", "me", "myself", "i m"];
 
 /// The body as a cover letter, when it reads like one.
@@ -116,16 +183,22 @@ pub fn letter(text: &str, candidate: &Candidate) -> Option<Document> {
     let folded_lines: Vec<String> = lines.iter().map(|l| fold(l)).collect();
     let starts_with = |line: &str, start: &str| line == start || line.starts_with(&format!("{start} "));
 
-    let opening = folded_lines
-        .iter()
-        .take(3)
-        .find_map(|l| OPENINGS.iter().find(|o| starts_with(l, o)).map(|o| (*o, l.split(' ').count())))
-        .filter(|(_, words)| *words <= 14)
-        .map(|(o, _)| o);
-    let tail_from = folded_lines.len().saturating_sub(6);
-    let closing = folded_lines[tail_from..].iter().find_map(|l| {
+    // A salutation or a valediction is known by its words, or by its form: a short line of its
+    // own that ends with a comma ("Chère équipe,", "Sincèrement,", "All the best,").
+    let by_form = |i: usize| {
+        let line = lines[i].trim_end();
+        line.ends_with([',', ':', '!']) && folded_lines[i].split(' ').count() <= 8
+    };
+    let opening = folded_lines.iter().enumerate().take(3).find_map(|(i, l)| {
+        let listed = OPENINGS.iter().find(|o| starts_with(l, o)).copied().filter(|_| l.split(' ').count() <= 14);
+        listed.map(|o| format!("{o:?}")).or_else(|| by_form(i).then(|| format!("{:?}", lines[i])))
+    });
+    let tail_from = folded_lines.len().saturating_sub(6).max(1);
+    let closing = (tail_from..folded_lines.len()).find_map(|i| {
+        let l = &folded_lines[i];
         let words = l.split(' ').count();
-        CLOSINGS.iter().find(|c| starts_with(l, c) && (words <= 6 || c.contains(' '))).copied()
+        let listed = CLOSINGS.iter().find(|c| starts_with(l, c) && (words <= 6 || c.contains(' '))).copied();
+        listed.map(|c| format!("{c:?}")).or_else(|| by_form(i).then(|| format!("{:?}", lines[i])))
     });
     let names: Vec<String> = [&candidate.given_name, &candidate.family_name, &candidate.name]
         .into_iter()
@@ -144,27 +217,35 @@ pub fn letter(text: &str, candidate: &Candidate) -> Option<Document> {
     let first_person = prose_words.iter().filter(|w| FIRST_PERSON.contains(w)).count();
     let density = first_person as f32 / prose_words.len().max(1) as f32;
     let applying = prose_words.iter().find(|w| APPLYING.contains(w)).copied();
+    let mut presenting: Vec<&str> =
+        prose_words.iter().filter_map(|w| PRESENTING.iter().find(|p| w.starts_with(**p)).copied()).collect();
+    presenting.sort_unstable();
+    presenting.dedup();
 
     // What every letter has: prose in the first person about applying, opened or closed as a
     // letter; and enough of the rest.
-    let prose = !paragraphs.is_empty() && prose_words.len() >= 40 && density >= 0.03;
     let frame = usize::from(opening.is_some()) + usize::from(closing.is_some()) + usize::from(signed);
-    if !prose || applying.is_none() || frame < 2 {
+    // A short letter needs its whole frame: opened, closed and signed.
+    let enough = prose_words.len() >= 30 || (frame == 3 && prose_words.len() >= 18);
+    let prose = !paragraphs.is_empty() && enough && density >= 0.03;
+    let asks = prose_words.len() < QUESTION_MAX_WORDS && trimmed.contains('?');
+    if !prose || asks || (applying.is_none() && presenting.len() < 2) || frame < 2 {
         return None;
     }
     let mut evidence = Vec::new();
-    if let Some(o) = opening {
-        evidence.push(format!("opening {o:?}"));
+    if let Some(o) = &opening {
+        evidence.push(format!("opening {o}"));
     }
-    if let Some(c) = closing {
-        evidence.push(format!("closing {c:?}"));
+    if let Some(c) = &closing {
+        evidence.push(format!("closing {c}"));
     }
     if signed {
         evidence.push("signed with the candidate's name".to_owned());
     }
     evidence.push(format!("{} paragraph{} of first-person prose", paragraphs.len(), plural(paragraphs.len())));
-    if let Some(a) = applying {
-        evidence.push(format!("about applying ({a:?})"));
+    match applying {
+        Some(a) => evidence.push(format!("about applying ({a:?})")),
+        None => evidence.push(format!("presenting themselves ({})", presenting.join(", "))),
     }
     let bytes = trimmed.as_bytes().to_vec();
     Some(Document {
@@ -263,6 +344,11 @@ Je serais heureuse d'en parler avec vous.";
             .map(|l| format!("> {l}\n"))
             .collect();
         assert!(!is_letter(&format!("Voici mon CV.\n\nJeanne\n\nLe 3 févr. 2026, X a écrit :\n{quoted}")));
+        // A question about the posting, framed as a letter.
+        let question = "Bonjour,\n\nEst-ce que le stage est toujours ouvert ? Je voudrais savoir s'il est possible \
+de le faire à temps partiel, et à partir de quelle date. Merci d'avance pour votre réponse.\n\nCordialement,\n\
+Jeanne Dupré\n";
+        assert!(!is_letter(question));
         // Not about applying: a thank-you after an interview.
         let thanks = "Bonjour Madame Moreau,\n\nMerci beaucoup pour notre échange de ce matin, j'ai beaucoup \
 apprécié de découvrir vos locaux et de rencontrer toute l'équipe. Je vous renvoie comme convenu les \

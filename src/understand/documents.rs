@@ -92,8 +92,9 @@ pub fn find_documents(
         });
     }
     // The text, or OCR, decides what the name could not; what nothing decides stays unknown.
+    let names: Vec<String> = [&candidate.given_name, &candidate.family_name].into_iter().flatten().cloned().collect();
     for i in undecided {
-        read_undecided(&mut docs[i], rules);
+        read_undecided(&mut docs[i], &names, rules);
     }
     let letter_attached = docs.iter().any(|d| d.kind == DocKind::CoverLetter || d.also_cover_letter);
     if !letter_attached && let Some(letter) = letter_text.and_then(|t| body::letter(t, candidate)) {
@@ -111,10 +112,10 @@ enum Reading {
 }
 
 /// Reads an undecided document and decides by its text, or leaves it `unknown` with the reason.
-fn read_undecided(d: &mut Document, rules: &Rules) {
+fn read_undecided(d: &mut Document, names: &[String], rules: &Rules) {
     let reading = read(d, rules);
     let why = match reading {
-        Reading::Text { text, reader, how } => match text::verdict(&text) {
+        Reading::Text { text, reader, how } => match text::verdict_about(&text, names) {
             Some(v) => {
                 d.kind = v.kind;
                 d.confidence = v.confidence;

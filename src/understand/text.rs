@@ -377,6 +377,24 @@ const REFERENCE_PHRASES: &[(&str, &str, f32)] = &[
     ("whom i taught", "whom I taught", 1.5),
     ("whom i supervised", "whom I supervised", 1.5),
     ("to whom it may concern", "To whom it may concern", 1.0),
+    // Support for someone else's application.
+    ("sa candidature", "sa candidature", 2.0),
+    ("sa demande", "sa demande", 1.5),
+    ("his application", "his application", 2.0),
+    ("her application", "her application", 2.0),
+    ("their application", "their application", 1.5),
+    ("en faveur de", "en faveur de", 1.5),
+    ("in support of", "in support of", 1.5),
+    ("je soutiens", "je soutiens", 1.5),
+    ("j appuie", "j'appuie", 1.5),
+    ("i endorse", "I endorse", 1.5),
+    ("i support", "I support", 1.0),
+    ("je connais", "je connais", 1.0),
+    ("my full support", "my full support", 2.0),
+    ("tout mon soutien", "tout mon soutien", 2.0),
+    ("mon entier soutien", "mon entier soutien", 2.0),
+    ("i taught", "I taught", 1.0),
+    ("i supervised", "I supervised", 1.0),
 ];
 
 /// Names of a recommendation letter: in a title or subject line they are the strongest sign;
@@ -397,7 +415,7 @@ const SUPPORTING_TITLES: &[&str] =
     &["attestation", "certificat", "certificate", "releve de notes", "transcript", "diplome de", "diploma"];
 
 const FIRST_PERSON: &[&str] = &["je", "j", "me", "m", "moi", "mon", "ma", "mes", "i", "my", "me", "myself"];
-const THIRD_PERSON: &[&str] = &["il", "elle", "he", "she", "her", "his", "him", "hers"];
+const THIRD_PERSON: &[&str] = &["il", "elle", "lui", "he", "she", "her", "his", "him", "hers"];
 
 /// Scores a document's text. Pure and cheap; only the first [`MAX_TEXT_CHARS`] count.
 pub fn score(text: &str) -> Score {
@@ -482,8 +500,32 @@ pub fn score(text: &str) -> Score {
         }
     }
 
+    // A letter's frame, known by its form whatever its words: a short line ending with a comma
+    // before the first paragraph ("Chère équipe,") and another among the last lines ("Sincèrement,").
+    let short_comma = |l: &str| l.trim_end().ends_with(',') && l.split_whitespace().count() <= 8;
+    let prose = |l: &str| l.split_whitespace().count() >= 8;
+    if let Some(i) = lines.iter().take(15).position(|l| short_comma(l))
+        && lines.get(i + 1).is_some_and(|l| prose(l))
+    {
+        s.letter += 1.5;
+        s.letter_signals.push(format!("salutation {:?}", lines[i]));
+        if let Some(close) = lines.iter().skip(i + 2).rev().take(4).find(|l| short_comma(l)) {
+            s.letter += 1.0;
+            s.letter_signals.push(format!("valediction {close:?}"));
+        }
+    }
     let words: Vec<&str> = folded.split_whitespace().collect();
     s.words = words.len();
+    // The verb, in any form ("je vous la recommande", "recommends her"), not the noun: a cover
+    // letter may mention an enclosed recommendation, it does not recommend anyone.
+    if let Some(verb) = words.iter().find(|w| {
+        (w.starts_with("recommand") || w.starts_with("recommend"))
+            && !w.starts_with("recommandation")
+            && !w.starts_with("recommendation")
+    }) {
+        s.reference += 2.0;
+        s.reference_signals.push(format!("recommends ({verb:?})"));
+    }
     let first_person = words.iter().filter(|w| FIRST_PERSON.contains(w)).count();
     let third_person = words.iter().filter(|w| THIRD_PERSON.contains(w)).count();
     if words.len() >= 50 {
@@ -493,12 +535,27 @@ pub fn score(text: &str) -> Score {
             s.letter_signals.push(format!("first-person prose ({:.0}% of words)", density * 100.0));
         }
         // A letter about someone: "elle a su", "she listens".
-        if third_person >= 5 && third_person * 2 >= first_person {
+        if third_person >= 4 && third_person * 2 >= first_person {
             s.reference += 2.0;
             s.reference_signals.push(format!("about someone in the third person ({third_person} times)"));
         }
     }
     s
+}
+
+/// How many times one of `names` (folded) appears in a sentence: a line of at least six words.
+fn mentions_in_prose(text: &str, names: &[String]) -> usize {
+    let names: Vec<String> = names.iter().map(|n| fold(n)).filter(|n| n.len() >= 3).collect();
+    if names.is_empty() {
+        return 0;
+    }
+    // Not in an address: "elise.marchand@…" on a contact line is no sentence.
+    let no_address = |l: &str| l.split_whitespace().filter(|w| !w.contains('@')).collect::<Vec<_>>().join(" ");
+    text.lines()
+        .map(|l| format!(" {} ", fold(&no_address(&join_spaced_letters(l)))))
+        .filter(|l| l.split_whitespace().count() >= 6)
+        .map(|l| names.iter().map(|n| l.matches(&format!(" {n} ")).count()).max().unwrap_or(0))
+        .sum()
 }
 
 /// "C O M P É T E N C E S" → "COMPÉTENCES", "2 0 2 2  – 2 0 2 3" → "2022 – 2023": design tools
@@ -748,7 +805,19 @@ pub fn evidence(text: &str) -> String {
 
 /// What the text decides, if anything. `None`: the text is too short or too mixed to tell.
 pub fn verdict(text: &str) -> Option<Verdict> {
-    let s = score(text);
+    verdict_about(text, &[])
+}
+
+/// [`verdict`], knowing the candidate's names: a letter that names the candidate in its
+/// sentences is someone else writing about them (their own letter has their name on top and
+/// under it, not in the prose).
+pub fn verdict_about(text: &str, names: &[String]) -> Option<Verdict> {
+    let mut s = score(text);
+    let mentions = mentions_in_prose(text, names);
+    if mentions > 0 {
+        s.reference += if mentions >= 2 { 2.5 } else { 1.0 };
+        s.reference_signals.push(format!("names the candidate in its sentences ({mentions} times)"));
+    }
     let shown = |signals: &[String]| signals.iter().take(4).cloned().collect::<Vec<_>>().join(", ");
     // Someone else writing about the candidate outweighs a salutation and a closing formula.
     if s.reference >= 3.5 && s.cv < 3.0 {
