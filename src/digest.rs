@@ -645,7 +645,7 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             missing: vec![DocKind::CoverLetter],
             repeat: true,
             reply: "queued: missing_letter".into(),
-            documents: vec![(DocKind::Cv, Some("CV.pdf".into()))],
+            documents: vec![(DocKind::Cv, Some("CV.pdf".into())), (DocKind::Unknown, Some("scan.heic".into()))],
         }],
         quarantined: vec![QuarantineRow { received_at: now, reason: "sample".into(), path: "_quarantine/x".into() }],
         failed_replies: vec![FailedReply {
