@@ -5,11 +5,12 @@
 //! the message answers.
 //! May not: touch the disk, the network or the store. It is a function of the message and the
 //! configuration alone, which is what lets `mailroom inspect` show exactly what the daemon would
-//! do. The one thing it starts is the PDF text extractor, a child process that can write
-//! nothing and is killed at a deadline ([`extract`]).
+//! do. The one thing it starts is the document reader, a child process that can write nothing
+//! and is killed at a deadline: the PDF text extractor, or, for scans, pdftoppm and Tesseract
+//! ([`extract`], [`ocr`]); at most two at once across the process.
 //! Bad mail is data here: every message gets an outcome, and nothing in this module panics on
 //! input (a message we cannot make sense of becomes [`Understood::Quarantine`]; a document whose
-//! text cannot be read only loses its classification by text).
+//! text cannot be read becomes `unknown`, and the kinds it may be are `unsure`, not missing).
 //!
 //! | module | role |
 //! |---|---|
@@ -54,7 +55,7 @@ pub struct Rules {
     pub default_language: String,
     /// Our own addresses (the contact address and the team): never candidates, never answered.
     pub own_addresses: Vec<String>,
-    /// Reads documents' text when their names do not tell (PDFs in an isolated child process).
+    /// Reads documents' text when their names do not tell (PDFs and OCR in an isolated child).
     pub text: TextReader,
 }
 
