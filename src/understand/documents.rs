@@ -15,7 +15,7 @@
 
 use super::classify::{DocKind, Verdict, classify_filename, extension, is_document_extension};
 use super::extract::TextError;
-use super::ocr::ImageFormat;
+use super::ocr::{ImageFormat, MIN_PAGE_SIDE};
 use super::parse::{self, ParsedMail, Part};
 use super::text::{self, Format};
 use super::zip::{self, ZipError};
@@ -109,6 +109,8 @@ enum Reading {
     Text { text: String, reader: Reader, how: String },
     /// Nothing to read it with, or it could not be read: why.
     Unreadable(String),
+    /// An image too small to be a page: not a document we ask for, and no doubt about it.
+    Small(String),
 }
 
 /// Reads an undecided document and decides by its text, or leaves it `unknown` with the reason.
@@ -131,6 +133,13 @@ fn read_undecided(d: &mut Document, names: &[String], rules: &Rules) {
             },
         },
         Reading::Unreadable(why) => why,
+        Reading::Small(why) => {
+            d.kind = DocKind::Other;
+            d.confidence = 0.7;
+            d.decided_by = Reader::Part;
+            d.reason = format!("{}; {why}", d.reason);
+            return;
+        }
     };
     d.kind = DocKind::Unknown;
     d.confidence = 0.3;
@@ -148,6 +157,11 @@ fn read(d: &Document, rules: &Rules) -> Reading {
             match layer {
                 Ok(text) if words >= SCAN_MAX_WORDS => {
                     Reading::Text { text, reader: Reader::Text, how: "its text layer".into() }
+                }
+                // A PDF that keeps the text reader busy to its deadline is not given a second,
+                // longer one: it stays unknown.
+                Err(e @ TextError::Timeout(_)) => {
+                    Reading::Unreadable(format!("its text could not be read ({}); not tried by OCR", describe(&e)))
                 }
                 // No text layer: a scan. Or the text reader failed: poppler may still draw it.
                 layer => {
@@ -174,6 +188,10 @@ fn read(d: &Document, rules: &Rules) -> Reading {
             Err(e) => Reading::Unreadable(format!("its text could not be read ({})", describe(&e))),
         },
         _ => match image {
+            Some(img) if img.dimensions(&d.bytes).is_some_and(|(w, h)| w.min(h) < MIN_PAGE_SIDE) => {
+                let (w, h) = img.dimensions(&d.bytes).unwrap_or_default();
+                Reading::Small(format!("a {} image of {w}×{h} pixels: too small to be a page (a logo?)", img.name()))
+            }
             Some(img) if img.decodable() => match reader.ocr_image(&d.bytes) {
                 Ok(o) => Reading::Text {
                     text: o.text,

@@ -229,10 +229,19 @@ impl TextReader {
         if pages.is_empty() {
             return Err(TextError::Unreadable("the PDF has no page that could be rasterised".into()));
         }
+        // One document's OCR never takes more than two pages' time, whatever its page count.
+        let deadline = Instant::now() + tools.page_timeout * 2;
         let mut text = String::new();
         let mut read = 0;
         for page in pages.iter().take(ocr::MAX_PAGES) {
-            let out = self.run_program(&tools.read_command(ocr::page_dpi(page)), page, tools.page_timeout, 1 << 20)?;
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_secs(1) {
+                if read == 0 {
+                    return Err(TextError::Timeout(tools.page_timeout * 2));
+                }
+                break;
+            }
+            let out = self.run_program(&tools.read_command(ocr::page_dpi(page)), page, left, 1 << 20)?;
             text.push_str(&String::from_utf8_lossy(&out));
             text.push('\n');
             read += 1;

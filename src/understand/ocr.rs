@@ -171,7 +171,39 @@ impl ImageFormat {
     pub fn decodable(self) -> bool {
         self != ImageFormat::Heic
     }
+
+    /// Width and height from the header, where it is cheap to read (PNG, GIF, BMP, JPEG).
+    pub fn dimensions(self, bytes: &[u8]) -> Option<(u32, u32)> {
+        let be16 = |i: usize| Some(u32::from(u16::from_be_bytes([*bytes.get(i)?, *bytes.get(i + 1)?])));
+        let le16 = |i: usize| Some(u32::from(u16::from_le_bytes([*bytes.get(i)?, *bytes.get(i + 1)?])));
+        let be32 = |i: usize| Some(u32::from_be_bytes(bytes.get(i..i + 4)?.try_into().ok()?));
+        let le32 = |i: usize| Some(u32::from_le_bytes(bytes.get(i..i + 4)?.try_into().ok()?));
+        match self {
+            ImageFormat::Png => Some((be32(16)?, be32(20)?)),
+            ImageFormat::Gif => Some((le16(6)?, le16(8)?)),
+            ImageFormat::Bmp => Some((le32(18)?, le32(22)?.max(1))),
+            ImageFormat::Jpeg => {
+                // Walk the markers to the start of frame.
+                let mut i = 2;
+                while i + 9 < bytes.len() {
+                    if bytes[i] != 0xFF {
+                        return None;
+                    }
+                    let marker = bytes[i + 1];
+                    if matches!(marker, 0xC0..=0xC3 | 0xC5..=0xC7 | 0xC9..=0xCB | 0xCD..=0xCF) {
+                        return Some((be16(i + 7)?, be16(i + 5)?));
+                    }
+                    i += 2 + usize::try_from(be16(i + 2)?).ok()?;
+                }
+                None
+            }
+            _ => None,
+        }
+    }
 }
+
+/// An image smaller than this on either side cannot hold a readable page: a logo, an icon.
+pub const MIN_PAGE_SIDE: u32 = 300;
 
 /// The PNG files of a stream of PNGs one after the other (what pdftoppm writes for several
 /// pages on standard output). A truncated last file is dropped.
@@ -275,5 +307,18 @@ mod tests {
         assert_eq!(ImageFormat::sniff(b"RIFF\0\0\0\0WEBPVP8 "), Some(ImageFormat::Webp));
         assert_eq!(ImageFormat::sniff(b"%PDF-1.7"), None);
         assert!(!ImageFormat::Heic.decodable());
+    }
+
+    #[test]
+    fn dimensions_from_headers() {
+        assert_eq!(ImageFormat::Png.dimensions(&png(1654, 2339)), Some((1654, 2339)));
+        // A baseline JPEG: SOI, an APP0 of 16 bytes, then SOF0 with height 40 and width 120.
+        let mut jpeg = vec![0xFF, 0xD8, 0xFF, 0xE0, 0x00, 0x10];
+        jpeg.extend([0u8; 14]);
+        jpeg.extend([0xFF, 0xC0, 0x00, 0x11, 0x08, 0x00, 0x28, 0x00, 0x78, 0x03]);
+        jpeg.extend([0u8; 20]);
+        assert_eq!(ImageFormat::Jpeg.dimensions(&jpeg), Some((120, 40)));
+        assert_eq!(ImageFormat::Jpeg.dimensions(&[0xFF, 0xD8, 0xFF]), None);
+        assert_eq!(ImageFormat::Gif.dimensions(b"GIF89a\x01\x00\x01\x00"), Some((1, 1)));
     }
 }
