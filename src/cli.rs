@@ -140,7 +140,7 @@ enum Command {
     /// Print an acknowledgement rendered with sample data (Jeanne Dupré, a CV and no letter), to
     /// proofread a template.
     ///
-    /// TEMPLATE is one of: complete, missing_cv, missing_letter, no_documents, closed, repeat.
+    /// TEMPLATE is one of: complete, missing_cv, missing_letter, no_documents, closed, repeat, unsure.
     /// Uses the templates of the configuration (replies.templates_dir) when it can be read,
     /// else the built-in ones.
     Render {

@@ -285,6 +285,11 @@ impl Digest {
             failed_replies => rows.failed_replies.iter().map(|f| context! { recipient => f.recipient, state => state_label(f.state, lang), error => f.error }).collect::<Vec<_>>(),
             held_by_cap => rows.held_by_cap,
             stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
+            // Applications with documents mailroom could not tell apart: the team checks them.
+            unsure => rows.applications.iter().filter_map(|a| {
+                let names: Vec<&str> = a.documents.iter().filter(|(k, _)| *k == DocKind::Unknown).map(|(_, n)| n.as_deref().unwrap_or("(no name)")).collect();
+                (!names.is_empty()).then(|| context! { name => a.name, email => a.candidate, posting => title(&a.posting), folder => a.folder, documents => names })
+            }).collect::<Vec<_>>(),
             stale_after_days => self.stale_after_days,
             auth => auth,
             data_dir => self.data_dir,
@@ -357,7 +362,7 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             missing: vec![DocKind::CoverLetter],
             repeat: true,
             reply: ReplyNote::Queued(ReplyKind::MissingLetter),
-            documents: vec![(DocKind::Cv, Some("CV.pdf".into()))],
+            documents: vec![(DocKind::Cv, Some("CV.pdf".into())), (DocKind::Unknown, Some("scan.heic".into()))],
         }],
         quarantined: vec![QuarantineRow {
             received_at: now,

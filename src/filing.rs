@@ -670,7 +670,10 @@ fn base_name(app: &Application, doc: &Document) -> Option<String> {
         DocKind::Ignored => return None,
         DocKind::Cv => format!("CV - {who}.{}", doc.extension),
         DocKind::CoverLetter => format!("{} - {who}.{}", letter_label(app.posting.language), doc.extension),
-        DocKind::Other => doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension)),
+        // What we could not tell apart keeps the sender's name too: the team decides.
+        DocKind::Other | DocKind::Unknown => {
+            doc.original_name.clone().unwrap_or_else(|| format!("document.{}", doc.extension))
+        }
     };
     let name = safe_component(&base, MAX_NAME_BYTES);
     // A sender's file never takes the name of one of ours (which would overwrite it, or be
@@ -815,6 +818,7 @@ mod tests {
             kind,
             confidence: 0.9,
             reason: "test".into(),
+            decided_by: crate::understand::Reader::Name,
             original_name: original_name.map(str::to_owned),
             content_type: "application/pdf".into(),
             extension: extension.into(),
@@ -849,6 +853,7 @@ mod tests {
             },
             documents,
             missing: vec![],
+            unsure: vec![],
             automated: None,
             references: vec![],
             evidence: Some(crate::understand::Evidence::Documents),

@@ -13,7 +13,7 @@ use serde::Serialize;
 use crate::filing;
 use crate::lang::Lang;
 use crate::reply::{History, Replier, ReplyDecision};
-use crate::understand::{Candidate, DocKind, PostingRef, Rules, Understood, understand};
+use crate::understand::{Candidate, DocKind, PostingRef, Reader, Rules, Understood, understand};
 
 /// What `inspect` reports, also as its JSON.
 #[derive(Debug, Serialize)]
@@ -28,6 +28,8 @@ pub(crate) struct Inspection {
     pub posting: Option<PostingRef>,
     pub documents: Vec<InspectedDocument>,
     pub missing: Vec<DocKind>,
+    /// Kinds not found that an `unknown` document may be.
+    pub unsure: Vec<DocKind>,
     /// The daemon's decision, in words: `acknowledgement: complete`, or `none: <why>`.
     pub reply: String,
     /// `queued`, or the code of the reason it would not answer.
@@ -46,6 +48,8 @@ pub(crate) struct InspectedDocument {
     pub size: u64,
     pub sha256: String,
     pub confidence: f32,
+    /// Which reader decided the kind: name, part, container, text, OCR, body, or nothing.
+    pub decided_by: Reader,
     pub reason: String,
     pub also_cover_letter: bool,
 }
@@ -63,6 +67,7 @@ pub(crate) fn inspect(raw: &[u8], rules: &Rules, replier: &Replier) -> Inspectio
             posting: None,
             documents: Vec::new(),
             missing: Vec::new(),
+            unsure: Vec::new(),
             reply: "none: quarantined".into(),
             reply_code: "quarantined",
         },
@@ -88,6 +93,7 @@ pub(crate) fn inspect(raw: &[u8], rules: &Rules, replier: &Replier) -> Inspectio
                     size: d.size,
                     sha256: d.sha256,
                     confidence: d.confidence,
+                    decided_by: d.decided_by,
                     reason: d.reason,
                     also_cover_letter: d.also_cover_letter,
                 })
@@ -101,6 +107,7 @@ pub(crate) fn inspect(raw: &[u8], rules: &Rules, replier: &Replier) -> Inspectio
                 candidate: Some(app.candidate),
                 posting: Some(app.posting),
                 missing: app.missing,
+                unsure: app.unsure,
                 documents,
                 reply,
                 reply_code: note.code(),
@@ -127,11 +134,16 @@ impl Inspection {
                 d.original_name.as_deref().map(|n| format!("{n:?}")).unwrap_or_else(|| "the message body".into());
             let filed = d.filename.as_deref().unwrap_or("(not filed)");
             let _ = writeln!(out, "document:  {:<12} {filed} ← {from} ({} bytes)", d.kind.as_str(), d.size);
-            let _ = writeln!(out, "           {:.0}%: {}", d.confidence * 100.0, d.reason);
+            let _ =
+                writeln!(out, "           by {}, {:.0}%: {}", d.decided_by.as_str(), d.confidence * 100.0, d.reason);
         }
         if !self.missing.is_empty() {
             let missing = self.missing.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
             let _ = writeln!(out, "missing:   {missing}");
+        }
+        if !self.unsure.is_empty() {
+            let unsure = self.unsure.iter().map(|k| k.as_str()).collect::<Vec<_>>().join(", ");
+            let _ = writeln!(out, "unsure:    {unsure} (not found, but a document could not be told apart)");
         }
         let _ = writeln!(out, "reply:     {}", self.reply);
         out

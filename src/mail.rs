@@ -20,16 +20,21 @@ pub enum ReplyKind {
     Closed,
     /// A later message from someone already on file: "we have updated your file".
     Repeat,
+    /// Documents mailroom could not tell apart, and the CV or the letter not found among the
+    /// others: "we received N documents; the team will check them". Neither "complete" nor a
+    /// request for what may already be there.
+    Unsure,
 }
 
 impl ReplyKind {
-    pub const ALL: [ReplyKind; 6] = [
+    pub const ALL: [ReplyKind; 7] = [
         ReplyKind::Complete,
         ReplyKind::MissingCv,
         ReplyKind::MissingLetter,
         ReplyKind::NoDocuments,
         ReplyKind::Closed,
         ReplyKind::Repeat,
+        ReplyKind::Unsure,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -40,6 +45,7 @@ impl ReplyKind {
             ReplyKind::NoDocuments => "no_documents",
             ReplyKind::Closed => "closed",
             ReplyKind::Repeat => "repeat",
+            ReplyKind::Unsure => "unsure",
         }
     }
 

@@ -36,6 +36,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("fr/closed.j2", include_str!("../templates/fr/closed.j2")),
     ("fr/repeat.j2", include_str!("../templates/fr/repeat.j2")),
     ("fr/privacy.j2", include_str!("../templates/fr/privacy.j2")),
+    ("fr/unsure.j2", include_str!("../templates/fr/unsure.j2")),
     ("en/layout.txt.j2", include_str!("../templates/en/layout.txt.j2")),
     ("en/layout.html.j2", include_str!("../templates/en/layout.html.j2")),
     ("en/complete.j2", include_str!("../templates/en/complete.j2")),
@@ -45,6 +46,7 @@ const BUILT_IN: &[(&str, &str)] = &[
     ("en/closed.j2", include_str!("../templates/en/closed.j2")),
     ("en/repeat.j2", include_str!("../templates/en/repeat.j2")),
     ("en/privacy.j2", include_str!("../templates/en/privacy.j2")),
+    ("en/unsure.j2", include_str!("../templates/en/unsure.j2")),
 ];
 
 /// What the store knows that the decision needs.
@@ -282,6 +284,9 @@ impl Replier {
     fn kind_for(&self, app: &Application, filed: &Filed) -> ReplyKind {
         if app.posting.closed {
             ReplyKind::Closed
+        } else if !app.unsure.is_empty() {
+            // Before "repeat": "your file is now complete" would claim what nobody has checked.
+            ReplyKind::Unsure
         } else if filed.application.repeat {
             ReplyKind::Repeat
         } else {

@@ -3,6 +3,10 @@
 //! document its classification by text, and nothing else. The misbehaviours are simulated with
 //! the child's test hook.
 
+// Without the `fault-injection` feature the misbehaving-child tests are not compiled, and their
+// helpers go unused.
+#![cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -60,6 +64,7 @@ fn a_file_that_is_not_a_pdf_is_unreadable_not_a_crash() {
     assert!(matches!(err, TextError::Unreadable(_)), "{err:?}");
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_panicking_extractor_is_a_crash_report() {
     let err = reader().with_fault("panic").read(Format::Pdf, &cv_pdf()).unwrap_err();
@@ -69,6 +74,7 @@ fn a_panicking_extractor_is_a_crash_report() {
     }
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_hanging_extractor_is_killed_at_the_deadline() {
     let mut r = reader().with_fault("hang");
@@ -79,6 +85,7 @@ fn a_hanging_extractor_is_killed_at_the_deadline() {
     assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_spinning_extractor_is_stopped() {
     let mut r = reader().with_fault("spin");
@@ -90,6 +97,7 @@ fn a_spinning_extractor_is_stopped() {
     assert!(start.elapsed() < Duration::from_secs(6), "{:?}", start.elapsed());
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_flood_of_output_is_cut_at_the_cap() {
     let mut r = reader().with_fault("flood");
@@ -98,6 +106,7 @@ fn a_flood_of_output_is_cut_at_the_cap() {
     assert!(text.len() <= 100_000 && text.len() > 90_000, "{}", text.len());
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn runaway_memory_ends_in_the_child() {
     let mut r = reader().with_fault("oom");
@@ -106,6 +115,7 @@ fn runaway_memory_ends_in_the_child() {
     assert!(matches!(err, TextError::Crashed(_)), "{err:?}");
 }
 
+#[cfg(feature = "fault-injection")]
 #[test]
 fn the_child_cannot_write_files() {
     let dir = tempfile::tempdir().unwrap();
@@ -125,6 +135,7 @@ fn rules_with(text: TextReader) -> Rules {
 }
 
 /// Fixture 09: a letter as scan0001.pdf and a CV as a DOCX, names that say nothing.
+#[cfg(feature = "fault-injection")]
 #[test]
 fn a_pdf_that_crashes_the_extractor_costs_only_its_classification() {
     let raw = fixture("09-gmail-names-do-not-tell-text-decides.eml");
@@ -142,8 +153,9 @@ fn a_pdf_that_crashes_the_extractor_costs_only_its_classification() {
             panic!("{text:?}: quarantined")
         };
         let pdf = app.documents.iter().find(|d| d.extension == "pdf").unwrap();
-        assert_eq!(pdf.kind, DocKind::Other, "{text:?}");
-        assert!(pdf.reason.contains("text could not be read: "), "{}", pdf.reason);
+        // Unknown, never the CV by elimination; the reason says what went wrong.
+        assert_eq!(pdf.kind, DocKind::Unknown, "{text:?}");
+        assert!(pdf.reason.contains("its text could not be read ("), "{}", pdf.reason);
         // The DOCX is read in-process: still the CV.
         let docx = app.documents.iter().find(|d| d.extension == "docx").unwrap();
         assert_eq!(docx.kind, DocKind::Cv, "{}", docx.reason);
@@ -188,4 +200,141 @@ fn the_units_syscall_filter_lets_the_child_restrict_itself() {
         assert!(!has(&resources, call) && !has(&privileged, call), "{call} is denied by the unit");
     }
     assert!(has(&resources, "setrlimit"), "why the child uses prlimit64 and not setrlimit");
+}
+
+/// Several decompression bombs in one batch: each child dies at its own memory cap, and never
+/// more than `MAX_CHILDREN` run at once, so the whole tree's worst case is
+/// `MAX_CHILDREN × CHILD_MEMORY` beside the daemon.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn several_bombs_at_once_stay_within_the_children_bound() {
+    use mailroom::understand::extract::{CHILD_MEMORY, MAX_CHILDREN, children_peak};
+    let reader = reader().with_fault("oom");
+    assert_eq!(reader.max_memory, CHILD_MEMORY, "every child is capped at 256 MiB by default");
+    assert_eq!(CHILD_MEMORY, 256 << 20);
+    let pdf = cv_pdf();
+    let results: Vec<Result<String, TextError>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..6).map(|_| scope.spawn(|| reader.read(Format::Pdf, &pdf))).collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    for r in &results {
+        assert!(matches!(r, Err(TextError::Crashed(_))), "{r:?}");
+    }
+    let peak = children_peak();
+    assert!((1..=MAX_CHILDREN).contains(&peak), "{peak} children at once");
+}
+
+/// The OCR programs of this machine; under CI they must be there (scripts/mailstack installs
+/// them), elsewhere the OCR tests say they are skipped.
+fn ocr_reader() -> Option<TextReader> {
+    match mailroom::understand::ocr::OcrTools::locate() {
+        Ok(tools) => Some(reader().with_ocr(Ok(tools))),
+        Err(why) => {
+            assert!(!std::env::var("CI").is_ok_and(|v| v == "true"), "OCR is needed under CI: {why}");
+            eprintln!("SKIPPED: {why}");
+            None
+        }
+    }
+}
+
+fn real(name: &str) -> Vec<u8> {
+    fixture(&format!("gen/real/{name}"))
+}
+
+#[test]
+fn ocr_reads_an_image_only_pdf_and_a_photo() {
+    let Some(r) = ocr_reader() else { return };
+    let scan = real("scan-lo-lettre-fr.pdf");
+    assert_eq!(r.read(Format::Pdf, &scan).unwrap().trim(), "", "the scan has no text layer");
+    let o = r.ocr_pdf(&scan).unwrap();
+    assert_eq!(o.pages, 1);
+    assert!(o.text.contains("Madame, Monsieur"), "{}", o.text);
+    let o = r.ocr_image(&real("scan-moderncv-cv-en.jpg")).unwrap();
+    assert!(o.text.contains("Experience") && o.text.contains("Education"), "{}", o.text);
+    // Two pages, both read.
+    let o = r.ocr_pdf(&real("scan-lo-cv-and-lettre-fr.pdf")).unwrap();
+    assert_eq!(o.pages, 2);
+    assert!(o.text.contains("Parcours universitaire") && o.text.contains("Madame, Monsieur"), "{}", o.text);
+}
+
+fn with_page_timeout(r: TextReader, seconds: u64) -> TextReader {
+    let mut tools = r.ocr().unwrap().clone();
+    tools.page_timeout = Duration::from_secs(seconds);
+    r.with_ocr(Ok(tools))
+}
+
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_ocr_program_that_hangs_or_eats_memory_is_stopped() {
+    let Some(r) = ocr_reader() else { return };
+    let image = real("scan-lo-lettre-fr.jpg");
+    let start = Instant::now();
+    let err = with_page_timeout(r.clone().with_fault("hang"), 1).ocr_image(&image).unwrap_err();
+    assert_eq!(err, TextError::Timeout(Duration::from_secs(1)));
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    let err = r.clone().with_fault("oom").ocr_image(&image).unwrap_err();
+    assert!(matches!(err, TextError::Crashed(_)), "{err:?}");
+    // A picture that does not decode is unreadable, not a crash.
+    let err = r.ocr_image(b"\xFF\xD8\xFF\xE0 not really a JPEG").unwrap_err();
+    assert!(matches!(err, TextError::Unreadable(_)), "{err:?}");
+}
+
+/// An OCR program may open its libraries and language data, but not write a byte to a file.
+#[cfg(feature = "fault-injection")]
+#[test]
+fn an_ocr_program_cannot_write_files() {
+    let Some(r) = ocr_reader() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("escaped.txt");
+    let outcome = r.with_fault(&format!("write:{}", target.display())).ocr_image(&real("scan-lo-lettre-fr.jpg"));
+    match outcome {
+        // Killed by SIGXFSZ at its first byte, or told no.
+        Err(TextError::Crashed(why)) => assert!(why.contains("SIGXFSZ"), "{why}"),
+        Ok(o) => assert!(o.text.starts_with("refused"), "{}", o.text),
+        Err(e) => panic!("{e:?}"),
+    }
+    assert!(!target.exists() || std::fs::read(&target).unwrap().is_empty(), "a byte was written");
+}
+
+/// Fixture 84: a copier's image-only PDF of a CV. Without OCR it stays unknown (never the CV by
+/// elimination), and the reason says why; with OCR it is the CV, and the reason says OCR decided.
+#[test]
+fn without_ocr_a_scan_is_unknown_and_says_why() {
+    use mailroom::understand::Reader;
+    let raw = fixture("84-scan-copier-pdf-cv.eml");
+    let no_ocr = reader().with_ocr(Err("tesseract is not installed (Debian: tesseract-ocr)".into()));
+    let Understood::Application(app) = understand(&raw, None, &rules_with(no_ocr)) else { panic!("quarantined") };
+    let scan = app.documents.iter().find(|d| d.original_name.as_deref() == Some("scan0002.pdf")).unwrap();
+    assert_eq!(scan.kind, DocKind::Unknown);
+    assert_eq!(scan.decided_by, Reader::Nothing);
+    assert!(scan.reason.contains("OCR is not available: tesseract is not installed"), "{}", scan.reason);
+    assert_eq!(app.unsure, vec![DocKind::Cv]);
+    assert!(app.missing.is_empty());
+    let Some(r) = ocr_reader() else { return };
+    let Understood::Application(app) = understand(&raw, None, &rules_with(r)) else { panic!("quarantined") };
+    let scan = app.documents.iter().find(|d| d.original_name.as_deref() == Some("scan0002.pdf")).unwrap();
+    assert_eq!((scan.kind, scan.decided_by), (DocKind::Cv, Reader::Ocr), "{}", scan.reason);
+    assert!(scan.reason.contains("OCR of 1 page (fra+eng)"), "{}", scan.reason);
+}
+
+/// Fixture 117: a 100 KB PDF that inflates to 100 MB. The text reader dies at its cap; the
+/// rasteriser streams it and draws a blank page; the document is unknown, and says "a bomb?".
+#[test]
+fn a_pdf_bomb_is_unknown_not_the_cv() {
+    let raw = fixture("117-unknown-pdf-decompression-bomb.eml");
+    let Understood::Application(app) = understand(&raw, None, &rules_with(reader())) else { panic!() };
+    let bomb = app.documents.iter().find(|d| d.original_name.as_deref() == Some("dossier.pdf")).unwrap();
+    assert_eq!(bomb.kind, DocKind::Unknown);
+    assert!(bomb.reason.contains("a bomb?"), "{}", bomb.reason);
+}
+
+/// The misbehaving-child tests above need the `fault-injection` feature (`scripts/test` turns it
+/// on): the hook is not in a release build. Under CI their absence is a failure, not a skip.
+#[cfg(not(feature = "fault-injection"))]
+#[test]
+fn the_fault_tests_ran() {
+    if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        panic!("CI=true: run the tests with --features fault-injection (scripts/test does)");
+    }
+    eprintln!("SKIPPED: the extractor fault tests need --features fault-injection");
 }

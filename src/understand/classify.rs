@@ -16,6 +16,10 @@ pub enum DocKind {
     Other,
     /// Signature logos, vCards, S/MIME signatures: not filed.
     Ignored,
+    /// We could not tell: unreadable (a bomb, encrypted, corrupt, a format we cannot read) or
+    /// too little evidence. Filed under its own name, never taken for the CV or the letter; the
+    /// team checks it.
+    Unknown,
 }
 
 impl DocKind {
@@ -25,11 +29,14 @@ impl DocKind {
             DocKind::CoverLetter => "cover_letter",
             DocKind::Other => "other",
             DocKind::Ignored => "ignored",
+            DocKind::Unknown => "unknown",
         }
     }
 
     pub fn parse(s: &str) -> Option<DocKind> {
-        [DocKind::Cv, DocKind::CoverLetter, DocKind::Other, DocKind::Ignored].into_iter().find(|k| k.as_str() == s)
+        [DocKind::Cv, DocKind::CoverLetter, DocKind::Other, DocKind::Ignored, DocKind::Unknown]
+            .into_iter()
+            .find(|k| k.as_str() == s)
     }
 
     /// What a person calls it, in their language.
@@ -37,9 +44,11 @@ impl DocKind {
         match (lang, self) {
             (Lang::En, DocKind::Cv) => "CV",
             (Lang::En, DocKind::CoverLetter) => "cover letter",
+            (Lang::En, DocKind::Unknown) => "document to check",
             (Lang::En, _) => "other document",
             (Lang::Fr, DocKind::Cv) => "CV",
             (Lang::Fr, DocKind::CoverLetter) => "lettre de motivation",
+            (Lang::Fr, DocKind::Unknown) => "document à vérifier",
             (Lang::Fr, _) => "autre document",
         }
     }
@@ -61,11 +70,12 @@ impl Verdict {
     }
 }
 
-/// Lower-case, accents removed, every run of non-alphanumerics (and camelCase humps) made one space.
+/// Lower-case, accents removed, ligatures opened ("ﬁ" is "fi"), every run of non-alphanumerics
+/// (and camelCase humps) made one space.
 pub(crate) fn fold(text: &str) -> String {
     let mut out = String::with_capacity(text.len());
     let mut prev_lower = false;
-    for c in text.nfd() {
+    for c in text.nfkd() {
         if unicode_normalization::char::is_combining_mark(c) {
             continue;
         }
@@ -115,8 +125,37 @@ const LETTER_PHRASES: &[&str] = &[
 const LETTER_WORDS: &[&str] = &["lm", "motivation", "lettre", "coverletter", "letter", "lettremotivation"];
 const CV_WORDS: &[&str] = &["cv", "curriculum", "vitae", "resume", "cvs"];
 const IGNORED_EXTENSIONS: &[&str] = &["vcf", "p7s", "p7m", "asc", "sig", "ics"];
+/// Someone else writing about the candidate: a letter, but never the cover letter.
+const RECOMMENDATION_WORDS: &[&str] = &[
+    "recommandation",
+    "recommandations",
+    "recommendation",
+    "recommendations",
+    "reference",
+    "references",
+    "referee",
+    "referees",
+    "temoignage",
+];
+const SUPPORTING_WORDS: &[&str] = &[
+    "diplome",
+    "diplomes",
+    "diploma",
+    "portfolio",
+    "releve",
+    "notes",
+    "transcript",
+    "attestation",
+    "certificat",
+    "certificate",
+    "photo",
+];
 
 /// Classifies an attachment by its file name alone. `None`: the name does not tell.
+///
+/// The words of a supporting document win over the bare letter words: "Lettre de
+/// recommandation.pdf" and "Reference letter.pdf" are letters, but about the candidate, not
+/// from them. A cover-letter phrase ("lettre de motivation", "cover letter") still wins.
 pub(crate) fn classify_filename(name: &str) -> Option<Verdict> {
     let ext = extension(name);
     if let Some(ext) = ext.as_deref()
@@ -130,15 +169,14 @@ pub(crate) fn classify_filename(name: &str) -> Option<Verdict> {
     };
     let folded = fold(stem);
     let words: Vec<&str> = folded.split(' ').collect();
-    let has_word = |list: &[&str]| words.iter().any(|w| list.contains(w));
+    let find = |list: &[&str]| words.iter().find(|w| list.contains(w)).copied();
     let padded = format!(" {folded} ");
-    let letter = LETTER_PHRASES
-        .iter()
-        .find(|p| padded.contains(&format!(" {p} ")))
-        .copied()
-        .or_else(|| words.iter().find(|w| LETTER_WORDS.contains(w)).copied());
+    let phrase = LETTER_PHRASES.iter().find(|p| padded.contains(&format!(" {p} "))).copied();
+    let recommendation = find(RECOMMENDATION_WORDS);
+    let supporting = recommendation.or_else(|| find(SUPPORTING_WORDS));
+    let letter = phrase.or_else(|| find(LETTER_WORDS).filter(|_| supporting.is_none()));
     // "CV_Jeanne", "cvJeanne", "MonCV": the token may be glued to a name.
-    let cv = words.iter().find(|w| CV_WORDS.contains(w)).copied().or_else(|| {
+    let cv = find(CV_WORDS).or_else(|| {
         words.iter().find(|w| (w.starts_with("cv") || w.ends_with("cv")) && w.len() <= 12 && w.len() > 2).copied()
     });
     match (cv, letter) {
@@ -148,24 +186,15 @@ pub(crate) fn classify_filename(name: &str) -> Option<Verdict> {
         }),
         (Some(c), None) => Some(Verdict::new(DocKind::Cv, 0.9, format!("file name contains {c:?}"))),
         (None, Some(l)) => Some(Verdict::new(DocKind::CoverLetter, 0.9, format!("file name contains {l:?}"))),
-        (None, None) => {
-            if has_word(&[
-                "diplome",
-                "diploma",
-                "portfolio",
-                "releve",
-                "notes",
-                "transcript",
-                "attestation",
-                "recommandation",
-                "reference",
-                "references",
-            ]) {
-                Some(Verdict::new(DocKind::Other, 0.8, "file name names a supporting document"))
-            } else {
-                None
+        (None, None) => match (recommendation, supporting) {
+            (Some(r), _) => {
+                Some(Verdict::new(DocKind::Other, 0.85, format!("file name names a recommendation letter ({r:?})")))
             }
-        }
+            (None, Some(w)) => {
+                Some(Verdict::new(DocKind::Other, 0.8, format!("file name names a supporting document ({w:?})")))
+            }
+            (None, None) => None,
+        },
     }
 }
 
@@ -251,5 +280,32 @@ mod tests {
     fn supporting_documents() {
         assert_eq!(kind("Diplôme Master.pdf"), Some(DocKind::Other));
         assert_eq!(kind("portfolio.pdf"), Some(DocKind::Other));
+        assert_eq!(kind("Photo d'identité.jpg"), Some(DocKind::Other));
+    }
+
+    #[test]
+    fn recommendation_letters_are_not_cover_letters() {
+        for name in [
+            "Lettre de recommandation.pdf",
+            "Letter of recommendation.pdf",
+            "Lettre_de_recommandation_M_Durand.pdf",
+            "Reference letter - Dr Ellison.pdf",
+            "Recommendation Letter.docx",
+            "Lettre de référence employeur.pdf",
+            "LettreRecommandation.pdf",
+        ] {
+            let v = classify_filename(name).unwrap();
+            assert_eq!(v.kind, DocKind::Other, "{name}");
+            assert!(v.reason.contains("recommendation"), "{name}: {}", v.reason);
+        }
+        // A cover-letter phrase still wins, and a CV stays a CV.
+        assert_eq!(kind("Lettre de motivation (recommandée par Mme X).pdf"), Some(DocKind::CoverLetter));
+        assert_eq!(kind("CV + références.pdf"), Some(DocKind::Cv));
+        assert!(!classify_filename("CV + références.pdf").unwrap().also_cover_letter);
+    }
+
+    #[test]
+    fn ligatures_fold_open() {
+        assert_eq!(fold("ﬁnal ﬂuent"), "final fluent");
     }
 }

@@ -15,21 +15,44 @@
 //!
 //! DOCX and ODT are read in-process by our own total code in [`super::text`], under the ZIP
 //! limits.
+//!
+//! OCR ([`super::ocr`]) runs `pdftoppm` and `tesseract` through the same child: run as
+//! `mailroom __extract-text exec …`, it cages itself the same way (except that the program may
+//! open its libraries and language data, with at most [`PROGRAM_MAX_FILES`] descriptors), then
+//! replaces itself with the program, so the deadline and the kill reach the program itself.
+//!
+//! The process tree stays bounded: every child is capped at [`CHILD_MEMORY`] of address space,
+//! and at most [`MAX_CHILDREN`] run at once across the whole process (a semaphore that every
+//! child takes before it starts), so the children's worst case is `MAX_CHILDREN × CHILD_MEMORY`.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::mpsc;
+use std::sync::{Condvar, Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
+use super::ocr::{self, OcrTools};
 use super::text::{self, Format};
 
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "__extract-text";
-/// Test hook read by the child (only ever set through [`TextReader::with_fault`]: the child's
+/// Its mode that cages itself and then becomes a program (OCR's pdftoppm and tesseract).
+const EXEC_MODE: &str = "exec";
+/// Address-space limit of every child: the PDF reader, the rasteriser, Tesseract. A 12-megapixel
+/// phone photo is read within it; Tesseract stops with an error on much larger images.
+pub const CHILD_MEMORY: u64 = 256 << 20;
+/// Children (PDF reader or OCR program) running at once across the whole process, at most.
+pub const MAX_CHILDREN: usize = 2;
+/// Descriptors a program run for OCR may hold: its libraries and language data are opened one at
+/// a time, so a few are enough; standard input, output and error are three of them.
+pub const PROGRAM_MAX_FILES: u64 = 32;
+/// Exit status of a child that could not become its program.
+const EXEC_FAILED: u8 = 70;
+/// Test hook read by the child (only ever set through `TextReader::with_fault`: the child's
 /// environment is otherwise empty): `panic`, `hang`, `spin`, `flood`, `oom`, `write:PATH`.
+#[cfg(feature = "fault-injection")]
 const FAULT_ENV: &str = "MAILROOM_EXTRACT_FAULT";
 /// The child reads no more than this from its standard input.
 const MAX_INPUT_BYTES: u64 = 64 << 20;
@@ -56,6 +79,55 @@ pub enum TextError {
     Crashed(String),
     #[error("{0}")]
     Unreadable(String),
+    #[error("OCR is not available: {0}")]
+    NoOcr(String),
+}
+
+/// The semaphore every child takes before it starts.
+struct Slots {
+    /// (running now, most ever running at once)
+    state: Mutex<(usize, usize)>,
+    freed: Condvar,
+}
+
+static SLOTS: Slots = Slots { state: Mutex::new((0, 0)), freed: Condvar::new() };
+
+/// A running child's place; dropping it lets the next one start.
+struct Slot;
+
+impl Slots {
+    fn take(&self) -> Slot {
+        let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
+        while state.0 >= MAX_CHILDREN {
+            state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
+        }
+        state.0 += 1;
+        state.1 = state.1.max(state.0);
+        Slot
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        let mut state = SLOTS.state.lock().unwrap_or_else(|p| p.into_inner());
+        state.0 -= 1;
+        SLOTS.freed.notify_one();
+    }
+}
+
+/// The most children that have run at once in this process (for tests and benchmarks).
+pub fn children_peak() -> usize {
+    SLOTS.state.lock().unwrap_or_else(|p| p.into_inner()).1
+}
+
+/// Text read by OCR.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ocred {
+    pub text: String,
+    /// Pages (or images) read.
+    pub pages: usize,
+    /// Tesseract's languages.
+    pub languages: String,
 }
 
 /// Reads text out of documents; PDFs through the isolated child.
@@ -69,6 +141,8 @@ pub struct TextReader {
     /// Address-space limit of the child.
     pub max_memory: u64,
     env: Vec<(OsString, OsString)>,
+    /// The OCR programs, or why there is no OCR.
+    ocr: Result<OcrTools, String>,
 }
 
 impl TextReader {
@@ -86,26 +160,48 @@ impl TextReader {
                 exe.ancestors().skip(1).take(2).map(|dir| dir.join(&name)).find(|candidate| candidate.is_file())
             })
         };
-        TextReader::with_program(program)
+        let ocr = OcrTools::locate();
+        if let Err(why) = &ocr {
+            static SAID: Once = Once::new();
+            SAID.call_once(|| {
+                tracing::warn!(reason = %why, "OCR is off: scans and photos are told apart by their names only");
+            });
+        }
+        TextReader::with_program(program).with_ocr(ocr)
     }
 
-    /// A reader running `program` (`None`: PDFs cannot be read; the other formats still can).
+    /// A reader running `program` (`None`: PDFs cannot be read; the other formats still can),
+    /// without OCR.
     pub fn with_program(program: Option<PathBuf>) -> TextReader {
         TextReader {
             program,
             timeout: Duration::from_secs(15),
             max_output: 4 << 20,
-            max_memory: 1 << 30,
+            max_memory: CHILD_MEMORY,
             env: Vec::new(),
+            ocr: Err("not configured".into()),
         }
+    }
+
+    /// The same reader with these OCR programs (`Err`: no OCR, and why).
+    pub fn with_ocr(mut self, ocr: Result<OcrTools, String>) -> TextReader {
+        self.ocr = ocr;
+        self
+    }
+
+    /// The OCR programs, or why there is no OCR.
+    pub fn ocr(&self) -> Result<&OcrTools, &str> {
+        self.ocr.as_ref().map_err(String::as_str)
     }
 
     pub fn program(&self) -> Option<&Path> {
         self.program.as_deref()
     }
 
-    /// Test hook: the child misbehaves as told instead of extracting (see `FAULT_ENV`).
+    /// Test hook: the child misbehaves as told instead of extracting (see `FAULT_ENV`). Only in a
+    /// build with the `fault-injection` feature, which the tests enable and a release never does.
     #[doc(hidden)]
+    #[cfg(feature = "fault-injection")]
     pub fn with_fault(mut self, fault: &str) -> TextReader {
         self.env.push((FAULT_ENV.into(), fault.into()));
         self
@@ -114,27 +210,97 @@ impl TextReader {
     /// The text of a document. PDFs go through the child; DOCX, ODT and plain text are read here.
     pub fn read(&self, format: Format, bytes: &[u8]) -> Result<String, TextError> {
         match format {
-            Format::Pdf => self.in_child(format, bytes),
+            Format::Pdf => {
+                let args = [format.as_str().to_owned(), self.max_memory.to_string(), cpu_seconds(self.timeout)];
+                let out = self.in_child(&args, &[], bytes, self.timeout, self.max_output, false)?;
+                Ok(String::from_utf8_lossy(&out).into_owned())
+            }
             _ => extract_here(format, bytes).map_err(TextError::Unreadable),
         }
     }
 
-    fn in_child(&self, format: Format, bytes: &[u8]) -> Result<String, TextError> {
-        let program = self.program.as_ref().ok_or(TextError::NoExtractor)?;
-        let mut child = Command::new(program)
+    /// The text of an image-only PDF: its first pages ([`ocr::MAX_PAGES`]) rasterised, then read
+    /// one by one (all of them: a scan of a CV then a letter is both).
+    pub fn ocr_pdf(&self, bytes: &[u8]) -> Result<Ocred, TextError> {
+        let tools = self.ocr.as_ref().map_err(|why| TextError::NoOcr(why.clone()))?;
+        let rasterise = tools.rasterise_command().ok_or_else(|| {
+            TextError::NoOcr("pdftoppm is not installed (Debian: poppler-utils), so PDFs cannot be rasterised".into())
+        })?;
+        // Three grey PNGs of text pages are a few hundred kilobytes; photos of pages, a few MB.
+        let pngs = self.run_program(&rasterise, bytes, tools.page_timeout, 48 << 20)?;
+        let pages = ocr::split_pngs(&pngs);
+        if pages.is_empty() {
+            return Err(TextError::Unreadable("the PDF has no page that could be rasterised".into()));
+        }
+        // One document's OCR never takes more than two pages' time, whatever its page count.
+        let deadline = Instant::now() + tools.page_timeout * 2;
+        let mut text = String::new();
+        let mut read = 0;
+        for page in pages.iter().take(ocr::MAX_PAGES) {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left < Duration::from_secs(1) {
+                if read == 0 {
+                    return Err(TextError::Timeout(tools.page_timeout * 2));
+                }
+                break;
+            }
+            let out = self.run_program(&tools.read_command(ocr::page_dpi(page)), page, left, 1 << 20)?;
+            text.push_str(&String::from_utf8_lossy(&out));
+            text.push('\n');
+            read += 1;
+        }
+        Ok(Ocred { text, pages: read, languages: tools.languages.clone() })
+    }
+
+    /// The text of an image (a photographed or scanned page).
+    pub fn ocr_image(&self, bytes: &[u8]) -> Result<Ocred, TextError> {
+        let tools = self.ocr.as_ref().map_err(|why| TextError::NoOcr(why.clone()))?;
+        let out = self.run_program(&tools.read_command(None), bytes, tools.page_timeout, 1 << 20)?;
+        Ok(Ocred { text: String::from_utf8_lossy(&out).into_owned(), pages: 1, languages: tools.languages.clone() })
+    }
+
+    /// Runs `command` (program and arguments) in the caged child, `input` on its standard input.
+    fn run_program(
+        &self,
+        command: &[String],
+        input: &[u8],
+        timeout: Duration,
+        max_output: usize,
+    ) -> Result<Vec<u8>, TextError> {
+        let mut args = vec![EXEC_MODE.to_owned(), self.max_memory.to_string(), cpu_seconds(timeout)];
+        args.extend(command.iter().cloned());
+        // OpenMP would start a thread per core: one is what the caps are measured for.
+        let env = [(OsString::from("OMP_THREAD_LIMIT"), OsString::from("1"))];
+        self.in_child(&args, &env, input, timeout, max_output, true)
+    }
+
+    /// Runs `mailroom __extract-text ARGS…` with `bytes` on its standard input, under the
+    /// semaphore, the deadline and the output cap. `program`: the child becomes a program whose
+    /// failing exit status means the input could not be read.
+    fn in_child(
+        &self,
+        args: &[String],
+        env: &[(OsString, OsString)],
+        bytes: &[u8],
+        timeout: Duration,
+        max_output: usize,
+        program: bool,
+    ) -> Result<Vec<u8>, TextError> {
+        let exe = self.program.as_ref().ok_or(TextError::NoExtractor)?;
+        let _slot = SLOTS.take();
+        let mut child = Command::new(exe)
             .arg(SUBCOMMAND)
-            .arg(format.as_str())
-            .arg(self.max_memory.to_string())
-            .arg(self.timeout.as_secs().max(1).to_string())
+            .args(args)
             .env_clear()
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .envs(self.env.iter().map(|(k, v)| (k, v)))
             .current_dir("/")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
-            .map_err(|e| TextError::Spawn { program: program.display().to_string(), error: e.to_string() })?;
-        let deadline = Instant::now() + self.timeout;
+            .map_err(|e| TextError::Spawn { program: exe.display().to_string(), error: e.to_string() })?;
+        let deadline = Instant::now() + timeout;
         let (Some(mut stdin), Some(stdout), Some(mut stderr)) =
             (child.stdin.take(), child.stdout.take(), child.stderr.take())
         else {
@@ -142,7 +308,6 @@ impl TextReader {
             let _ = child.wait();
             return Err(TextError::Crashed("no pipes to the child".into()));
         };
-        let max_output = self.max_output;
         std::thread::scope(|scope| {
             // The document goes in on one thread while the text comes out on another: a child
             // that prints before it has read everything must not deadlock on full pipes.
@@ -179,7 +344,7 @@ impl TextReader {
                 }
                 Err(_) => {
                     stop(&mut child);
-                    return Err(TextError::Timeout(self.timeout));
+                    return Err(TextError::Timeout(timeout));
                 }
             };
             if out.len() > max_output {
@@ -187,14 +352,14 @@ impl TextReader {
                 stop(&mut child);
                 let mut out = out;
                 out.truncate(max_output);
-                return Ok(String::from_utf8_lossy(&out).into_owned());
+                return Ok(out);
             }
             let status = loop {
                 match child.try_wait() {
                     Ok(Some(status)) => break status,
                     Ok(None) if Instant::now() >= deadline => {
                         stop(&mut child);
-                        return Err(TextError::Timeout(self.timeout));
+                        return Err(TextError::Timeout(timeout));
                     }
                     Ok(None) => std::thread::sleep(Duration::from_millis(5)),
                     Err(e) => {
@@ -205,16 +370,40 @@ impl TextReader {
             };
             let stderr = errors.join().unwrap_or_default();
             if status.success() {
-                return Ok(String::from_utf8_lossy(&out).into_owned());
+                return Ok(out);
             }
             let said = first_words(&String::from_utf8_lossy(&stderr));
             match status.code() {
                 Some(2) => Err(TextError::Unreadable(said)),
+                Some(code) if program && code != i32::from(EXEC_FAILED) => Err(TextError::Unreadable(format!(
+                    "{} (exit code {code})",
+                    program_said(&String::from_utf8_lossy(&stderr))
+                ))),
                 Some(code) => Err(TextError::Crashed(format!("exit code {code}{}", colon(&said)))),
                 None => Err(TextError::Crashed(format!("{}{}", signal_of(&status), colon(&said)))),
             }
         })
     }
+}
+
+fn cpu_seconds(timeout: Duration) -> String {
+    timeout.as_secs().max(1).to_string()
+}
+
+/// The line of an OCR program's complaint that says what went wrong (Tesseract and Leptonica
+/// print a chain of them, and chatter about the resolution first).
+fn program_said(stderr: &str) -> String {
+    let noise = ["Estimating resolution", "Warning", "Detected ", "Tesseract Open Source", "Page "];
+    let line = stderr
+        .lines()
+        .map(str::trim)
+        .find(|l| !l.is_empty() && !noise.iter().any(|n| l.starts_with(n)))
+        .unwrap_or("no reason given");
+    let mut line: String = line.chars().filter(|c| !c.is_control()).take(160).collect();
+    if line.chars().count() == 160 {
+        line.push('…');
+    }
+    line
 }
 
 fn colon(s: &str) -> String {
@@ -273,24 +462,29 @@ fn pdf_text(bytes: &[u8]) -> Result<String, String> {
 
 /// The child: `mailroom __extract-text FORMAT MAX_MEMORY CPU_SECONDS`, document on stdin, text
 /// on stdout. Exit 0 with the text, 2 when the document is unreadable; a panic or a kill is
-/// the parent's to report.
+/// the parent's to report. `mailroom __extract-text exec MAX_MEMORY CPU_SECONDS PROGRAM ARGS…`
+/// cages itself the same way and becomes PROGRAM.
 pub fn child_main(args: &[String]) -> ExitCode {
+    if args.first().is_some_and(|m| m == EXEC_MODE) {
+        return exec_main(&args[1..]);
+    }
     let format = args.first().and_then(|f| Format::parse(f));
-    let max_memory = args.get(1).and_then(|m| m.parse::<u64>().ok()).unwrap_or(1 << 30);
+    let max_memory = args.get(1).and_then(|m| m.parse::<u64>().ok()).unwrap_or(CHILD_MEMORY);
     let cpu_seconds = args.get(2).and_then(|c| c.parse::<u64>().ok()).unwrap_or(15);
     let Some(format) = format else {
         eprintln!("usage: mailroom {SUBCOMMAND} pdf|docx|odt|txt [MAX_MEMORY] [CPU_SECONDS]");
         return ExitCode::from(64);
     };
-    if let Err(e) = restrict(max_memory, cpu_seconds) {
+    if let Err(e) = restrict(max_memory, cpu_seconds, 3) {
         eprintln!("cannot restrict the extractor: {e}");
-        return ExitCode::from(70);
+        return ExitCode::from(EXEC_FAILED);
     }
     let mut input = Vec::new();
     if let Err(e) = std::io::stdin().take(MAX_INPUT_BYTES).read_to_end(&mut input) {
         eprintln!("cannot read the document: {e}");
         return ExitCode::from(2);
     }
+    #[cfg(feature = "fault-injection")]
     if let Some(fault) = std::env::var_os(FAULT_ENV) {
         fault_for_tests(&fault.to_string_lossy());
     }
@@ -310,11 +504,48 @@ pub fn child_main(args: &[String]) -> ExitCode {
     }
 }
 
+/// The `exec` mode: the cage, then the program in this very process (its standard input, output
+/// and error are the child's), so the parent's deadline and kill reach the program itself.
+fn exec_main(args: &[String]) -> ExitCode {
+    let max_memory = args.first().and_then(|m| m.parse::<u64>().ok());
+    let cpu_seconds = args.get(1).and_then(|c| c.parse::<u64>().ok());
+    let (Some(max_memory), Some(cpu_seconds), Some(program)) = (max_memory, cpu_seconds, args.get(2)) else {
+        eprintln!("usage: mailroom {SUBCOMMAND} {EXEC_MODE} MAX_MEMORY CPU_SECONDS PROGRAM [ARGS…]");
+        return ExitCode::from(64);
+    };
+    if let Err(e) = restrict(max_memory, cpu_seconds, PROGRAM_MAX_FILES) {
+        eprintln!("cannot restrict the program: {e}");
+        return ExitCode::from(EXEC_FAILED);
+    }
+    #[cfg(feature = "fault-injection")]
+    if let Some(fault) = std::env::var_os(FAULT_ENV) {
+        fault_for_tests(&fault.to_string_lossy());
+    }
+    exec(program, &args[3..])
+}
+
+#[cfg(unix)]
+fn exec(program: &str, args: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    // Returns only when the program could not be started.
+    let err = Command::new(program).args(args).exec();
+    eprintln!("cannot start {program}: {err}");
+    ExitCode::from(EXEC_FAILED)
+}
+
+#[cfg(not(unix))]
+fn exec(program: &str, _: &[String]) -> ExitCode {
+    eprintln!("cannot start {program}: OCR needs a Unix system");
+    ExitCode::from(EXEC_FAILED)
+}
+
 /// The child's own cage, set before it looks at the document. Without unsafe code it cannot be
 /// set between fork and exec by the parent; setting it first thing in the child is equivalent,
-/// since no untrusted byte has been read yet.
+/// since no untrusted byte has been read yet. `max_files` is 3 for the reader (standard input,
+/// output and error: no file can be opened or created) and [`PROGRAM_MAX_FILES`] for an OCR
+/// program, which opens its libraries and language data but still cannot write a byte to a file.
 #[cfg(target_os = "linux")]
-fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
+fn restrict(max_memory: u64, cpu_seconds: u64, max_files: u64) -> std::io::Result<()> {
     use rlimit::Resource;
     // prlimit64, not setrlimit: the systemd unit's `SystemCallFilter=~@resources` kills a
     // process that calls setrlimit, while @system-service allows prlimit64.
@@ -325,8 +556,9 @@ fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
         rlimit::prlimit(0, resource, Some((value, value)), None)
     };
     // Standard input, output and error are descriptors 0–2: with a limit of 3 no file can be
-    // opened or created. The others are belts to those braces.
-    lower(Resource::NOFILE, 3)?;
+    // opened or created. The others are belts to those braces. (NPROC 0 also forbids threads to
+    // an unprivileged user: the programs run single-threaded, see OMP_THREAD_LIMIT.)
+    lower(Resource::NOFILE, max_files)?;
     lower(Resource::FSIZE, 0)?;
     lower(Resource::CORE, 0)?;
     lower(Resource::NPROC, 0)?;
@@ -336,13 +568,13 @@ fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
 }
 
 #[cfg(all(unix, not(target_os = "linux")))]
-fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
+fn restrict(max_memory: u64, cpu_seconds: u64, max_files: u64) -> std::io::Result<()> {
     use rlimit::Resource;
     let lower = |resource: Resource, value: u64| -> std::io::Result<()> {
         let (_, hard) = resource.get()?;
         resource.set(value.min(hard), value.min(hard))
     };
-    lower(Resource::NOFILE, 3)?;
+    lower(Resource::NOFILE, max_files)?;
     lower(Resource::FSIZE, 0)?;
     lower(Resource::CORE, 0)?;
     lower(Resource::AS, max_memory)?;
@@ -350,11 +582,12 @@ fn restrict(max_memory: u64, cpu_seconds: u64) -> std::io::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn restrict(_: u64, _: u64) -> std::io::Result<()> {
+fn restrict(_: u64, _: u64, _: u64) -> std::io::Result<()> {
     Ok(())
 }
 
 /// Misbehaviours on demand, so tests can show what a bad PDF costs.
+#[cfg(feature = "fault-injection")]
 fn fault_for_tests(fault: &str) {
     match fault {
         "panic" => panic!("simulated extractor panic (pdf-extract #153)"),

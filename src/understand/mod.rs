@@ -5,11 +5,12 @@
 //! the message answers.
 //! May not: touch the disk, the network or the store. It is a function of the message and the
 //! configuration alone, which is what lets `mailroom inspect` show exactly what the daemon would
-//! do. The one thing it starts is the PDF text extractor, a child process that can write
-//! nothing and is killed at a deadline ([`extract`]).
+//! do. The one thing it starts is the document reader, a child process that can write nothing
+//! and is killed at a deadline: the PDF text extractor, or, for scans, pdftoppm and Tesseract
+//! ([`extract`], [`ocr`]); at most two at once across the process.
 //! Bad mail is data here: every message gets an outcome, and nothing in this module panics on
 //! input (a message we cannot make sense of becomes [`Understood::Quarantine`]; a document whose
-//! text cannot be read only loses its classification by text).
+//! text cannot be read becomes `unknown`, and the kinds it may be are `unsure`, not missing).
 //!
 //! | module | role |
 //! |---|---|
@@ -17,18 +18,22 @@
 //! | `documents` | every part's kind, confidence and reason; containers opened one level |
 //! | [`classify`] | kinds from file names |
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
+//! | [`ocr`] | scans read by Tesseract, through the same isolated child |
+//! | `body` | the message body as a cover letter |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
 //! | [`fingerprint`] | what makes two copies one message (the evidence a Message-ID needs) |
 //! | [`forward`] | inline-forwarded applications |
 //! | [`intent`] | whether a message reads as an application at all (who may be acknowledged) |
 //! | `robots` | who must never be answered |
 
+mod body;
 pub(crate) mod classify;
 mod documents;
 pub mod extract;
 pub mod fingerprint;
 pub(crate) mod forward;
 pub mod intent;
+pub mod ocr;
 pub mod parse;
 mod robots;
 pub mod sniff;
@@ -59,7 +64,7 @@ pub struct Rules {
     pub default_language: Lang,
     /// Our own addresses (the contact address and the team): never candidates, never answered.
     pub own_addresses: Vec<String>,
-    /// Reads documents' text when their names do not tell (PDFs in an isolated child process).
+    /// Reads documents' text when their names do not tell (PDFs and OCR in an isolated child).
     pub text: TextReader,
 }
 
@@ -107,12 +112,48 @@ pub struct PostingRef {
     pub matched_by: String,
 }
 
+/// Which reader decided a document's kind: `mailroom inspect` shows it beside the reason.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Reader {
+    /// Its file name.
+    Name,
+    /// What the part is: its type, an inline logo, a signature, a delivery report.
+    Part,
+    /// A container: an archive or a winmail.dat, opened or not.
+    Container,
+    /// Its text (a PDF's text layer, DOCX, ODT, plain text).
+    Text,
+    /// Its text as OCR read it from the scan or photo.
+    Ocr,
+    /// The message body, read as a letter.
+    Body,
+    /// Nothing could decide: the document is `unknown`.
+    Nothing,
+}
+
+impl Reader {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reader::Name => "name",
+            Reader::Part => "part",
+            Reader::Container => "container",
+            Reader::Text => "text",
+            Reader::Ocr => "OCR",
+            Reader::Body => "body",
+            Reader::Nothing => "nothing",
+        }
+    }
+}
+
 /// One document of an application, with its bytes.
 #[derive(Debug, Clone, Serialize)]
 pub struct Document {
     pub kind: DocKind,
     pub confidence: f32,
     pub reason: String,
+    /// Which reader decided `kind`.
+    pub decided_by: Reader,
     /// The name the sender gave it (none for a letter taken from the body).
     pub original_name: Option<String>,
     pub content_type: String,
@@ -161,7 +202,11 @@ pub struct Application {
     pub candidate: Candidate,
     pub posting: PostingRef,
     pub documents: Vec<Document>,
+    /// The kinds that are not there: neither found nor possibly among the `unknown` documents.
     pub missing: Vec<DocKind>,
+    /// The kinds not found that an `unknown` document may be: nobody can say they are missing
+    /// until the team has looked (the acknowledgement says "we will check", not "missing").
+    pub unsure: Vec<DocKind>,
     /// Why the sender is a robot, a list or ourselves: then it never gets an answer.
     pub automated: Option<Automated>,
     /// Message-IDs for the reply's `References`.
@@ -276,7 +321,12 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
     let automated = robots::automated_reason(&mail, &candidate.email, &rules.own_addresses);
     let posting = match_posting(&mail, rules, at.unwrap_or_else(Utc::now).date_naive());
     let mut documents = application.containers;
-    documents.extend(documents::find_documents(application.mail, application.letter_text.as_deref(), rules));
+    documents.extend(documents::find_documents(
+        application.mail,
+        application.letter_text.as_deref(),
+        &candidate,
+        rules,
+    ));
     // A bounce, a newsletter or a robot with nothing to file is not an application: keep it out
     // of the candidate folders. (A job board relay that attaches a CV is filed, unanswered.)
     if let Some(automated) = &automated
@@ -299,7 +349,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
             attention: Some(Attention::DangerousAttachment),
         });
     }
-    let missing = documents::missing_kinds(&documents);
+    let (missing, unsure) = documents::missing_kinds(&documents);
     let evidence = intent::evidence(&mail, application.letter_text.as_deref(), &documents, &posting, rules);
     Understood::Application(Box::new(Application {
         sha256,
@@ -311,6 +361,7 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
         posting,
         documents,
         missing,
+        unsure,
         automated,
         references: mail.references.clone(),
         evidence,
@@ -365,6 +416,7 @@ fn application_message<'a>(mail: &'a ParsedMail, own: &[String]) -> ApplicationM
             kind: DocKind::Ignored,
             confidence: 0.9,
             reason: format!("a forwarded message from {from}, opened: the application is inside"),
+            decided_by: Reader::Container,
             original_name: part.filename.as_deref().map(parse::clean_line),
             content_type: part.content_type.clone(),
             extension: "eml".into(),
