@@ -22,10 +22,11 @@ use crate::mail::ReplyKind;
 use crate::mailbox::ImapMailbox;
 use crate::outbox::SendReport;
 use crate::pipeline::{Pipeline, Report};
+use crate::publish::{PublishReport, Publisher, WebDav};
 use crate::reply::Replier;
 use crate::schedule::{SystemClock, Timer};
 use crate::service::{Monitor, Quiet, SystemdMonitor, TerminalProgress};
-use crate::store::{DigestStore, Ledger, OutboxStore, Store};
+use crate::store::{DigestStore, Ledger, OutboxStore, PublishStore, Store};
 use crate::understand::Rules;
 
 /// A failure the command line maps to exit code 2: the configuration or the command is wrong.
@@ -134,6 +135,15 @@ fn open_pipeline(cfg: &Config) -> anyhow::Result<Pipeline<Store>> {
     Ok(Pipeline::new(cfg, replier, open_store(cfg)?))
 }
 
+/// The publisher, when `[publish]` is configured.
+fn open_publisher(cfg: &Config, store: &Store) -> anyhow::Result<Option<Publisher<Store, WebDav>>> {
+    if !cfg.publish.enabled() {
+        return Ok(None);
+    }
+    let backend = WebDav::new(&cfg.publish).map_err(|e| usage(format!("publish: {e}")))?;
+    Ok(Some(Publisher::new(store.clone(), backend, &cfg.storage.data_dir, cfg.publish.root_components())))
+}
+
 /// `mailroom check-config`.
 pub(crate) fn check_config(path: &Path) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
@@ -154,6 +164,7 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
     block_on(async {
         let pipeline = open_pipeline(&cfg)?;
         let courier = SmtpCourier::new(&cfg)?;
+        let publisher = open_publisher(&cfg, pipeline.store())?;
         let shutdown = shutdown_signal();
         let progress = TerminalProgress::if_terminal();
         let monitor: &dyn Monitor = match &progress {
@@ -170,9 +181,14 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
                 report.add(r);
                 sent.add(s);
             }
-            anyhow::Ok((report, sent))
+            let mut published = PublishReport::default();
+            if let Some(publisher) = &publisher {
+                publisher.sweep_uploads().await;
+                published = publisher.publish_due().await?;
+            }
+            anyhow::Ok((report, sent, published))
         };
-        let (report, sent) = tokio::select! {
+        let (report, sent, published) = tokio::select! {
             r = work => r?,
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         };
@@ -190,6 +206,13 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             sent.failed,
             totals.outbox_pending
         );
+        if publisher.is_some() {
+            let waiting = pipeline.store().publish_status()?.waiting;
+            println!(
+                "published {}, removed {}, retrying {}, failed {}; publish queue waiting {waiting}",
+                published.published, published.removed, published.retrying, published.failed
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })?
 }
@@ -219,7 +242,9 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let monitor = SystemdMonitor::new();
         let stop = shutdown.stop.clone();
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
-        let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
+        let publisher = open_publisher(&cfg, pipeline.store())?;
+        let watch =
+            crate::daemon::run(&pipeline, connectors, &courier, publisher.as_ref(), poll, &monitor, stop.clone());
         let digests = digest.run(pipeline.store(), pipeline.outbox_ready(), &timer, &SystemClock, stop);
         tokio::select! {
             _ = async { tokio::join!(watch, digests) } => {}
@@ -287,9 +312,12 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let snapshot = store.snapshot()?;
     let last_digest = store.last_digest_end()?;
     let next_digest = cfg.digest.enabled.then(|| crate::digest::next_digest(&cfg, last_digest, Utc::now())).flatten();
+    let publish = store.publish_status()?;
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
+        value["publish"] = serde_json::to_value(&publish)?;
+        value["publish"]["enabled"] = cfg.publish.enabled().into();
         println!("{}", serde_json::to_string_pretty(&value)?);
         return Ok(ExitCode::SUCCESS);
     }
@@ -326,6 +354,19 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         last_digest.map_or("never".into(), local),
         next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
+    if cfg.publish.enabled() || publish.waiting + publish.done + publish.failed > 0 {
+        let oldest = publish.oldest_waiting.map(|t| format!(" (oldest queued {})", when(Some(t)))).unwrap_or_default();
+        println!(
+            "publish          {} waiting{oldest}, {} done, {} failed{}",
+            publish.waiting,
+            publish.done,
+            publish.failed,
+            if cfg.publish.enabled() { "" } else { " (publish.url is not set: nothing is published)" }
+        );
+        if let Some(error) = &publish.last_error {
+            println!("  last error     {error}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -79,6 +79,8 @@ pub struct Config {
     #[serde(default)]
     pub log: Log,
     #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
     pub postings: Vec<Posting>,
 }
 
@@ -303,6 +305,179 @@ pub enum LogFormat {
     Json,
 }
 
+/// Publishing each candidate's folder to the team's cloud (Nextcloud, ownCloud, any WebDAV
+/// server). Off while `url` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Publish {
+    /// The WebDAV folder of the account, with `https://`. Nextcloud:
+    /// `https://HOST/remote.php/dav/files/USER/`. Empty: publishing is off.
+    pub url: String,
+    /// The account's login name.
+    pub username: String,
+    /// An app password (Nextcloud: Personal settings → Security → Devices & sessions). Set one of
+    /// `password` and `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The folder under `url` that receives one folder per posting (created if missing).
+    pub root: String,
+    /// A link to a candidate's folder for the digest: `{posting}` and `{folder}` are replaced by
+    /// the remote names, URL-encoded. Empty: no links.
+    pub web_url: String,
+    /// What a removal does to Nextcloud's trash bin: `empty` (erase the removed folder from the
+    /// trash bin too) or `keep`.
+    pub nextcloud_trash: TrashPolicy,
+    /// The trash bin's WebDAV address. Empty: derived from `url`
+    /// (`…/remote.php/dav/trashbin/USER/trash/`).
+    pub trash_url: String,
+    /// Deadline for each request, the upload of one file included.
+    pub timeout_secs: u64,
+    /// The digest lists publishing as needing a human when an item has waited this long.
+    pub stuck_after_minutes: u64,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            url: String::new(),
+            username: String::new(),
+            password: None,
+            password_file: None,
+            ca_file: None,
+            root: "Recrutement".into(),
+            web_url: String::new(),
+            nextcloud_trash: TrashPolicy::Empty,
+            trash_url: String::new(),
+            timeout_secs: 300,
+            stuck_after_minutes: 60,
+        }
+    }
+}
+
+impl Publish {
+    /// Publishing is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The `root` folder as path components.
+    pub fn root_components(&self) -> Vec<String> {
+        self.root.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// The trash bin to empty after a removal: `trash_url`, or the Nextcloud trash bin of the
+    /// account in `url`; `None` with `nextcloud_trash = "keep"`.
+    pub fn trash(&self) -> Option<String> {
+        if self.nextcloud_trash == TrashPolicy::Keep {
+            return None;
+        }
+        if !self.trash_url.trim().is_empty() {
+            return Some(with_slash(self.trash_url.trim()));
+        }
+        let (base, rest) = self.url.split_once("/remote.php/dav/files/")?;
+        let user = rest.split('/').next().filter(|u| !u.is_empty())?;
+        Some(format!("{base}/remote.php/dav/trashbin/{user}/trash/"))
+    }
+
+    /// The app password, from the config or its file.
+    pub fn password(&self) -> Result<Secret, ConfigError> {
+        password(&self.password, &self.password_file, "publish")
+    }
+
+    fn validate(&self) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = self.url.trim();
+        let Some(after) = url.strip_prefix("https://") else {
+            return Err(invalid(
+                "publish.url",
+                format!("{url:?} must start with https:// (there is no plaintext mode)"),
+            ));
+        };
+        if after.split('/').next().is_none_or(str::is_empty) {
+            return Err(invalid("publish.url", format!("{url:?} has no host")));
+        }
+        if self.username.trim().is_empty() {
+            return Err(invalid("publish.username", "must not be empty when publish.url is set"));
+        }
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "publish.password",
+                    "set either publish.password or publish.password_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid("publish.password", "missing: set publish.password or publish.password_file"));
+            }
+            (None, Some(file)) => {
+                read_password_file(file).map_err(|m| invalid("publish.password_file", m))?;
+            }
+            (Some(_), None) => {}
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::load_ca_file(ca).map_err(|e| invalid("publish.ca_file", e.to_string()))?;
+        }
+        let root = self.root_components();
+        if root.is_empty() {
+            return Err(invalid("publish.root", "must name a folder (e.g. \"Recrutement\")"));
+        }
+        if root.iter().any(|c| c == "." || c == ".." || c.chars().any(char::is_control)) {
+            return Err(invalid("publish.root", format!("{:?}: no \".\", \"..\" or control characters", self.root)));
+        }
+        if !self.web_url.is_empty() {
+            let w = &self.web_url;
+            if !(w.starts_with("https://") || w.starts_with("http://")) {
+                return Err(invalid("publish.web_url", format!("{w:?} must start with https://")));
+            }
+            let unknown = w
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split_once('}'))
+                .map(|(name, _)| name)
+                .find(|name| !["posting", "folder"].contains(name));
+            if let Some(name) = unknown {
+                return Err(invalid(
+                    "publish.web_url",
+                    format!("unknown placeholder {{{name}}}: use {{posting}} and {{folder}}"),
+                ));
+            }
+        }
+        if self.nextcloud_trash == TrashPolicy::Empty && self.trash().is_none() {
+            return Err(invalid(
+                "publish.nextcloud_trash",
+                "\"empty\" needs the trash bin's address: use a Nextcloud publish.url (https://HOST/remote.php/dav/files/USER/), \
+                 set publish.trash_url, or set \"keep\" for a server without a trash bin",
+            ));
+        }
+        for (key, v) in
+            [("publish.timeout_secs", self.timeout_secs), ("publish.stuck_after_minutes", self.stuck_after_minutes)]
+        {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') { url.to_owned() } else { format!("{url}/") }
+}
+
+/// What a removal does to Nextcloud's trash bin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrashPolicy {
+    /// Delete the removed folder's entry from the trash bin as well: the erasure is an erasure.
+    Empty,
+    /// Leave it there (Nextcloud expires it after its retention, 30 days by default).
+    Keep,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Posting {
@@ -432,6 +607,12 @@ impl Config {
             rel(p);
         }
         for p in [&mut self.imap.password_file, &mut self.smtp.password_file].into_iter().flatten() {
+            secret_rel(p);
+        }
+        if let Some(p) = &mut self.publish.ca_file {
+            rel(p);
+        }
+        if let Some(p) = &mut self.publish.password_file {
             secret_rel(p);
         }
     }
@@ -568,6 +749,7 @@ impl Config {
         if self.postings.iter().filter(|p| p.default).count() > 1 {
             return Err(invalid("postings", "at most one posting may have default = true"));
         }
+        self.publish.validate()?;
         Ok(())
     }
 

@@ -18,8 +18,9 @@ use crate::error::{Classified, backoff};
 use crate::mailbox::{Mailbox, MailboxError};
 use crate::outbox::{self, SendReport};
 use crate::pipeline::{Pipeline, PipelineError, Report};
+use crate::publish::{Backend, Publisher};
 use crate::service::Monitor;
-use crate::store::{Ledger, OutboxStore};
+use crate::store::{Ledger, OutboxStore, PublishStore};
 
 /// `mailroom once` on one folder: one pass, then the outbox's chance to send what it queued.
 pub async fn once<L, M, C>(
@@ -44,30 +45,40 @@ where
     Ok((report?, sent))
 }
 
-/// `mailroom run`: one watch loop per folder (see [`watch`]) and the outbox sender, until `stop`
-/// turns true. The watchdog is pinged only while every loop is alive.
-pub async fn run<L, M, C, F, Fut>(
+/// `mailroom run`: one watch loop per folder (see [`watch`]), the outbox sender and, when
+/// `[publish]` is configured, the publisher, until `stop` turns true. The watchdog is pinged only
+/// while every watch loop is alive.
+#[allow(clippy::too_many_arguments)]
+pub async fn run<L, M, C, F, Fut, B>(
     pipeline: &Pipeline<L>,
     connectors: Vec<F>,
     courier: &C,
+    publisher: Option<&Publisher<L, B>>,
     poll_interval: Duration,
     monitor: &dyn Monitor,
     stop: watch::Receiver<bool>,
 ) where
-    L: Ledger + OutboxStore,
+    L: Ledger + OutboxStore + PublishStore,
     M: Mailbox,
     C: Courier,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
+    B: Backend,
 {
     let liveness = Liveness::new(connectors.len(), monitor.watchdog_interval());
     let watchers = connectors
         .into_iter()
         .enumerate()
         .map(|(slot, connect)| watch(pipeline, connect, poll_interval, monitor, &liveness, slot, stop.clone()));
+    let publishing = async {
+        if let Some(publisher) = publisher {
+            publisher.run(pipeline.publish_ready(), stop.clone()).await;
+        }
+    };
     tokio::join!(
         futures::future::join_all(watchers),
-        outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone())
+        outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
+        publishing
     );
     monitor.stopping();
 }

@@ -23,11 +23,13 @@ use tokio::sync::{Notify, watch};
 use crate::config::{Config, Posting, WhenEmpty};
 use crate::lang::Lang;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind, TextAttachment};
+use crate::publish::names::web_link;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::render::{self, TemplateError, Templates};
 use crate::schedule::{Clock, Schedule, Timer};
 use crate::store::{
-    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, QuarantineRow, StaleCandidate, StoreError,
+    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, PublishFailure, PublishStatus, QuarantineRow,
+    StaleCandidate, StoreError,
 };
 use crate::understand::DocKind;
 
@@ -67,6 +69,10 @@ pub struct Digest {
     from: String,
     data_dir: String,
     postings: Vec<Posting>,
+    /// `publish.web_url`: each candidate's folder as a link (empty: none).
+    web_url: String,
+    /// How long a publish item may wait before the digest calls it stuck (`None`: not publishing).
+    publish_stuck_after: Option<chrono::Duration>,
 }
 
 impl Digest {
@@ -95,6 +101,11 @@ impl Digest {
             from: cfg.identity.from.clone(),
             data_dir: cfg.storage.data_dir.display().to_string(),
             postings: cfg.postings.clone(),
+            web_url: if cfg.publish.enabled() { cfg.publish.web_url.clone() } else { String::new() },
+            publish_stuck_after: cfg
+                .publish
+                .enabled()
+                .then(|| chrono::Duration::minutes(cfg.publish.stuck_after_minutes.min(i64::MAX as u64) as i64)),
         };
         // Prove the templates on an empty and a full sample now, not at 8 a.m.
         let now = Utc::now();
@@ -240,6 +251,7 @@ impl Digest {
                             name => a.name, email => a.candidate, when => local(a.received_at),
                             documents => a.documents.iter().map(|(k, n)| context! { label => k.label(lang), original_name => n }).collect::<Vec<_>>(),
                             missing => labels(&a.missing), repeat => a.repeat, folder => a.folder, reply => a.reply.describe(lang),
+                            link => web_link(&self.web_url, &a.folder),
                         }
                     })
                     .collect();
@@ -247,8 +259,31 @@ impl Digest {
             })
             .collect();
         let new_count = rows.applications.len();
-        let empty =
-            new_count == 0 && rows.quarantined.is_empty() && rows.failed_replies.is_empty() && rows.held_by_cap == 0;
+        let publish = &rows.publish;
+        let publish_stuck = self
+            .publish_stuck_after
+            .is_some_and(|after| publish.waiting > 0 && publish.oldest_waiting.is_some_and(|t| t < end - after));
+        let publish_failures: Vec<Value> = if self.publish_stuck_after.is_some() {
+            publish
+                .recent_failures
+                .iter()
+                .map(|f| {
+                    let path = match &f.name {
+                        Some(name) => format!("{}/{name}", f.folder),
+                        None => f.folder.clone(),
+                    };
+                    context! { path => path, removal => f.name.is_none(), error => f.error, when => f.at.map(local) }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let empty = new_count == 0
+            && rows.quarantined.is_empty()
+            && rows.failed_replies.is_empty()
+            && rows.held_by_cap == 0
+            && !publish_stuck
+            && publish_failures.is_empty();
         let ctx = context! {
             organisation => self.organisation,
             window => context! { start => local(start), end => local(end) },
@@ -258,7 +293,14 @@ impl Digest {
             quarantined => rows.quarantined.iter().map(|q| context! { when => local(q.received_at), reason => q.reason.describe(lang), path => q.path }).collect::<Vec<_>>(),
             failed_replies => rows.failed_replies.iter().map(|f| context! { recipient => f.recipient, state => state_label(f.state, lang), error => f.error }).collect::<Vec<_>>(),
             held_by_cap => rows.held_by_cap,
-            stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
+            stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, link => web_link(&self.web_url, &s.folder), missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
+            publish => context! {
+                stuck => publish_stuck,
+                waiting => publish.waiting,
+                since => publish.oldest_waiting.map(local),
+                error => publish.last_error,
+                failures => publish_failures,
+            },
             stale_after_days => self.stale_after_days,
             data_dir => self.data_dir,
         };
@@ -285,11 +327,13 @@ impl Digest {
             "offre,reçue le,nom,adresse,documents,manquant,déjà candidat,dossier",
             "posting,received,name,email,documents,missing,repeat,folder",
         );
-        let mut out = format!("\u{feff}{header}\r\n");
+        let links = !self.web_url.is_empty();
+        let link_header = if links { lang.pick(",lien", ",link") } else { "" };
+        let mut out = format!("\u{feff}{header}{link_header}\r\n");
         for a in &rows.applications {
             let docs = a.documents.iter().map(|(k, _)| k.label(lang)).collect::<Vec<_>>().join(" + ");
             let missing = a.missing.iter().map(|k| k.label(lang)).collect::<Vec<_>>().join(" + ");
-            let line = [
+            let mut line = vec![
                 a.posting.clone(),
                 a.received_at.with_timezone(&self.tz).format("%Y-%m-%d %H:%M").to_string(),
                 a.name.clone(),
@@ -299,6 +343,9 @@ impl Digest {
                 if a.repeat { "1".into() } else { "0".into() },
                 a.folder.clone(),
             ];
+            if links {
+                line.push(web_link(&self.web_url, &a.folder).unwrap_or_default());
+            }
             out.push_str(&line.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
             out.push_str("\r\n");
         }
@@ -347,6 +394,19 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             since: now,
         }],
         totals: BTreeMap::from([("sample".to_owned(), 1)]),
+        publish: PublishStatus {
+            waiting: 3,
+            oldest_waiting: Some(now - chrono::Duration::hours(2)),
+            done: 1,
+            failed: 1,
+            last_error: Some("PUT: 503 Service Unavailable".into()),
+            recent_failures: vec![PublishFailure {
+                folder: "sample/X".into(),
+                name: Some("CV.pdf".into()),
+                error: "PUT: 413 Payload Too Large".into(),
+                at: Some(now),
+            }],
+        },
     }
 }
 

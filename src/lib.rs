@@ -8,7 +8,7 @@
 //! ```text
 //!  fetch ──▶ understand ──▶ file ──▶ acknowledge ──▶ record ══▶ (commit point) ──▶ flag on server
 //!  mailbox    understand     filing    reply           store                        outbox ──▶ courier
-//!                                                        ▲
+//!                                                        ▲                          publish ──▶ WebDAV
 //!  schedule ──▶ digest ───────────────────────────────────┘ (claims a window with its mail)
 //! ```
 //!
@@ -38,6 +38,7 @@
 //! | **after the commit point, and around the stages** | | |
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation | network |
 //! | [`outbox`] | the outbox sender: committed mail to the courier, at most once | the store, the courier |
+//! | [`publish`] | the publisher: committed folders to the team's cloud (WebDAV: Nextcloud…), in order, retried; the `Backend` trait; names that survive the trip | the publish queue, the data root (read only), network |
 //! | [`pipeline`] | the stage order, in batches: one function per stage | through the above |
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
 //! | [`daemon`] | the `once` and `run` loops: reconnection, watchdog, status line | through the pipeline |
@@ -66,6 +67,7 @@ pub mod mail;
 pub mod mailbox;
 pub mod outbox;
 pub mod pipeline;
+pub mod publish;
 pub mod reason;
 pub(crate) mod render;
 pub mod reply;

@@ -17,7 +17,8 @@
 //!    high-water mark. This is the commit point.
 //!
 //! After the commit the messages get our keyword on the server and the outbox sender is woken
-//! ([`crate::outbox`]). A crash anywhere before the commit replays the batch: filing is idempotent
+//! ([`crate::outbox`]), and so is the publisher ([`crate::publish`]) when `[publish]` is
+//! configured: the commit queued the application's files for the team's cloud folder. A crash anywhere before the commit replays the batch: filing is idempotent
 //! and nothing was sent. A crash after it replays nothing.
 //!
 //! Errors act: a message whose filing fails for good (something in the way at its path) is set
@@ -39,7 +40,9 @@ use crate::mailbox::{Envelope, Mailbox, MailboxError};
 use crate::reason::{QuarantineReason, SkipReason};
 use crate::reply::{History, Replier, ReplyDecision};
 use crate::service::Monitor;
-use crate::store::{Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
+use crate::store::{
+    Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, PublishFile, StoreError,
+};
 use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
@@ -119,6 +122,8 @@ struct Stages<L> {
     store: L,
     /// One batch at a time: the filer's batch state (files to make durable) is per batch.
     filer: Mutex<Filer>,
+    /// `[publish]` is configured: filed folders are queued for the cloud at the commit.
+    publish: bool,
 }
 
 /// The pipeline over one store and one data root.
@@ -128,6 +133,8 @@ pub struct Pipeline<L: Ledger> {
     keyword: String,
     /// Woken after each commit that queued a reply.
     outbox_ready: Arc<Notify>,
+    /// Woken after each commit that filed something (the publisher waits on it).
+    publish_ready: Arc<Notify>,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -138,6 +145,7 @@ impl<L: Ledger> Pipeline<L> {
                 replier,
                 store,
                 filer: Mutex::new(Filer::new(&cfg.storage.data_dir)),
+                publish: cfg.publish.enabled(),
             }),
             limits: BatchLimits {
                 messages: cfg.imap.batch_messages,
@@ -146,6 +154,7 @@ impl<L: Ledger> Pipeline<L> {
             },
             keyword: cfg.imap.filed_keyword.clone(),
             outbox_ready: Arc::new(Notify::new()),
+            publish_ready: Arc::new(Notify::new()),
         }
     }
 
@@ -156,6 +165,11 @@ impl<L: Ledger> Pipeline<L> {
     /// Notified after each commit that queued mail; the outbox sender waits on it.
     pub fn outbox_ready(&self) -> &Arc<Notify> {
         &self.outbox_ready
+    }
+
+    /// Notified after each commit that filed something; the publisher waits on it.
+    pub fn publish_ready(&self) -> &Arc<Notify> {
+        &self.publish_ready
     }
 
     /// One pass over the folder: everything above the high-water mark, batch after batch.
@@ -234,6 +248,9 @@ impl<L: Ledger> Pipeline<L> {
         );
         if batch_report.replies_queued > 0 {
             self.outbox_ready.notify_one();
+        }
+        if batch_report.filed > 0 {
+            self.publish_ready.notify_one();
         }
         // The keyword is a courtesy to people reading the mailbox; the store is the truth.
         if let Err(e) = mailbox.add_keyword(&committed, &self.keyword).await {
@@ -345,7 +362,8 @@ fn file_and_acknowledge<L: Ledger>(
         Err(e) => return Err(e),
     };
     let decision = acknowledge(&stages.replier, &stages.store, batch, app, &filed)?;
-    Ok(record(batch, uid, app, filed, decision))
+    let publish = if stages.publish { crate::publish::files_of(&filed.application) } else { Vec::new() };
+    Ok(record(batch, uid, app, filed, decision, publish))
 }
 
 /// Stage 3 for an application: into the candidate's folder, next to what the store says it holds.
@@ -401,7 +419,14 @@ fn acknowledge<L: Ledger>(
 }
 
 /// What stage 5 commits for a filed application.
-fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, decision: ReplyDecision) -> MessageRecord {
+fn record(
+    batch: &mut BatchState,
+    uid: u32,
+    app: &Application,
+    filed: Filed,
+    decision: ReplyDecision,
+    publish: Vec<PublishFile>,
+) -> MessageRecord {
     batch.report.filed += 1;
     let reply = decision.note();
     let outbox = match decision {
@@ -427,6 +452,7 @@ fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, dec
             application: filed.application,
             reply,
             outbox,
+            publish,
         })),
     }
 }

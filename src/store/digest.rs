@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{OutboxState, Store, StoreError, outbox, parse_ts, ts};
+use super::{OutboxState, PublishStatus, Store, StoreError, outbox, parse_ts, publish, ts};
 use crate::mail::OutgoingMail;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::understand::DocKind;
@@ -62,6 +62,8 @@ pub struct DigestRows {
     pub stale: Vec<StaleCandidate>,
     /// Distinct candidates per posting, since the beginning.
     pub totals: BTreeMap<String, u64>,
+    /// The publish queue now, and what failed for good in the window.
+    pub publish: PublishStatus,
 }
 
 /// The store in the digest job's role.
@@ -204,6 +206,7 @@ impl DigestStore for Store {
                 .or_insert(StaleCandidate { candidate, name, posting, folder, missing, since: at });
         }
         rows.stale = people.into_values().filter(|p| !p.missing.is_empty() && p.since < stale_before).collect();
+        rows.publish = publish::status(&conn, start)?;
         Ok(rows)
     }
 

@@ -5,7 +5,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Store, StoreError, outbox, parse_ts, ts};
+use super::{PublishFile, Store, StoreError, outbox, parse_ts, publish, ts};
 use crate::filing::FiledApplication;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind};
 use crate::reason::{QuarantineReason, ReplyNote};
@@ -42,6 +42,8 @@ pub struct FiledRecord {
     pub reply: ReplyNote,
     /// The acknowledgement to send, if one was decided.
     pub outbox: Option<OutgoingMail>,
+    /// The folder's files to publish to the cloud (empty when publishing is off).
+    pub publish: Vec<PublishFile>,
 }
 
 /// What became of one message.
@@ -126,7 +128,8 @@ pub trait Ledger: Clone + Send + Sync + 'static {
     fn high_water(&self, mailbox: &MailboxKey) -> Result<u32, StoreError>;
     /// A message already recorded with these bytes: its row id.
     fn find_duplicate(&self, sha256: &str, message_id: Option<&str>) -> Result<Option<i64>, StoreError>;
-    /// The commit point: the batch's rows, documents, outbox entries and high-water mark, atomically.
+    /// The commit point: the batch's rows, documents, outbox entries, publish items and
+    /// high-water mark, atomically.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     fn record_contact(&self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// The applications committed in a candidate folder (relative path), oldest first.
@@ -310,6 +313,9 @@ impl Ledger for Store {
                 }
                 if let Some(mail) = &f.outbox {
                     outbox::insert(&tx, Some(id), mail, &now)?;
+                }
+                for file in &f.publish {
+                    publish::queue_put(&tx, &f.folder, file, &now)?;
                 }
             }
         }

@@ -9,6 +9,7 @@
 //! | [`Ledger`] | the pipeline | high-water marks, duplicates, what a folder holds, reply history, the batch commit |
 //! | [`OutboxStore`] | the outbox sender | the outbox's state machine |
 //! | [`DigestStore`] | the digest job | what happened in a window; claiming a window with its mail |
+//! | [`PublishStore`] | the publisher | the publish queue: what the cloud folder must show, in order |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -22,10 +23,12 @@
 //! | `ledger.rs` | `messages`, `documents`, `mailboxes`: the commit, duplicates, status |
 //! | `outbox.rs` | `outbox`: pending → sending → sent / failed / uncertain |
 //! | `digest.rs` | `digests` and the digest's reading of the others |
+//! | `publish.rs` | `publish_queue`: pending → done / failed / superseded; folder removals |
 
 mod digest;
 mod ledger;
 mod outbox;
+mod publish;
 mod schema;
 
 use std::fs::File;
@@ -40,6 +43,7 @@ pub use ledger::{
     Batch, DuplicateOf, FiledRecord, Ledger, MailboxKey, MailboxStatus, MessageRecord, Outcome, Snapshot, Totals,
 };
 pub use outbox::{OutboxEntry, OutboxState, OutboxStore};
+pub use publish::{PublishFailure, PublishFile, PublishItem, PublishOp, PublishStatus, PublishStore};
 
 use crate::error::{Classified, Retry};
 

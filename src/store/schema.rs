@@ -107,6 +107,23 @@ const MIGRATIONS: &[&str] = &[
          WHEN reply LIKE 'skipped: hourly cap%' THEN 'hourly_cap'
          ELSE 'legacy' END;
      CREATE INDEX IF NOT EXISTS messages_reply_code ON messages (reply_code, recorded_at);",
+    // What must appear on (or vanish from) the team's cloud folder, committed with the change of
+    // the local folder (see store/publish.rs).
+    "CREATE TABLE IF NOT EXISTS publish_queue (
+         id INTEGER PRIMARY KEY,
+         op TEXT NOT NULL,
+         folder TEXT NOT NULL,
+         name TEXT,
+         sha256 TEXT,
+         state TEXT NOT NULL DEFAULT 'pending',
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at TEXT NOT NULL,
+         last_error TEXT,
+         created_at TEXT NOT NULL,
+         done_at TEXT
+     );
+     CREATE INDEX IF NOT EXISTS publish_queue_state ON publish_queue (state, id);
+     CREATE INDEX IF NOT EXISTS publish_queue_folder ON publish_queue (folder, op, state);",
 ];
 
 pub(super) fn migrate(conn: &Connection) -> Result<(), StoreError> {
