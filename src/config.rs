@@ -921,4 +921,37 @@ organisation = "Example"
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
     }
+
+    #[test]
+    fn publish_is_off_until_its_url_is_set_and_its_errors_name_their_key() {
+        let c = load(&format!("{MINIMAL}[publish]\n"), &[]).unwrap();
+        assert!(!c.publish.enabled());
+        let nc = "[publish]\nurl = \"https://cloud.example.org/remote.php/dav/files/rh/\"\nusername = \"rh\"\npassword = \"app\"\n";
+        let c = load(&format!("{MINIMAL}{nc}"), &[]).unwrap();
+        assert!(c.publish.enabled());
+        assert_eq!(c.publish.root_components(), ["Recrutement"]);
+        assert_eq!(c.publish.trash().as_deref(), Some("https://cloud.example.org/remote.php/dav/trashbin/rh/trash/"));
+        assert!(!format!("{c:?}").contains("\"app\""), "the app password is redacted");
+        let err = |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]).unwrap_err().to_string();
+        assert!(err(&nc.replace("https://", "http://")).starts_with("publish.url:"));
+        assert!(err(&nc.replace("password = \"app\"\n", "")).starts_with("publish.password:"));
+        assert!(err(&format!("{nc}web_url = \"https://x/?dir={{poste}}\"\n")).starts_with("publish.web_url:"));
+        assert!(err(&format!("{nc}root = \"a/../b\"\n")).starts_with("publish.root:"));
+        let plain = nc.replace("/remote.php/dav/files/rh/", "/dav/");
+        assert!(err(&plain).starts_with("publish.nextcloud_trash:"), "{}", err(&plain));
+        let keep = load(&format!("{MINIMAL}{plain}nextcloud_trash = \"keep\"\n"), &[]).unwrap();
+        assert_eq!(keep.publish.trash(), None);
+        let own = load(&format!("{MINIMAL}{plain}trash_url = \"https://x/trash\"\n"), &[]).unwrap();
+        assert_eq!(own.publish.trash().as_deref(), Some("https://x/trash/"));
+        let env = load(
+            MINIMAL,
+            &[
+                ("MAILROOM__PUBLISH__URL", "https://c/remote.php/dav/files/u/"),
+                ("MAILROOM__PUBLISH__USERNAME", "u"),
+                ("MAILROOM__PUBLISH__PASSWORD", "p"),
+            ],
+        )
+        .unwrap();
+        assert!(env.publish.enabled());
+    }
 }

@@ -48,7 +48,9 @@ pub const CONCURRENCY: usize = 4;
 /// The folder below `publish.root` where files are uploaded before they are moved to their name.
 pub const STAGING: &str = ".mailroom-uploads";
 const RETRY_BASE: Duration = Duration::from_secs(1);
-const RETRY_CAP: Duration = Duration::from_secs(5 * 60);
+/// One probe a minute at most while the server is away: cheap for the server, and the folders
+/// appear within a minute of its return.
+const RETRY_CAP: Duration = Duration::from_secs(60);
 /// How often an idle publisher looks at the queue: another process (a purge) may have queued.
 const IDLE_POLL: Duration = Duration::from_secs(30);
 

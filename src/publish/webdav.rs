@@ -451,6 +451,61 @@ mod tests {
         assert!(check("PUT", StatusCode::CREATED).is_ok());
     }
 
+    /// What the server sees of a PUT: a length, never a chunked body (Nextcloud behind php-fpm
+    /// stores an empty file for a chunked one), and both hashes.
+    #[test]
+    fn a_put_is_sent_with_its_length_and_its_hashes() {
+        use std::io::{BufRead, BufReader, Read, Write};
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = Vec::new();
+            loop {
+                let mut line = String::new();
+                reader.read_line(&mut line).unwrap();
+                if line == "\r\n" {
+                    break;
+                }
+                head.push(line.trim_end().to_owned());
+            }
+            let length: usize = head.iter().find_map(|h| h.strip_prefix("content-length: ")).unwrap().parse().unwrap();
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let mut stream = stream;
+            stream.write_all(b"HTTP/1.1 201 Created\r\nContent-Length: 0\r\nConnection: close\r\n\r\n").unwrap();
+            (head, body)
+        });
+        let dir = tempfile::tempdir().unwrap();
+        let local = dir.path().join("cv.pdf");
+        let bytes: Vec<u8> = (0..200_000u32).map(|i| (i % 251) as u8).collect();
+        std::fs::write(&local, &bytes).unwrap();
+        let cfg = Publish {
+            url: format!("http://127.0.0.1:{port}/remote.php/dav/files/u/"),
+            username: "u".into(),
+            password: Some(Secret::new("p")),
+            nextcloud_trash: crate::config::TrashPolicy::Keep,
+            ..Publish::default()
+        };
+        let upload = Upload {
+            local,
+            size: bytes.len() as u64,
+            sha256: crate::understand::sha256_hex(&bytes),
+            sha1: hex::encode(ring::digest::digest(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY, &bytes)),
+        };
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(WebDav::new(&cfg).unwrap().put(&RemotePath(vec!["a b".into()]), &upload)).unwrap();
+        let (head, body) = server.join().unwrap();
+        assert_eq!(head[0], "PUT /remote.php/dav/files/u/a%20b HTTP/1.1");
+        assert!(!head.iter().any(|h| h.starts_with("transfer-encoding")), "{head:?}");
+        assert!(head.contains(&format!("content-length: {}", bytes.len())), "{head:?}");
+        assert!(head.contains(&format!("oc-checksum: SHA1:{}", upload.sha1)), "{head:?}");
+        assert!(head.iter().any(|h| h.starts_with("content-digest: sha-256=:")), "{head:?}");
+        assert!(head.iter().any(|h| h.starts_with("authorization: Basic ")), "{head:?}");
+        assert_eq!(body, bytes);
+    }
+
     #[test]
     fn paths_are_encoded_one_component_at_a_time() {
         let cfg = Publish {
