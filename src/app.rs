@@ -183,6 +183,7 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             }
             let mut published = PublishReport::default();
             if let Some(publisher) = &publisher {
+                publisher.backfill()?;
                 publisher.sweep_uploads().await;
                 published = publisher.publish_due().await?;
             }

@@ -190,6 +190,34 @@ fn an_application_appears_remotely_with_identical_bytes_and_a_repeat_updates_it(
 }
 
 #[test]
+fn turning_publishing_on_publishes_what_was_filed_before() {
+    let Some(stack) = Stack::get() else { return };
+    if lacks_webdav(&stack) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let (folder, to, config) = stack.contact_folder_config(dir.path(), "publater", "");
+    once(&config);
+    let raw = application("erin@example.test", "Erin Moreau", &to, &[("CV.pdf", "application/pdf", &pdf("cv erin"))]);
+    deliver_and_wait(&stack, "erin@example.test", &folder, &raw);
+    let out = once(&config);
+    assert!(out.contains("filed 1") && !out.contains("published"), "{out}");
+
+    // The admin connects the cloud folder afterwards: the same state, now with [publish].
+    let root = unique("Recrutement");
+    let text = std::fs::read_to_string(&config).unwrap();
+    let publish = publish_section(&stack, &root, "nextcloud_trash = \"keep\"");
+    std::fs::write(&config, text.replacen("[[postings]]", &format!("{publish}\n[[postings]]"), 1)).unwrap();
+    let out = once(&config);
+    assert!(out.contains("fetched 0,") && out.contains("published 3,"), "{out}");
+    let data = dir.path().join("data");
+    let person = candidate_folders(&data).pop().unwrap();
+    assert_published(&data, &remote_root(&stack, &root), &person);
+    let out = once(&config);
+    assert!(out.contains("published 0,"), "nothing twice: {out}");
+}
+
+#[test]
 fn the_digest_links_each_candidate_to_the_published_folder() {
     let Some(stack) = Stack::get() else { return };
     if lacks_webdav(&stack) {

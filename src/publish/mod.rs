@@ -206,6 +206,32 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
         path
     }
 
+    /// Queues what was filed before publishing was turned on, or while it was off: the files of
+    /// every candidate folder still on disk that are neither waiting nor published with the same
+    /// bytes. Cheap when there is nothing to do; run at every start (so an item that failed for
+    /// good is tried again after a restart).
+    pub fn backfill(&self) -> Result<usize, StoreError> {
+        let mut folders: Vec<(String, Vec<PublishFile>)> = Vec::new();
+        for (folder, application) in self.store.filed_applications()? {
+            if self.local_path(&folder, METADATA_FILE).is_err() || !self.data_dir.join(&folder).is_dir() {
+                continue; // purged, or forgotten: nothing to publish
+            }
+            let files = files_of(&application).into_iter().filter(|f| f.sha256.is_some());
+            match folders.iter_mut().find(|(f, _)| *f == folder) {
+                Some((_, list)) => list.extend(files),
+                None => folders.push((folder, files.collect())),
+            }
+        }
+        for (_, files) in &mut folders {
+            files.push(PublishFile { name: METADATA_FILE.to_owned(), sha256: None });
+        }
+        let queued = self.store.queue_backfill(&folders)?;
+        if queued > 0 {
+            tracing::info!(queued, "publish: queued what was filed while publishing was off");
+        }
+        Ok(queued)
+    }
+
     /// Removes what an interrupted run left in the upload folder. Nothing is in flight when it
     /// runs (at start), so everything there is a leftover. Best effort: the server may be away.
     pub async fn sweep_uploads(&self) {
@@ -269,13 +295,17 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
         }
     }
 
-    /// Publishes until `stop` turns true: at start, sweeps leftover uploads; then does what is
+    /// Publishes until `stop` turns true: at start, queues what was filed while publishing was
+    /// off ([`Publisher::backfill`]) and sweeps leftover uploads; then does what is
     /// due, and sleeps until the next item is due, a commit queues more (`ready`), or the
     /// idle poll. While the server is away it pauses with backoff and jitter and logs once per
     /// change of state. A stop cuts an upload short: it never reached its name, and is done again
     /// at the next start.
     pub async fn run(&self, ready: &Notify, mut stop: watch::Receiver<bool>) -> PublishReport {
         let mut total = PublishReport::default();
+        if let Err(e) = self.backfill() {
+            tracing::error!(error = %e, "publish: could not queue what was filed while publishing was off");
+        }
         self.sweep_uploads().await;
         let mut streak: u32 = 0;
         loop {

@@ -29,6 +29,7 @@ use rusqlite::{Connection, OptionalExtension, params};
 use serde::Serialize;
 
 use super::{Store, StoreError, parse_ts, ts};
+use crate::filing::FiledApplication;
 
 /// One file of a candidate folder to publish.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -99,6 +100,13 @@ pub trait PublishStore: Clone + Send + Sync + 'static {
     /// Queues the removal of a folder's remote copy, in a transaction of its own (see the module
     /// documentation). False: nothing of it was ever queued for publishing, so nothing was queued.
     fn queue_folder_removal(&self, folder: &str) -> Result<bool, StoreError>;
+    /// Every filed application with its folder, oldest first: what was filed before publishing
+    /// was turned on (or while it was off) is published from it.
+    fn filed_applications(&self) -> Result<Vec<(String, FiledApplication)>, StoreError>;
+    /// Queues, in one transaction, the files of each folder that are neither waiting nor
+    /// published with the same bytes; a folder's `metadata.json` (listed last) only when something
+    /// of the folder was queued, or it never was. Returns how many items were queued.
+    fn queue_backfill(&self, folders: &[(String, Vec<PublishFile>)]) -> Result<usize, StoreError>;
 }
 
 /// Queues one file of a folder inside the caller's transaction (the batch commit). A file already
@@ -109,17 +117,16 @@ pub(super) fn queue_put(
     folder: &str,
     file: &PublishFile,
     now: &str,
-) -> Result<(), StoreError> {
-    match &file.sha256 {
-        Some(sha) => {
-            tx.prepare_cached(
+) -> Result<usize, StoreError> {
+    let queued = match &file.sha256 {
+        Some(sha) => tx
+            .prepare_cached(
                 "INSERT INTO publish_queue (op, folder, name, sha256, next_attempt_at, created_at)
                  SELECT 'put', ?1, ?2, ?3, ?4, ?4
                  WHERE NOT EXISTS (SELECT 1 FROM publish_queue WHERE folder = ?1 AND op = 'put' AND name = ?2
                                    AND sha256 = ?3 AND state IN ('pending', 'done'))",
             )?
-            .execute(params![folder, file.name, sha, now])?;
-        }
+            .execute(params![folder, file.name, sha, now])?,
         None => {
             tx.prepare_cached(
                 "UPDATE publish_queue SET state = 'superseded'
@@ -129,10 +136,10 @@ pub(super) fn queue_put(
             tx.prepare_cached(
                 "INSERT INTO publish_queue (op, folder, name, next_attempt_at, created_at) VALUES ('put', ?1, ?2, ?3, ?3)",
             )?
-            .execute(params![folder, file.name, now])?;
+            .execute(params![folder, file.name, now])?
         }
-    }
-    Ok(())
+    };
+    Ok(queued)
 }
 
 /// Queues the removal of `folder` (and everything below it) inside the caller's transaction: the
@@ -281,6 +288,49 @@ impl PublishStore for Store {
         tx.commit()?;
         Ok(queued)
     }
+
+    fn filed_applications(&self) -> Result<Vec<(String, FiledApplication)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare(
+            "SELECT path, filed FROM messages WHERE outcome = 'filed' AND path IS NOT NULL AND filed IS NOT NULL ORDER BY id",
+        )?;
+        let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (folder, json) = row?;
+            match serde_json::from_str(&json) {
+                Ok(application) => out.push((folder, application)),
+                Err(e) => tracing::error!(error = %e, "unreadable filing record; not published"),
+            }
+        }
+        Ok(out)
+    }
+
+    fn queue_backfill(&self, folders: &[(String, Vec<PublishFile>)]) -> Result<usize, StoreError> {
+        let now = ts(Utc::now());
+        let mut conn = self.conn();
+        let tx = conn.transaction()?;
+        let mut queued = 0;
+        for (folder, files) in folders {
+            let mut here = 0;
+            for file in files {
+                if file.sha256.is_none() {
+                    let ever: bool = tx.query_row(
+                        "SELECT EXISTS (SELECT 1 FROM publish_queue WHERE folder = ?1 AND op = 'put' AND name = ?2)",
+                        params![folder, file.name],
+                        |r| r.get(0),
+                    )?;
+                    if ever && here == 0 {
+                        continue;
+                    }
+                }
+                here += queue_put(&tx, folder, file, &now)?;
+            }
+            queued += here;
+        }
+        tx.commit()?;
+        Ok(queued)
+    }
 }
 
 #[cfg(test)]
@@ -381,6 +431,31 @@ mod tests {
         put(&store, "p/b", "cv.pdf", Some("2"));
         // p/a's upload was superseded by the removal of p; pa/x is not below p; p/b waits for it.
         assert_eq!(due(&store), [("pa/x".into(), file("cv.pdf", Some("9"))), ("p".into(), PublishOp::Remove)]);
+    }
+
+    #[test]
+    fn a_backfill_queues_only_what_is_neither_waiting_nor_published() {
+        let (_dir, store) = store();
+        let f = |name: &str, sha: Option<&str>| PublishFile { name: name.into(), sha256: sha.map(str::to_owned) };
+        let folders = vec![
+            ("p/a".to_owned(), vec![f("cv.pdf", Some("1")), f("metadata.json", None)]),
+            ("p/b".to_owned(), vec![f("cv.pdf", Some("2")), f("metadata.json", None)]),
+        ];
+        assert_eq!(store.queue_backfill(&folders).unwrap(), 4);
+        assert_eq!(store.queue_backfill(&folders).unwrap(), 0, "again: all waiting already");
+        for item in store.due_publish(Utc::now(), 10).unwrap() {
+            store.publish_done(item.id, Utc::now()).unwrap();
+        }
+        for item in store.due_publish(Utc::now(), 10).unwrap() {
+            store.publish_done(item.id, Utc::now()).unwrap();
+        }
+        assert_eq!(store.queue_backfill(&folders).unwrap(), 0, "all published");
+        // A letter filed while publishing was off: it and the folder's metadata.json are queued.
+        let more = vec![(
+            "p/a".to_owned(),
+            vec![f("cv.pdf", Some("1")), f("letter.pdf", Some("3")), f("metadata.json", None)],
+        )];
+        assert_eq!(store.queue_backfill(&more).unwrap(), 2);
     }
 
     #[test]
