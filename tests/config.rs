@@ -59,6 +59,30 @@ organisation = "La 27e Région"
         (cfg.smtp.port, cfg.smtp.tls, cfg.smtp.timeout_secs)
     );
     assert_eq!((&min.log.level, min.log.format), (&cfg.log.level, cfg.log.format));
+    // [publish] is commented out (publishing is off until url is set): its commented defaults,
+    // uncommented, are the code's.
+    assert!(!cfg.publish.enabled(), "the example does not publish until url is set");
+    let section = &example[example.find("\n[publish]\n").unwrap()..];
+    let section = &section[..section[1..].find("\n[").unwrap()];
+    let defaults: String = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            ["root =", "nextcloud_trash =", "trash_url =", "timeout_secs =", "stuck_after_minutes ="]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(defaults.lines().count(), 5, "{defaults}");
+    let with_defaults = min_path.with_file_name("publish.toml");
+    std::fs::write(&with_defaults, format!("{minimal}[publish]\n{defaults}")).unwrap();
+    let stated = Config::load_with_env(&with_defaults, std::iter::empty()).unwrap().publish;
+    let publish = mailroom::config::Publish::default();
+    assert_eq!(
+        (&stated.root, stated.nextcloud_trash, &stated.trash_url, stated.timeout_secs, stated.stuck_after_minutes),
+        (&publish.root, publish.nextcloud_trash, &publish.trash_url, publish.timeout_secs, publish.stuck_after_minutes)
+    );
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
@@ -106,6 +130,7 @@ fn example_config_lists_every_key() {
         ("Limits", "[limits]"),
         ("DigestConfig", "[digest]"),
         ("Log", "[log]"),
+        ("Publish", "[publish]"),
         ("Posting", "[[postings]]"),
     ];
     for (name, header) in sections {
