@@ -48,7 +48,6 @@ where
 /// `mailroom run`: one watch loop per folder (see [`watch`]), the outbox sender and, when
 /// `[publish]` is configured, the publisher, until `stop` turns true. The watchdog is pinged only
 /// while every watch loop is alive.
-#[allow(clippy::too_many_arguments)]
 pub async fn run<L, M, C, F, Fut, B>(
     pipeline: &Pipeline<L>,
     connectors: Vec<F>,
@@ -95,7 +94,7 @@ async fn watch<L, M, F, Fut>(
     slot: usize,
     mut stop: watch::Receiver<bool>,
 ) where
-    L: Ledger,
+    L: Ledger + PublishStore,
     M: Mailbox,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
@@ -166,10 +165,15 @@ async fn watch<L, M, F, Fut>(
 }
 
 /// The `STATUS=` line: counts only, no personal data.
-fn status_line<L: Ledger>(store: &L, last: &Report) -> String {
+fn status_line<L: Ledger + PublishStore>(store: &L, last: &Report) -> String {
+    // The publish queue only when something waits for the cloud.
+    let publish = match store.publish_status() {
+        Ok(p) if p.waiting > 0 => format!("publish {} waiting; ", p.waiting),
+        _ => String::new(),
+    };
     match store.totals() {
         Ok(t) => format!(
-            "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; last pass fetched {}",
+            "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; {publish}last pass fetched {}",
             t.filed,
             t.quarantined,
             t.outbox_pending,
