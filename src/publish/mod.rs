@@ -465,7 +465,7 @@ async fn hash_file(local: PathBuf) -> Result<Upload, PublishError> {
         let mut file = std::fs::File::open(&local)?;
         let mut sha256 = ring::digest::Context::new(&ring::digest::SHA256);
         let mut sha1 = ring::digest::Context::new(&ring::digest::SHA1_FOR_LEGACY_USE_ONLY);
-        let mut buf = vec![0u8; 256 * 1024];
+        let mut buf = vec![0u8; 64 * 1024];
         let mut size = 0u64;
         loop {
             let n = file.read(&mut buf)?;
