@@ -208,10 +208,14 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             totals.outbox_pending
         );
         if publisher.is_some() {
-            let waiting = pipeline.store().publish_status()?.waiting;
+            let status = pipeline.store().publish_status()?;
+            let why = match (status.waiting, &status.last_error) {
+                (1.., Some(error)) => format!(" (last error: {error})"),
+                _ => String::new(),
+            };
             println!(
-                "published {}, removed {}, retrying {}, failed {}; publish queue waiting {waiting}",
-                published.published, published.removed, published.retrying, published.failed
+                "published {}, removed {}, retrying {}, failed {}; publish queue waiting {}{why}",
+                published.published, published.removed, published.retrying, published.failed, status.waiting
             );
         }
         Ok(ExitCode::SUCCESS)

@@ -32,7 +32,6 @@ use std::cell::Cell;
 use std::collections::HashSet;
 use std::io::Read;
 use std::path::{Component, Path, PathBuf};
-use std::sync::Mutex;
 use std::time::Duration;
 
 use chrono::Utc;
@@ -179,8 +178,10 @@ pub struct Publisher<S, B> {
     backend: B,
     data_dir: PathBuf,
     root: RemotePath,
-    /// Folders known to exist remotely (created, or found), so each is made once per run.
-    made: Mutex<HashSet<RemotePath>>,
+    /// Folders known to exist remotely (created, or found), so each is made once per run. Held
+    /// while folders are made: two MKCOLs of one folder at once can fail (Apache answers the
+    /// loser 403), and the uploads in flight often share their posting's folder.
+    made: tokio::sync::Mutex<HashSet<RemotePath>>,
 }
 
 impl<S: PublishStore, B: Backend> Publisher<S, B> {
@@ -191,7 +192,7 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
             backend,
             data_dir: data_dir.into(),
             root: RemotePath(root),
-            made: Mutex::new(HashSet::new()),
+            made: tokio::sync::Mutex::new(HashSet::new()),
         }
     }
 
@@ -413,7 +414,7 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
     async fn remove(&self, item: &PublishItem) -> Result<(), PublishError> {
         let folder = self.remote_folder(&item.folder);
         self.backend.delete(&folder).await?;
-        self.made.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !p.starts_with(&folder));
+        self.made.lock().await.retain(|p| !p.starts_with(&folder));
         Ok(())
     }
 
@@ -427,7 +428,7 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
         self.ensure(dir).await?;
         match op().await {
             Err(e) if e.missing_parent => {
-                self.made.lock().unwrap_or_else(|p| p.into_inner()).retain(|p| !dir.starts_with(p));
+                self.made.lock().await.retain(|p| !dir.starts_with(p));
                 self.ensure(dir).await?;
                 op().await
             }
@@ -437,12 +438,12 @@ impl<S: PublishStore, B: Backend> Publisher<S, B> {
 
     /// Makes `dir` and the folders above it, those not known to exist.
     async fn ensure(&self, dir: &RemotePath) -> Result<(), PublishError> {
+        let mut made = self.made.lock().await;
         for path in dir.ancestors_and_self() {
-            if self.made.lock().unwrap_or_else(|p| p.into_inner()).contains(&path) {
-                continue;
+            if !made.contains(&path) {
+                self.backend.mkcol(&path).await?;
+                made.insert(path);
             }
-            self.backend.mkcol(&path).await?;
-            self.made.lock().unwrap_or_else(|p| p.into_inner()).insert(path);
         }
         Ok(())
     }
