@@ -28,10 +28,11 @@ use crate::mail::ReplyKind;
 use crate::mailbox::ImapMailbox;
 use crate::outbox::SendReport;
 use crate::pipeline::{Pipeline, Report};
+use crate::publish::{PublishReport, Publisher, WebDav};
 use crate::reply::Replier;
 use crate::schedule::{SystemClock, Timer};
 use crate::service::{Monitor, Quiet, SystemdMonitor, TerminalProgress};
-use crate::store::{AuthStore, DigestStore, Ledger, OutboxStore, Store};
+use crate::store::{AuthStore, DigestStore, Ledger, OutboxStore, PublishStore, Store};
 use crate::understand::Rules;
 
 /// A failure the command line maps to exit code 2: the configuration or the command is wrong.
@@ -163,6 +164,15 @@ fn record_start(store: &Store, command: &str) {
     }
 }
 
+/// The publisher, when `[publish]` is configured.
+fn open_publisher(cfg: &Config, store: &Store) -> anyhow::Result<Option<Publisher<Store, WebDav>>> {
+    if !cfg.publish.enabled() {
+        return Ok(None);
+    }
+    let backend = WebDav::new(&cfg.publish).map_err(|e| usage(format!("publish: {e}")))?;
+    Ok(Some(Publisher::new(store.clone(), backend, &cfg.storage.data_dir, cfg.publish.root_components())))
+}
+
 /// `mailroom check-config`, and with `--connect` a real login to IMAP and SMTP.
 pub(crate) fn check_config(path: &Path, connect: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
@@ -223,6 +233,7 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
         record_start(pipeline.store(), "once");
         let auth = open_auth(&cfg, pipeline.store())?;
         let courier = SmtpCourier::with_auth(&cfg, auth.clone())?;
+        let publisher = open_publisher(&cfg, pipeline.store())?;
         let shutdown = shutdown_signal();
         let progress = TerminalProgress::if_terminal();
         let monitor: &dyn Monitor = match &progress {
@@ -243,9 +254,15 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
                 report.add(r);
                 sent.add(s);
             }
-            anyhow::Ok((report, sent))
+            let mut published = PublishReport::default();
+            if let Some(publisher) = &publisher {
+                publisher.backfill()?;
+                publisher.sweep_uploads().await;
+                published = publisher.publish_due().await?;
+            }
+            anyhow::Ok((report, sent, published))
         };
-        let (report, sent) = tokio::select! {
+        let (report, sent, published) = tokio::select! {
             r = work => r?,
             _ = shutdown.forced => return Ok(ExitCode::from(FORCED_EXIT)),
         };
@@ -266,6 +283,17 @@ pub(crate) fn once(path: &Path) -> anyhow::Result<ExitCode> {
             sent.failed,
             totals.outbox_pending
         );
+        if publisher.is_some() {
+            let status = pipeline.store().publish_status()?;
+            let why = match (status.waiting, &status.last_error) {
+                (1.., Some(error)) => format!(" (last error: {error})"),
+                _ => String::new(),
+            };
+            println!(
+                "published {}, removed {}, retrying {}, failed {}; publish queue waiting {}{why}",
+                published.published, published.removed, published.retrying, published.failed, status.waiting
+            );
+        }
         Ok(ExitCode::SUCCESS)
     })?
 }
@@ -301,7 +329,9 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
         let poll = Duration::from_secs(cfg.imap.poll_interval_secs);
         let (digest_tx, digest_rx) = watch::channel(Arc::new(digest));
         let reloader = crate::reload::Reloader::new(path, cfg.clone(), &pipeline, digest_tx, log, &monitor);
-        let watch = crate::daemon::run(&pipeline, connectors, &courier, poll, &monitor, stop.clone());
+        let publisher = open_publisher(&cfg, pipeline.store())?;
+        let watch =
+            crate::daemon::run(&pipeline, connectors, &courier, publisher.as_ref(), poll, &monitor, stop.clone());
         let digests = crate::reload::digest_job(
             digest_rx,
             pipeline.store(),
@@ -311,7 +341,8 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
             stop.clone(),
         );
         let tokens = auth.maintain(stop.clone());
-        let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone());
+        let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone())
+            .with_other_copies(Arc::new(crate::publish::PublishedCopies::new(pipeline.store().clone())));
         let purges = purger.run_scheduled(
             pipeline.store().first_start(),
             &timer,
@@ -399,6 +430,7 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
     let started = store.last_start()?;
     let problems = store.problems()?;
     let auth = store.auth_records()?;
+    let publish = store.publish_status()?;
     if json {
         let mut value = serde_json::to_value(&snapshot)?;
         value["digest"] = serde_json::json!({ "last_window_end": last_digest, "next": next_digest });
@@ -411,6 +443,8 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         value["problems"] = serde_json::to_value(&problems)?;
         value["auth"] = auth_json(&auth);
         value["privacy"] = privacy::status_value(&cfg, &store)?;
+        value["publish"] = serde_json::to_value(&publish)?;
+        value["publish"]["enabled"] = cfg.publish.enabled().into();
         value["metrics"] = crate::metrics::to_json(&crate::metrics::from_store(&store)?);
         // `mailroom status --json | head` closing the pipe early is not a failure.
         let out = serde_json::to_string_pretty(&value)? + "\n";
@@ -470,6 +504,19 @@ pub(crate) fn status(path: &Path, json: bool) -> anyhow::Result<ExitCode> {
         next_digest.map_or("not scheduled (digest.enabled = false)".into(), local)
     );
     privacy::status_lines(&cfg, &store)?;
+    if cfg.publish.enabled() || publish.waiting + publish.done + publish.failed > 0 {
+        let oldest = publish.oldest_waiting.map(|t| format!(" (oldest queued {})", when(Some(t)))).unwrap_or_default();
+        println!(
+            "publish          {} waiting{oldest}, {} done, {} failed{}",
+            publish.waiting,
+            publish.done,
+            publish.failed,
+            if cfg.publish.enabled() { "" } else { " (publish.url is not set: nothing is published)" }
+        );
+        if let Some(error) = &publish.last_error {
+            println!("  last error     {error}");
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }
 

@@ -148,6 +148,8 @@ pub struct Config {
     #[serde(default)]
     pub metrics: MetricsConfig,
     #[serde(default)]
+    pub publish: Publish,
+    #[serde(default)]
     pub postings: Vec<Posting>,
 }
 
@@ -673,6 +675,180 @@ impl MetricsConfig {
     }
 }
 
+/// Publishing each candidate's folder to the team's cloud (Nextcloud, ownCloud, any WebDAV
+/// server). Off while `url` is empty.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Publish {
+    /// The WebDAV folder of the account, with `https://`. Nextcloud:
+    /// `https://HOST/remote.php/dav/files/USER/`. Empty: publishing is off.
+    pub url: String,
+    /// The account's login name.
+    pub username: String,
+    /// An app password (Nextcloud: Personal settings → Security → Devices & sessions). Set one of
+    /// `password` and `password_file`.
+    pub password: Option<Secret>,
+    pub password_file: Option<PathBuf>,
+    /// Extra CA certificate (PEM) trusted besides the system roots.
+    pub ca_file: Option<PathBuf>,
+    /// The folder under `url` that receives one folder per posting (created if missing).
+    pub root: String,
+    /// A link to a candidate's folder for the digest: `{posting}` and `{folder}` are replaced by
+    /// the remote names, URL-encoded. Empty: no links.
+    pub web_url: String,
+    /// What a removal does to Nextcloud's trash bin: `empty` (erase the removed folder from the
+    /// trash bin too) or `keep`.
+    pub nextcloud_trash: TrashPolicy,
+    /// The trash bin's WebDAV address. Empty: derived from `url`
+    /// (`…/remote.php/dav/trashbin/USER/trash/`).
+    pub trash_url: String,
+    /// Deadline for each request, the upload of one file included.
+    pub timeout_secs: u64,
+    /// The digest lists publishing as needing a human when an item has waited this long.
+    pub stuck_after_minutes: u64,
+}
+
+impl Default for Publish {
+    fn default() -> Self {
+        Publish {
+            url: String::new(),
+            username: String::new(),
+            password: None,
+            password_file: None,
+            ca_file: None,
+            root: "Recrutement".into(),
+            web_url: String::new(),
+            nextcloud_trash: TrashPolicy::Empty,
+            trash_url: String::new(),
+            timeout_secs: 300,
+            stuck_after_minutes: 60,
+        }
+    }
+}
+
+impl Publish {
+    /// Publishing is configured.
+    pub fn enabled(&self) -> bool {
+        !self.url.trim().is_empty()
+    }
+
+    /// The `root` folder as path components.
+    pub fn root_components(&self) -> Vec<String> {
+        self.root.split('/').filter(|c| !c.is_empty()).map(str::to_owned).collect()
+    }
+
+    /// The trash bin to empty after a removal: `trash_url`, or the Nextcloud trash bin of the
+    /// account in `url`; `None` with `nextcloud_trash = "keep"`.
+    pub fn trash(&self) -> Option<String> {
+        if self.nextcloud_trash == TrashPolicy::Keep {
+            return None;
+        }
+        if !self.trash_url.trim().is_empty() {
+            return Some(with_slash(self.trash_url.trim()));
+        }
+        let (base, rest) = self.url.split_once("/remote.php/dav/files/")?;
+        let user = rest.split('/').next().filter(|u| !u.is_empty())?;
+        Some(format!("{base}/remote.php/dav/trashbin/{user}/trash/"))
+    }
+
+    /// The app password, from the config or its file.
+    pub fn password(&self) -> Result<Secret, ConfigError> {
+        password(&self.password, &self.password_file, "publish")
+    }
+
+    /// `secrets`: also read the password file (not for `mailroom status`, which needs none).
+    fn validate(&self, secrets: bool) -> Result<(), ConfigError> {
+        if !self.enabled() {
+            return Ok(());
+        }
+        let url = self.url.trim();
+        let Some(after) = url.strip_prefix("https://") else {
+            return Err(invalid(
+                "publish.url",
+                format!("{url:?} must start with https:// (there is no plaintext mode)"),
+            ));
+        };
+        if after.split('/').next().is_none_or(str::is_empty) {
+            return Err(invalid("publish.url", format!("{url:?} has no host")));
+        }
+        if self.username.trim().is_empty() {
+            return Err(invalid("publish.username", "must not be empty when publish.url is set"));
+        }
+        match (&self.password, &self.password_file) {
+            (Some(_), Some(_)) => {
+                return Err(invalid(
+                    "publish.password",
+                    "set either publish.password or publish.password_file, not both",
+                ));
+            }
+            (None, None) => {
+                return Err(invalid("publish.password", "missing: set publish.password or publish.password_file"));
+            }
+            (None, Some(file)) if secrets => {
+                read_password_file(file).map_err(|m| invalid("publish.password_file", m))?;
+            }
+            (None, Some(_)) | (Some(_), None) => {}
+        }
+        if let Some(ca) = &self.ca_file {
+            crate::tls::load_ca_file(ca).map_err(|e| invalid("publish.ca_file", e.to_string()))?;
+        }
+        let root = self.root_components();
+        if root.is_empty() {
+            return Err(invalid("publish.root", "must name a folder (e.g. \"Recrutement\")"));
+        }
+        if root.iter().any(|c| c == "." || c == ".." || c.chars().any(char::is_control)) {
+            return Err(invalid("publish.root", format!("{:?}: no \".\", \"..\" or control characters", self.root)));
+        }
+        if !self.web_url.is_empty() {
+            let w = &self.web_url;
+            if !(w.starts_with("https://") || w.starts_with("http://")) {
+                return Err(invalid("publish.web_url", format!("{w:?} must start with https://")));
+            }
+            let unknown = w
+                .split('{')
+                .skip(1)
+                .filter_map(|p| p.split_once('}'))
+                .map(|(name, _)| name)
+                .find(|name| !["posting", "folder"].contains(name));
+            if let Some(name) = unknown {
+                return Err(invalid(
+                    "publish.web_url",
+                    format!("unknown placeholder {{{name}}}: use {{posting}} and {{folder}}"),
+                ));
+            }
+        }
+        if self.nextcloud_trash == TrashPolicy::Empty && self.trash().is_none() {
+            return Err(invalid(
+                "publish.nextcloud_trash",
+                "\"empty\" needs the trash bin's address: use a Nextcloud publish.url (https://HOST/remote.php/dav/files/USER/), \
+                 set publish.trash_url, or set \"keep\" for a server without a trash bin",
+            ));
+        }
+        for (key, v) in
+            [("publish.timeout_secs", self.timeout_secs), ("publish.stuck_after_minutes", self.stuck_after_minutes)]
+        {
+            if v == 0 {
+                return Err(invalid(key, "must be greater than 0"));
+            }
+        }
+        Ok(())
+    }
+}
+
+fn with_slash(url: &str) -> String {
+    if url.ends_with('/') { url.to_owned() } else { format!("{url}/") }
+}
+
+/// What a removal does to Nextcloud's trash bin.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum TrashPolicy {
+    /// Delete the removed folder's entry from the trash bin as well: the erasure is an erasure.
+    Empty,
+    /// Leave it there (Nextcloud expires it after its retention, 30 days by default).
+    Keep,
+}
+
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Posting {
@@ -965,6 +1141,12 @@ impl Config {
         for p in [&mut self.imap.password_file, &mut self.smtp.password_file].into_iter().flatten() {
             secret_rel(p);
         }
+        if let Some(p) = &mut self.publish.ca_file {
+            rel(p);
+        }
+        if let Some(p) = &mut self.publish.password_file {
+            secret_rel(p);
+        }
     }
 
     /// Checks what serde cannot: values in range, files present, addresses well formed.
@@ -1137,6 +1319,7 @@ impl Config {
                 format!("{:?} is not an IP address and port such as 127.0.0.1:9464 ({e})", self.metrics.listen),
             ));
         }
+        self.publish.validate(secrets)?;
         self.validate_privacy()
     }
 
@@ -1409,5 +1592,38 @@ organisation = "Example"
         assert_eq!(c.imap_password().unwrap().expose(), "s3cret");
         let debug = format!("{c:?}");
         assert!(!debug.contains("hunter2") && !debug.contains("s3cret"), "{debug}");
+    }
+
+    #[test]
+    fn publish_is_off_until_its_url_is_set_and_its_errors_name_their_key() {
+        let c = load(&format!("{MINIMAL}[publish]\n"), &[]).unwrap();
+        assert!(!c.publish.enabled());
+        let nc = "[publish]\nurl = \"https://cloud.example.org/remote.php/dav/files/rh/\"\nusername = \"rh\"\npassword = \"app\"\n";
+        let c = load(&format!("{MINIMAL}{nc}"), &[]).unwrap();
+        assert!(c.publish.enabled());
+        assert_eq!(c.publish.root_components(), ["Recrutement"]);
+        assert_eq!(c.publish.trash().as_deref(), Some("https://cloud.example.org/remote.php/dav/trashbin/rh/trash/"));
+        assert!(!format!("{c:?}").contains("\"app\""), "the app password is redacted");
+        let err = |extra: &str| load(&format!("{MINIMAL}{extra}"), &[]).unwrap_err().to_string();
+        assert!(err(&nc.replace("https://", "http://")).starts_with("publish.url:"));
+        assert!(err(&nc.replace("password = \"app\"\n", "")).starts_with("publish.password:"));
+        assert!(err(&format!("{nc}web_url = \"https://x/?dir={{poste}}\"\n")).starts_with("publish.web_url:"));
+        assert!(err(&format!("{nc}root = \"a/../b\"\n")).starts_with("publish.root:"));
+        let plain = nc.replace("/remote.php/dav/files/rh/", "/dav/");
+        assert!(err(&plain).starts_with("publish.nextcloud_trash:"), "{}", err(&plain));
+        let keep = load(&format!("{MINIMAL}{plain}nextcloud_trash = \"keep\"\n"), &[]).unwrap();
+        assert_eq!(keep.publish.trash(), None);
+        let own = load(&format!("{MINIMAL}{plain}trash_url = \"https://x/trash\"\n"), &[]).unwrap();
+        assert_eq!(own.publish.trash().as_deref(), Some("https://x/trash/"));
+        let env = load(
+            MINIMAL,
+            &[
+                ("MAILROOM__PUBLISH__URL", "https://c/remote.php/dav/files/u/"),
+                ("MAILROOM__PUBLISH__USERNAME", "u"),
+                ("MAILROOM__PUBLISH__PASSWORD", "p"),
+            ],
+        )
+        .unwrap();
+        assert!(env.publish.enabled());
     }
 }

@@ -25,9 +25,10 @@ use crate::error::{Classified, backoff};
 use crate::mailbox::{Mailbox, MailboxError};
 use crate::outbox::{self, SendReport};
 use crate::pipeline::{Pipeline, PipelineError, Report};
+use crate::publish::{Backend, Publisher};
 use crate::recovery;
 use crate::service::{Monitor, unless_stopped};
-use crate::store::{Area, AuthStore, Health, Ledger, OutboxStore, SentCheck, StoreError};
+use crate::store::{Area, AuthStore, Health, Ledger, OutboxStore, PublishStore, SentCheck, StoreError};
 
 /// A server that refuses or drops connections (before a login) is tried again at least this
 /// often: its return is noticed within seconds. Reconnecting costs it nothing.
@@ -64,30 +65,39 @@ where
     Ok((report?, sent))
 }
 
-/// `mailroom run`: one watch loop per folder (see [`watch`]) and the outbox sender, until `stop`
-/// turns true. The watchdog is pinged only while every loop is alive.
-pub async fn run<L, M, C, F, Fut>(
+/// `mailroom run`: one watch loop per folder (see [`watch`]), the outbox sender and, when
+/// `[publish]` is configured, the publisher, until `stop` turns true. The watchdog is pinged only
+/// while every watch loop is alive.
+pub async fn run<L, M, C, F, Fut, B>(
     pipeline: &Pipeline<L>,
     connectors: Vec<F>,
     courier: &C,
+    publisher: Option<&Publisher<L, B>>,
     poll_interval: Duration,
     monitor: &dyn Monitor,
     stop: watch::Receiver<bool>,
 ) where
-    L: Ledger + OutboxStore + AuthStore,
+    L: Ledger + OutboxStore + AuthStore + PublishStore,
     M: Mailbox,
     C: Courier,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
+    B: Backend,
 {
     let liveness = Liveness::new(connectors.len(), monitor.watchdog_interval());
     let watchers = connectors
         .into_iter()
         .enumerate()
         .map(|(slot, connect)| watch(pipeline, connect, poll_interval, monitor, &liveness, slot, stop.clone()));
+    let publishing = async {
+        if let Some(publisher) = publisher {
+            publisher.run(pipeline.publish_ready(), stop.clone()).await;
+        }
+    };
     tokio::join!(
         futures::future::join_all(watchers),
-        outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone())
+        outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
+        publishing
     );
     monitor.stopping();
 }
@@ -104,7 +114,7 @@ async fn watch<L, M, F, Fut>(
     slot: usize,
     mut stop: watch::Receiver<bool>,
 ) where
-    L: Ledger + SentCheck + AuthStore,
+    L: Ledger + SentCheck + AuthStore + PublishStore,
     M: Mailbox,
     F: FnMut() -> Fut,
     Fut: Future<Output = Result<M, MailboxError>>,
@@ -228,10 +238,15 @@ fn problem_of(e: &PipelineError) -> (Area, &'static str, String) {
 }
 
 /// The `STATUS=` line: counts only, no personal data; a failing authentication comes first.
-fn status_line<L: Ledger + AuthStore>(store: &L, last: &Report) -> String {
+fn status_line<L: Ledger + AuthStore + PublishStore>(store: &L, last: &Report) -> String {
+    // The publish queue only when something waits for the cloud.
+    let publish = match store.publish_status() {
+        Ok(p) if p.waiting > 0 => format!("publish {} waiting; ", p.waiting),
+        _ => String::new(),
+    };
     let line = match store.totals() {
         Ok(t) => format!(
-            "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; last pass fetched {}",
+            "watching; {} filed, {} quarantined, outbox {} waiting, {} failed; {publish}last pass fetched {}",
             t.filed,
             t.quarantined,
             t.outbox_pending,

@@ -25,12 +25,13 @@ use crate::config::{Config, Posting, WhenEmpty};
 use crate::lang::Lang;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind, TextAttachment};
 use crate::privacy::Policy;
+use crate::publish::names::web_link;
 use crate::reason::{QuarantineReason, ReplyNote};
 use crate::render::{self, TemplateError, Templates};
 use crate::schedule::{Clock, Schedule, Timer};
 use crate::store::{
-    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, PrivacyStore, PurgeTotals, QuarantineRow,
-    StaleCandidate, StoreError, UpcomingPurge,
+    ApplicationRow, DigestRows, DigestStore, FailedReply, OutboxState, PrivacyStore, PublishFailure, PublishStatus,
+    PurgeTotals, QuarantineRow, StaleCandidate, StoreError, UpcomingPurge,
 };
 use crate::understand::DocKind;
 
@@ -73,6 +74,10 @@ pub struct Digest {
     refresh_warning_days: u32,
     /// Privacy: the digest says what was purged and who is purged soon.
     policy: Policy,
+    /// `publish.web_url`: each candidate's folder as a link (empty: none).
+    web_url: String,
+    /// How long a publish item may wait before the digest calls it stuck (`None`: not publishing).
+    publish_stuck_after: Option<chrono::Duration>,
 }
 
 impl Digest {
@@ -103,6 +108,11 @@ impl Digest {
             postings: cfg.postings.clone(),
             refresh_warning_days: cfg.oauth2.as_ref().map_or(14, |o| o.refresh_warning_days),
             policy: Policy::from_config(cfg),
+            web_url: if cfg.publish.enabled() { cfg.publish.web_url.clone() } else { String::new() },
+            publish_stuck_after: cfg
+                .publish
+                .enabled()
+                .then(|| chrono::Duration::minutes(cfg.publish.stuck_after_minutes.min(i64::MAX as u64) as i64)),
         };
         // Prove the templates on an empty and a full sample now, not at 8 a.m.
         let now = Utc::now();
@@ -260,6 +270,7 @@ impl Digest {
                             name => a.name, email => a.candidate, when => local(a.received_at),
                             documents => a.documents.iter().map(|(k, n)| context! { label => k.label(lang), original_name => n }).collect::<Vec<_>>(),
                             missing => labels(&a.missing), repeat => a.repeat, folder => a.folder, reply => a.reply.describe(lang),
+                            link => web_link(&self.web_url, &a.folder),
                         }
                     })
                     .collect();
@@ -268,11 +279,32 @@ impl Digest {
             .collect();
         let new_count = rows.applications.len();
         let auth = auth_problems(&rows.auth, self.refresh_warning_days, end, lang, &local);
+        let publish = &rows.publish;
+        let publish_stuck = self
+            .publish_stuck_after
+            .is_some_and(|after| publish.waiting > 0 && publish.oldest_waiting.is_some_and(|t| t < end - after));
+        let publish_failures: Vec<Value> = if self.publish_stuck_after.is_some() {
+            publish
+                .recent_failures
+                .iter()
+                .map(|f| {
+                    let path = match &f.name {
+                        Some(name) => format!("{}/{name}", f.folder),
+                        None => f.folder.clone(),
+                    };
+                    context! { path => path, removal => f.name.is_none(), error => f.error, when => f.at.map(local) }
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         let empty = new_count == 0
             && rows.quarantined.is_empty()
             && rows.failed_replies.is_empty()
             && rows.held_by_cap == 0
-            && auth.is_empty();
+            && auth.is_empty()
+            && !publish_stuck
+            && publish_failures.is_empty();
         // Who is purged soon is worth a digest on its own: the team may want to hold someone.
         let empty = empty && rows.upcoming_purges.is_empty() && rows.purged.people == 0;
         let ctx = context! {
@@ -284,12 +316,19 @@ impl Digest {
             quarantined => rows.quarantined.iter().map(|q| context! { when => local(q.received_at), reason => q.reason.describe(lang), path => q.path }).collect::<Vec<_>>(),
             failed_replies => rows.failed_replies.iter().map(|f| context! { recipient => f.recipient, state => state_label(f.state, lang), error => f.error }).collect::<Vec<_>>(),
             held_by_cap => rows.held_by_cap,
-            stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
+            stale => rows.stale.iter().map(|s| context! { name => s.name, email => s.candidate, posting => title(&s.posting), folder => s.folder, link => web_link(&self.web_url, &s.folder), missing => labels(&s.missing), since => local(s.since) }).collect::<Vec<_>>(),
             // Applications with documents mailroom could not tell apart: the team checks them.
             unsure => rows.applications.iter().filter_map(|a| {
                 let names: Vec<&str> = a.documents.iter().filter(|(k, _)| *k == DocKind::Unknown).map(|(_, n)| n.as_deref().unwrap_or("(no name)")).collect();
                 (!names.is_empty()).then(|| context! { name => a.name, email => a.candidate, posting => title(&a.posting), folder => a.folder, documents => names })
             }).collect::<Vec<_>>(),
+            publish => context! {
+                stuck => publish_stuck,
+                waiting => publish.waiting,
+                since => publish.oldest_waiting.map(local),
+                error => publish.last_error,
+                failures => publish_failures,
+            },
             stale_after_days => self.stale_after_days,
             auth => auth,
             data_dir => self.data_dir,
@@ -322,11 +361,13 @@ impl Digest {
             "offre,reçue le,nom,adresse,documents,manquant,déjà candidat,dossier",
             "posting,received,name,email,documents,missing,repeat,folder",
         );
-        let mut out = format!("\u{feff}{header}\r\n");
+        let links = !self.web_url.is_empty();
+        let link_header = if links { lang.pick(",lien", ",link") } else { "" };
+        let mut out = format!("\u{feff}{header}{link_header}\r\n");
         for a in &rows.applications {
             let docs = a.documents.iter().map(|(k, _)| k.label(lang)).collect::<Vec<_>>().join(" + ");
             let missing = a.missing.iter().map(|k| k.label(lang)).collect::<Vec<_>>().join(" + ");
-            let line = [
+            let mut line = vec![
                 a.posting.clone(),
                 a.received_at.with_timezone(&self.tz).format("%Y-%m-%d %H:%M").to_string(),
                 a.name.clone(),
@@ -336,6 +377,9 @@ impl Digest {
                 if a.repeat { "1".into() } else { "0".into() },
                 a.folder.clone(),
             ];
+            if links {
+                line.push(web_link(&self.web_url, &a.folder).unwrap_or_default());
+            }
             out.push_str(&line.iter().map(|f| field(f)).collect::<Vec<_>>().join(","));
             out.push_str("\r\n");
         }
@@ -408,6 +452,19 @@ fn sample_rows(now: DateTime<Utc>) -> DigestRows {
             postings: vec!["sample".into()],
             at: now,
         }],
+        publish: PublishStatus {
+            waiting: 3,
+            oldest_waiting: Some(now - chrono::Duration::hours(2)),
+            done: 1,
+            failed: 1,
+            last_error: Some("PUT: 503 Service Unavailable".into()),
+            recent_failures: vec![PublishFailure {
+                folder: "sample/X".into(),
+                name: Some("CV.pdf".into()),
+                error: "PUT: 413 Payload Too Large".into(),
+                at: Some(now),
+            }],
+        },
     }
 }
 

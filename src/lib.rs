@@ -8,7 +8,7 @@
 //! ```text
 //!  fetch ──▶ understand ──▶ file ──▶ acknowledge ──▶ record ══▶ (commit point) ──▶ flag on server
 //!  mailbox    understand     filing    reply           store                        outbox ──▶ courier
-//!                                                        ▲
+//!                                                        ▲                          publish ──▶ WebDAV
 //!  schedule ──▶ digest ───────────────────────────────────┘ (claims a window with its mail)
 //!  schedule ──▶ privacy ──▶ purge: folder, other copies, rows, mailbox (recorded first, resumable)
 //! ```
@@ -46,6 +46,7 @@
 //! | [`courier`] | the `Courier` trait (the way out) and its SMTP implementation | network |
 //! | [`outbox`] | the outbox sender: committed mail to the courier, at most once | the store, the courier |
 //! | [`recovery`] | after a crash: acknowledgements caught mid-send, looked for in the Sent folder | the store, the mailbox (reading) |
+//! | [`publish`] | the publisher: committed folders to the team's cloud (WebDAV: Nextcloud…), in order, retried; the `Backend` trait; names that survive the trip | the publish queue, the data root (read only), network |
 //! | [`pipeline`] | the stage order, in batches: one function per stage | through the above |
 //! | [`digest`] | the team's daily digest: a scheduled job beside the pipeline | the store, the outbox |
 //! | [`metrics`] | the opt-in Prometheus endpoint: the store's totals and the gauges, at each scrape | its one listening socket, the store (read) |
@@ -86,6 +87,7 @@ pub mod outbox;
 pub mod pipeline;
 pub mod privacy;
 pub mod provider;
+pub mod publish;
 pub mod reason;
 pub mod recovery;
 pub mod reload;

@@ -17,7 +17,8 @@
 //!    high-water mark. This is the commit point.
 //!
 //! After the commit the messages get our keyword on the server and the outbox sender is woken
-//! ([`crate::outbox`]). A crash anywhere before the commit replays the batch: filing is idempotent
+//! ([`crate::outbox`]), and so is the publisher ([`crate::publish`]) when `[publish]` is
+//! configured: the commit queued the application's files for the team's cloud folder. A crash anywhere before the commit replays the batch: filing is idempotent
 //! and nothing was sent. A crash after it replays nothing.
 //!
 //! Errors act: a message whose filing fails for good (something in the way at its path) is set
@@ -47,7 +48,9 @@ use crate::mailbox::{Envelope, Mailbox, MailboxError};
 use crate::reason::{QuarantineReason, SkipReason};
 use crate::reply::{History, Replier, ReplyDecision};
 use crate::service::{Monitor, unless_stopped};
-use crate::store::{Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, StoreError};
+use crate::store::{
+    Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, PublishFile, StoreError,
+};
 use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
@@ -145,6 +148,8 @@ struct Stages<L> {
     store: L,
     /// One batch at a time: the filer's batch state (files to make durable) is per batch.
     filer: Mutex<Filer>,
+    /// `[publish]` is configured: filed folders are queued for the cloud at the commit.
+    publish: bool,
 }
 
 /// The pipeline over one store and one data root.
@@ -158,6 +163,8 @@ pub struct Pipeline<L: Ledger> {
     keyword: String,
     /// Woken after each commit that queued a reply.
     outbox_ready: Arc<Notify>,
+    /// Woken after each commit that filed something (the publisher waits on it).
+    publish_ready: Arc<Notify>,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -167,6 +174,7 @@ impl<L: Ledger> Pipeline<L> {
                 rulebook: RwLock::new(Arc::new(Rulebook { rules: Rules::from_config(cfg), replier })),
                 store,
                 filer: Mutex::new(Filer::new(&cfg.storage.data_dir)),
+                publish: cfg.publish.enabled(),
             }),
             limits: BatchLimits {
                 messages: cfg.imap.batch_messages,
@@ -177,6 +185,7 @@ impl<L: Ledger> Pipeline<L> {
             good_downloads: AtomicU32::new(0),
             keyword: cfg.imap.filed_keyword.clone(),
             outbox_ready: Arc::new(Notify::new()),
+            publish_ready: Arc::new(Notify::new()),
         }
     }
 
@@ -234,6 +243,11 @@ impl<L: Ledger> Pipeline<L> {
             batch_messages = self.current_limits().messages,
             "downloads go through again: batches grow back"
         );
+    }
+
+    /// Notified after each commit that filed something; the publisher waits on it.
+    pub fn publish_ready(&self) -> &Arc<Notify> {
+        &self.publish_ready
     }
 
     /// One pass over the folder: everything above the high-water mark, batch after batch.
@@ -332,6 +346,9 @@ impl<L: Ledger> Pipeline<L> {
         );
         if batch_report.replies_queued > 0 {
             self.outbox_ready.notify_one();
+        }
+        if batch_report.filed > 0 {
+            self.publish_ready.notify_one();
         }
         // The keyword is a courtesy to people reading the mailbox; the store is the truth.
         if let Some(Err(e)) = unless_stopped(stop, mailbox.add_keyword(&committed, &self.keyword)).await {
@@ -524,7 +541,8 @@ fn file_and_acknowledge<L: Ledger>(
         Err(e) => return Err(e),
     };
     let decision = acknowledge(replier, &stages.store, batch, app, &filed)?;
-    Ok(record(batch, uid, app, filed, decision))
+    let publish = if stages.publish { crate::publish::files_of(&filed.application) } else { Vec::new() };
+    Ok(record(batch, uid, app, filed, decision, publish))
 }
 
 /// Before stage 3, privacy: an address erased on request (`candidate forget`) is never filed
@@ -617,7 +635,14 @@ fn acknowledge<L: Ledger>(
 }
 
 /// What stage 5 commits for a filed application.
-fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, decision: ReplyDecision) -> MessageRecord {
+fn record(
+    batch: &mut BatchState,
+    uid: u32,
+    app: &Application,
+    filed: Filed,
+    decision: ReplyDecision,
+    publish: Vec<PublishFile>,
+) -> MessageRecord {
     batch.report.filed += 1;
     let reply = decision.note();
     let outbox = match decision {
@@ -644,6 +669,7 @@ fn record(batch: &mut BatchState, uid: u32, app: &Application, filed: Filed, dec
             application: filed.application,
             reply,
             outbox,
+            publish,
         })),
     }
 }

@@ -69,6 +69,30 @@ organisation = "La 27e Région"
         (d.history_days, d.audit_days, &d.purge_mailbox, d.announce_days, &d.controller, &d.contact, &d.purpose)
     );
     assert_eq!((min.metrics.listen.as_str(), cfg.metrics.address()), ("", None), "metrics are off by default");
+    // [publish] is commented out (publishing is off until url is set): its commented defaults,
+    // uncommented, are the code's.
+    assert!(!cfg.publish.enabled(), "the example does not publish until url is set");
+    let section = &example[example.find("\n[publish]\n").unwrap()..];
+    let section = &section[..section[1..].find("\n[").unwrap()];
+    let defaults: String = section
+        .lines()
+        .filter_map(|l| l.strip_prefix("# "))
+        .filter(|l| {
+            ["root =", "nextcloud_trash =", "trash_url =", "timeout_secs =", "stuck_after_minutes ="]
+                .iter()
+                .any(|k| l.starts_with(k))
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    assert_eq!(defaults.lines().count(), 5, "{defaults}");
+    let with_defaults = min_path.with_file_name("publish.toml");
+    std::fs::write(&with_defaults, format!("{minimal}[publish]\n{defaults}")).unwrap();
+    let stated = Config::load_with_env(&with_defaults, std::iter::empty()).unwrap().publish;
+    let publish = mailroom::config::Publish::default();
+    assert_eq!(
+        (&stated.root, stated.nextcloud_trash, &stated.trash_url, stated.timeout_secs, stated.stuck_after_minutes),
+        (&publish.root, publish.nextcloud_trash, &publish.trash_url, publish.timeout_secs, publish.stuck_after_minutes)
+    );
 
     // And the templates it would use compile.
     mailroom::reply::Replier::new(&cfg).expect("built-in templates compile");
@@ -119,6 +143,7 @@ fn example_config_lists_every_key() {
         ("Log", "[log]"),
         ("PrivacyConfig", "[privacy]"),
         ("MetricsConfig", "[metrics]"),
+        ("Publish", "[publish]"),
         ("Posting", "[[postings]]"),
     ];
     for (name, header) in sections {

@@ -462,7 +462,16 @@ async fn a_successful_login_does_not_reset_the_backoff() {
         tokio::time::sleep(window).await;
         let _ = stop_tx.send(true);
     };
-    let run = mailroom::daemon::run(&pipeline, vec![connect], &courier, Duration::from_secs(3600), &Quiet, stop);
+    let no_publishing: Option<&mailroom::publish::Publisher<Store, mailroom::publish::WebDav>> = None;
+    let run = mailroom::daemon::run(
+        &pipeline,
+        vec![connect],
+        &courier,
+        no_publishing,
+        Duration::from_secs(3600),
+        &Quiet,
+        stop,
+    );
     tokio::join!(run, stopper);
     // Backoff with full jitter from 1 s doubling: tries at 0, ≥0.5, ≥1.5, ≥3.5 s: at most 4 in
     // 5 s. Reset at every login, it would be at least 6 (one every 0.5 to 1 s).

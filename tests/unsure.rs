@@ -115,6 +115,7 @@ fn the_digest_lists_undecided_documents_under_needs_a_human() {
             application,
             reply: ReplyNote::Queued(ReplyKind::Unsure),
             outbox: None,
+            publish: Vec::new(),
         })),
     };
     let inbox = MailboxKey { name: "test".into(), uidvalidity: 1 };

@@ -164,7 +164,9 @@ pub(crate) fn purge(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::service::init_logging(&cfg);
     let store = open_state(&cfg)?;
-    let purger = Purger::new(&cfg, store.clone());
+    // A purge or an erasure also removes the published copy (queued; the daemon's publisher does it).
+    let purger = Purger::new(&cfg, store.clone())
+        .with_other_copies(std::sync::Arc::new(crate::publish::PublishedCopies::new(store.clone())));
     let tz = cfg.identity.timezone();
     if dry_run {
         let now = Utc::now();
@@ -245,7 +247,9 @@ pub(crate) fn candidate(path: &Path, action: CandidateAction) -> anyhow::Result<
     let cfg = load_config(path)?;
     crate::service::init_logging(&cfg);
     let store = open_state(&cfg)?;
-    let purger = Purger::new(&cfg, store.clone());
+    // A purge or an erasure also removes the published copy (queued; the daemon's publisher does it).
+    let purger = Purger::new(&cfg, store.clone())
+        .with_other_copies(std::sync::Arc::new(crate::publish::PublishedCopies::new(store.clone())));
     let tz = cfg.identity.timezone();
     let now = Utc::now();
     match action {

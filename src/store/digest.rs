@@ -8,7 +8,7 @@ use chrono::{DateTime, Utc};
 use rusqlite::params;
 use serde::Serialize;
 
-use super::{AuthStore, OutboxState, Store, StoreError, outbox, parse_ts, ts};
+use super::{AuthStore, OutboxState, PublishStatus, Store, StoreError, outbox, parse_ts, publish, ts};
 use crate::auth::AuthRecord;
 use crate::mail::OutgoingMail;
 use crate::reason::{QuarantineReason, ReplyNote};
@@ -78,6 +78,8 @@ pub struct DigestRows {
     pub purged: super::PurgeTotals,
     /// Who the retention policy removes in the coming days.
     pub upcoming_purges: Vec<UpcomingPurge>,
+    /// The publish queue now, and what failed for good in the window.
+    pub publish: PublishStatus,
 }
 
 /// The store in the digest job's role.
@@ -223,6 +225,7 @@ impl DigestStore for Store {
         }
         rows.stale = people.into_values().filter(|p| !p.missing.is_empty() && p.since < stale_before).collect();
         rows.auth = auth;
+        rows.publish = publish::status(&conn, start)?;
         Ok(rows)
     }
 

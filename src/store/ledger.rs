@@ -5,7 +5,9 @@ use chrono::{DateTime, Utc};
 use rusqlite::{OptionalExtension, params};
 use serde::{Deserialize, Serialize};
 
-use super::{Block, FilingGuard, PrivacyStore, Recognition, Store, StoreError, outbox, parse_ts, ts};
+use super::{
+    Block, FilingGuard, PrivacyStore, PublishFile, Recognition, Store, StoreError, outbox, parse_ts, publish, ts,
+};
 use crate::filing::FiledApplication;
 use crate::mail::{MailKind, OutgoingMail, ReplyKind};
 use crate::reason::{QuarantineReason, ReplyNote};
@@ -42,6 +44,8 @@ pub struct FiledRecord {
     pub reply: ReplyNote,
     /// The acknowledgement to send, if one was decided.
     pub outbox: Option<OutgoingMail>,
+    /// The folder's files to publish to the cloud (empty when publishing is off).
+    pub publish: Vec<PublishFile>,
 }
 
 /// What became of one message.
@@ -131,7 +135,8 @@ pub trait Ledger: Recognition + Clone + Send + Sync + super::Attempts + super::H
     /// When this state was first used: older mail is backlog.
     fn first_start(&self) -> DateTime<Utc>;
     fn high_water(&self, mailbox: &MailboxKey) -> Result<u32, StoreError>;
-    /// The commit point: the batch's rows, documents, outbox entries and high-water mark, atomically.
+    /// The commit point: the batch's rows, documents, outbox entries, publish items and
+    /// high-water mark, atomically.
     fn commit(&self, batch: &Batch) -> Result<(), StoreError>;
     fn record_contact(&self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError>;
     /// The applications committed in a candidate folder (relative path), oldest first.
@@ -299,6 +304,9 @@ impl Ledger for Store {
                 }
                 if let Some(mail) = &f.outbox {
                     outbox::insert(&tx, Some(id), mail, &now)?;
+                }
+                for file in &f.publish {
+                    publish::queue_put(&tx, &f.folder, file, &now)?;
                 }
             }
         }

@@ -152,6 +152,7 @@ mod tests {
                 },
                 reply,
                 outbox,
+                publish: Vec::new(),
             })),
         }
     }

@@ -13,6 +13,7 @@
 //! | [`AuthStore`] | the credentials ([`crate::auth`], as its journal) | whether authentication works, since when, why not |
 //! | [`PrivacyStore`] | the purge and the rights commands | people, holds, consent; purges recorded before they act; tombstones; the audit trail |
 //! | [`MetricsStore`] | the metrics endpoint, `status --json` | totals since the start, by mailbox, reason and kind |
+//! | [`PublishStore`] | the publisher | the publish queue: what the cloud folder must show, in order |
 //!
 //! One transaction per batch writes every message's row, its documents, its outbox entry and the
 //! mailbox's new high-water mark; `synchronous=FULL` in WAL mode makes the commit durable with one
@@ -34,6 +35,7 @@
 //! | `auth.rs` | `auth_state`: whether authentication works, per part ([`AuthStore`]) |
 //! | `privacy.rs` | `people`, `purges`, `purge_steps`, `purging`, `tombstones`, `audit`; the keyed hash; the filing and purge locks |
 //! | `metrics.rs` | none of its own: the counts the metrics read from the others |
+//! | `publish.rs` | `publish_queue`: pending → done / failed / superseded; folder removals |
 //!
 //! `secure_delete` is on: a deleted row's bytes are overwritten, not left in free pages.
 
@@ -45,6 +47,7 @@ mod ledger;
 mod metrics;
 mod outbox;
 mod privacy;
+mod publish;
 mod recognition;
 mod recovery;
 mod schema;
@@ -71,6 +74,7 @@ pub use privacy::{
     AppRow, AuditRow, Block, FiledRow, FilingGuard, Hold, Location, PersonRecords, PersonRow, PrivacyOverview,
     PrivacyStore, PurgeLock, PurgeRecord, PurgeTotals, QuarantineRecord, RowsTarget, SentMail, StepRecord,
 };
+pub use publish::{PublishFailure, PublishFile, PublishItem, PublishOp, PublishStatus, PublishStore};
 pub use recovery::{LOOK_FOR, SentCheck};
 
 use crate::error::{Classified, Retry};

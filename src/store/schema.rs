@@ -186,6 +186,23 @@ const MIGRATIONS: &[&str] = &[
      );
      CREATE INDEX IF NOT EXISTS audit_at ON audit (at);
      CREATE INDEX IF NOT EXISTS messages_candidate ON messages (candidate);",
+    // What must appear on (or vanish from) the team's cloud folder, committed with the change of
+    // the local folder (see store/publish.rs).
+    "CREATE TABLE IF NOT EXISTS publish_queue (
+         id INTEGER PRIMARY KEY,
+         op TEXT NOT NULL,
+         folder TEXT NOT NULL,
+         name TEXT,
+         sha256 TEXT,
+         state TEXT NOT NULL DEFAULT 'pending',
+         attempts INTEGER NOT NULL DEFAULT 0,
+         next_attempt_at TEXT NOT NULL,
+         last_error TEXT,
+         created_at TEXT NOT NULL,
+         done_at TEXT
+     );
+     CREATE INDEX IF NOT EXISTS publish_queue_state ON publish_queue (state, id);
+     CREATE INDEX IF NOT EXISTS publish_queue_folder ON publish_queue (folder, op, state);",
 ];
 
 /// The schema version this build writes (`PRAGMA user_version` once every migration is applied).
