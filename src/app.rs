@@ -341,8 +341,7 @@ pub(crate) fn run(path: &Path) -> anyhow::Result<ExitCode> {
             stop.clone(),
         );
         let tokens = auth.maintain(stop.clone());
-        let purger = crate::privacy::Purger::new(&cfg, pipeline.store().clone())
-            .with_other_copies(Arc::new(crate::publish::PublishedCopies::new(pipeline.store().clone())));
+        let purger = privacy::purger(&cfg, pipeline.store());
         let purges = purger.run_scheduled(
             pipeline.store().first_start(),
             &timer,

@@ -159,14 +159,19 @@ fn finish(report: &PurgeReport) -> ExitCode {
     ExitCode::from(1)
 }
 
+/// The purger of the commands: a purge or an erasure also removes the published copy (queued; the
+/// daemon's publisher does it).
+pub(super) fn purger(cfg: &Config, store: &Store) -> Purger<Store> {
+    Purger::new(cfg, store.clone())
+        .with_other_copies(std::sync::Arc::new(crate::publish::PublishedCopies::new(store.clone())))
+}
+
 /// `mailroom purge`.
 pub(crate) fn purge(path: &Path, dry_run: bool) -> anyhow::Result<ExitCode> {
     let cfg = load_config(path)?;
     crate::service::init_logging(&cfg);
     let store = open_state(&cfg)?;
-    // A purge or an erasure also removes the published copy (queued; the daemon's publisher does it).
-    let purger = Purger::new(&cfg, store.clone())
-        .with_other_copies(std::sync::Arc::new(crate::publish::PublishedCopies::new(store.clone())));
+    let purger = purger(&cfg, &store);
     let tz = cfg.identity.timezone();
     if dry_run {
         let now = Utc::now();
@@ -247,9 +252,7 @@ pub(crate) fn candidate(path: &Path, action: CandidateAction) -> anyhow::Result<
     let cfg = load_config(path)?;
     crate::service::init_logging(&cfg);
     let store = open_state(&cfg)?;
-    // A purge or an erasure also removes the published copy (queued; the daemon's publisher does it).
-    let purger = Purger::new(&cfg, store.clone())
-        .with_other_copies(std::sync::Arc::new(crate::publish::PublishedCopies::new(store.clone())));
+    let purger = purger(&cfg, &store);
     let tz = cfg.identity.timezone();
     let now = Utc::now();
     match action {
