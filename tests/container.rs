@@ -23,7 +23,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{Stack, application_eml, pdf, wait_for};
+use common::{Stack, application_eml, pdf, unique_id, wait_for};
 
 /// The commands the README's "Install" section tells an admin to type, verbatim; the test checks
 /// that the README still says them and then runs them (with the real passwords and CA file).
@@ -251,10 +251,6 @@ fn edit_example(example: &str, edits: &[(&str, String)]) -> String {
         text = text.replace(from, to);
     }
     text
-}
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
 }
 
 /// An application as a candidate's client sends it; its name appears nowhere but in the message.

@@ -9,25 +9,11 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, wait_for, write_config};
+use common::{
+    Daemon, Stack, application_eml, complete_application, mailroom, pdf, status_json, unique_id, wait_for, write_config,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
-
-fn application(from: &str, name: &str, to: &str, id: &str) -> Vec<u8> {
-    application_eml(
-        &format!("{name} <{from}>"),
-        to,
-        "Candidature stage",
-        id,
-        &[],
-        "Bonjour, voici mon CV et ma lettre.",
-        &[("CV.pdf", "application/pdf", &pdf(id)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
-    )
-}
 
 /// Waits until the daemon has completed a pass on its folder (its status shows a contact).
 fn wait_ready(config: &Path) {
@@ -78,7 +64,7 @@ fn run_acknowledges_through_idle_and_reports_to_systemd() {
     stack.submit(
         "erin@example.test",
         &[&format!("contact+{folder}@example.test")],
-        &application("erin@example.test", "Erin Petit", &format!("contact+{folder}@example.test"), &id),
+        &complete_application("erin@example.test", "Erin Petit", &format!("contact+{folder}@example.test"), &id),
     );
     wait_for("the acknowledgement within 5 s of sending", Duration::from_secs(5), || {
         (!stack.messages_with("erin@example.test", "INBOX", "In-Reply-To", &id).is_empty()).then_some(())
@@ -123,7 +109,7 @@ fn run_reconnects_after_a_dovecot_outage_and_files_what_arrived_meanwhile() {
     stack.inject(
         "frank@example.test",
         &[&format!("contact+{folder}@example.test")],
-        &application("frank@example.test", "Frank Moreau", &format!("contact+{folder}@example.test"), &id),
+        &complete_application("frank@example.test", "Frank Moreau", &format!("contact+{folder}@example.test"), &id),
     );
     // Let the daemon fail a few times in a row before the server comes back.
     wait_for("several failed reconnects", DEADLINE, || {
@@ -232,7 +218,7 @@ fn run_watches_several_folders_at_once() {
     let senders = [("dave@example.test", "Dave Smith"), ("erin@example.test", "Erin Petit")];
     for ((folder, id), (who, name)) in [(&first, &ids[0]), (&second, &ids[1])].into_iter().zip(senders) {
         let to = format!("contact+{folder}@example.test");
-        stack.submit(who, &[&to], &application(who, name, &to, id));
+        stack.submit(who, &[&to], &complete_application(who, name, &to, id));
     }
     for (id, (who, _)) in ids.iter().zip(senders) {
         wait_for("an acknowledgement from each folder", DEADLINE, || {

@@ -10,7 +10,7 @@ mod common;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Stack, application_eml, files_under, mailroom, pdf, wait_for, write_config};
+use common::{Stack, application_eml, files_under, mailroom, pdf, unique_id, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(30);
 
@@ -24,10 +24,6 @@ fn once(config: &Path) -> String {
         String::from_utf8_lossy(&out.stderr)
     );
     stdout
-}
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
 }
 
 fn deliver_and_wait(stack: &Stack, from: &str, folder: &str, raw: &[u8]) {

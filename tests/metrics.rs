@@ -12,7 +12,7 @@ use std::net::TcpStream;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Stack, application_eml, pdf, status_json, wait_for, write_config};
+use common::{Daemon, Stack, application_eml, pdf, status_json, unique_id, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 
@@ -148,10 +148,6 @@ fn endpoint(daemon: &Daemon) -> String {
         let line = log.lines().find(|l| l.contains("metrics endpoint listening"))?;
         Some(line.split("address=").nth(1)?.split_whitespace().next()?.to_owned())
     })
-}
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
 }
 
 #[test]

@@ -21,13 +21,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use common::idp::{Idp, Misbehave, all_files, browser_get};
-use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, wait_for, write_config};
+use common::{Daemon, Stack, complete_application, mailroom, status_json, unique_id, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(45);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
 
 /// `[imap]` lines logging in with a token (IMAPS), for `user`'s `folder`.
 fn imap_oauth(stack: &Stack, user: &str, folder: &str, extra: &str) -> String {
@@ -63,25 +59,13 @@ fn oauth_config(
     (folder, config)
 }
 
-fn application(from: &str, name: &str, to: &str, id: &str) -> Vec<u8> {
-    application_eml(
-        &format!("{name} <{from}>"),
-        to,
-        "Candidature stage",
-        id,
-        &[],
-        "Bonjour, voici mon CV et ma lettre.",
-        &[("CV.pdf", "application/pdf", &pdf(id)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
-    )
-}
-
 /// A candidate applies to `user+folder@`; returns the Message-ID once it is in the folder.
 fn apply(stack: &Stack, user: &str, folder: &str, candidate: &str) -> String {
     let id = unique_id("oauth");
     let (local, domain) = user.split_once('@').unwrap();
     let to = format!("{local}+{folder}@{domain}");
     let before = stack.count(user, folder);
-    stack.submit(candidate, &[&to], &application(candidate, "Dora Lemaire", &to, &id));
+    stack.submit(candidate, &[&to], &complete_application(candidate, "Dora Lemaire", &to, &id));
     wait_for("delivery into the watched folder", DEADLINE, || (stack.count(user, folder) > before).then_some(()));
     id
 }

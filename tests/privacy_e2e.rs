@@ -11,13 +11,9 @@ use std::path::Path;
 use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
-use common::{Daemon, Stack, application_eml, files_under, pdf, status_json, wait_for};
+use common::{Daemon, Stack, application_eml, files_under, pdf, status_json, unique_id, wait_for};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
 
 /// Runs the binary with the config; debug logs on stderr.
 fn run(config: &Path, args: &[&str]) -> Output {

@@ -12,25 +12,9 @@ use std::os::unix::net::UnixDatagram;
 use std::path::Path;
 use std::time::Duration;
 
-use common::{Daemon, Stack, application_eml, pdf, status_json, wait_for, write_config};
+use common::{Daemon, Stack, complete_application, status_json, unique_id, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
-
-fn application(from: &str, name: &str, to: &str, id: &str) -> Vec<u8> {
-    application_eml(
-        &format!("{name} <{from}>"),
-        to,
-        "Candidature stage",
-        id,
-        &[],
-        "Bonjour, voici mon CV et ma lettre.",
-        &[("CV.pdf", "application/pdf", &pdf(id)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
-    )
-}
 
 /// The built-in `fr/complete.j2` with a marker in its subject.
 fn complete_template(marker: &str) -> String {
@@ -43,7 +27,7 @@ fn complete_template(marker: &str) -> String {
 /// Sends an application and returns the decoded subject of its acknowledgement.
 fn acknowledged_subject(stack: &Stack, to: &str, who: &str, name: &str) -> String {
     let id = unique_id(who.split('@').next().unwrap());
-    stack.submit(who, &[to], &application(who, name, to, &id));
+    stack.submit(who, &[to], &complete_application(who, name, to, &id));
     let raw = wait_for(&format!("the acknowledgement of {id}"), DEADLINE, || {
         stack.messages_with(who, "INBOX", "In-Reply-To", &id).into_iter().next()
     });

@@ -10,13 +10,9 @@ use std::time::Duration;
 use mailroom::lang::Lang;
 use mailroom::reason::ReplyNote;
 
-use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, wait_for, write_config};
+use common::{Daemon, Stack, application_eml, mailroom, pdf, status_json, unique_id, wait_for, write_config};
 
 const DEADLINE: Duration = Duration::from_secs(60);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
 
 fn once(config: &Path) -> String {
     let out = mailroom(&["once", "--config", config.to_str().unwrap()]);

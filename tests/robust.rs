@@ -14,15 +14,13 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
-use common::{Daemon, Stack, application_eml, files_under, mailroom, pdf, status_json, wait_for, write_config};
+use common::{
+    Daemon, Stack, application_eml, files_under, mailroom, pdf, status_json, unique_id, wait_for, write_config,
+};
 
 const DEADLINE: Duration = Duration::from_secs(60);
 /// A stop must end well within the unit's `TimeoutStopSec` (30 s).
 const STOP_BOUND: Duration = Duration::from_secs(15);
-
-fn unique_id(tag: &str) -> String {
-    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
-}
 
 fn application(name: &str, from: &str, to: &str, id: &str, cv: &[u8]) -> Vec<u8> {
     application_eml(

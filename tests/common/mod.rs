@@ -33,6 +33,25 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     out
 }
 
+/// A Message-ID no other test run uses (the process id and the clock).
+pub(crate) fn unique_id(tag: &str) -> String {
+    format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
+}
+
+/// A complete application (a CV and a letter, both PDFs; the CV's text is the Message-ID, so each
+/// one is a different file).
+pub(crate) fn complete_application(from: &str, name: &str, to: &str, id: &str) -> Vec<u8> {
+    application_eml(
+        &format!("{name} <{from}>"),
+        to,
+        "Candidature stage",
+        id,
+        &[],
+        "Bonjour, voici mon CV et ma lettre.",
+        &[("CV.pdf", "application/pdf", &pdf(id)), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    )
+}
+
 /// A MIME application as a mail client writes it (multipart/mixed, base64 attachments, RFC 2231 names).
 pub(crate) fn application_eml(
     from: &str,
