@@ -236,6 +236,7 @@ fn problem_of(e: &PipelineError) -> (Area, &'static str, String) {
             (Area::Filing, "cannot file", disk_full(e.to_string()))
         }
         PipelineError::Store(_) => (Area::Store, "state database failing", e.to_string()),
+        PipelineError::Antivirus { .. } => (Area::Antivirus, "antivirus unreachable", e.to_string()),
     }
 }
 

@@ -422,7 +422,7 @@ impl ImapMailbox {
             }
         };
         auth.accepted(AuthPart::Imap, mechanism);
-        tracing::debug!(user = %imap.username, host = %imap.host, folder, mechanism, "IMAP logged in");
+        tracing::debug!(host = %imap.host, folder, mechanism, "IMAP logged in");
         let renew_at = match &credential {
             Credential::Bearer(b) => {
                 let left = (b.renew_at - Utc::now()).to_std().unwrap_or_default();

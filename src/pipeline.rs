@@ -41,7 +41,8 @@ use std::sync::{Arc, Mutex, RwLock};
 use chrono::{DateTime, Utc};
 use tokio::sync::{Notify, watch};
 
-use crate::config::Config;
+use crate::antivirus::{self, Clamd, Decision, Scanner};
+use crate::config::{Config, OnUnreachable};
 use crate::error::{Classified, Retry};
 use crate::filing::{Filed, Filer, FilingError, Mark};
 use crate::mailbox::{Envelope, Mailbox, MailboxError};
@@ -49,9 +50,9 @@ use crate::reason::{QuarantineReason, SkipReason};
 use crate::reply::{History, Replier, ReplyDecision};
 use crate::service::{Monitor, unless_stopped};
 use crate::store::{
-    Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, PublishFile, StoreError,
+    Area, Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, PublishFile, StoreError,
 };
-use crate::understand::{Application, Quarantine, Rules, Understood, sha256_hex, understand};
+use crate::understand::{Application, Attention, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PipelineError {
@@ -63,6 +64,12 @@ pub enum PipelineError {
     Store(#[from] StoreError),
     #[error("a pipeline worker stopped: {0}")]
     Worker(String),
+    /// clamd could not be asked and `antivirus.on_unreachable = "fail_closed"`: nothing is filed
+    /// unscanned; the message waits and the pass is tried again.
+    #[error(
+        "antivirus: clamd cannot be reached ({error}); the message waits (antivirus.on_unreachable = \"fail_closed\")"
+    )]
+    Antivirus { error: String, retry: Retry },
 }
 
 impl Classified for PipelineError {
@@ -72,6 +79,7 @@ impl Classified for PipelineError {
             PipelineError::Filing(e) => e.retry(),
             PipelineError::Store(e) => e.retry(),
             PipelineError::Worker(_) => Retry::Permanent,
+            PipelineError::Antivirus { retry, .. } => *retry,
         }
     }
 }
@@ -150,6 +158,9 @@ struct Stages<L> {
     filer: Mutex<Filer>,
     /// `[publish]` is configured: filed folders are queued for the cloud at the commit.
     publish: bool,
+    /// `[antivirus]`: every document is scanned before it is filed; `None`: off.
+    scanner: Option<Arc<dyn Scanner>>,
+    on_unreachable: OnUnreachable,
 }
 
 /// The pipeline over one store and one data root.
@@ -175,6 +186,8 @@ impl<L: Ledger> Pipeline<L> {
                 store,
                 filer: Mutex::new(Filer::new(&cfg.storage.data_dir)),
                 publish: cfg.publish.enabled(),
+                scanner: Clamd::from_config(&cfg.antivirus).map(|c| Arc::new(c) as Arc<dyn Scanner>),
+                on_unreachable: cfg.antivirus.on_unreachable,
             }),
             limits: BatchLimits {
                 messages: cfg.imap.batch_messages,
@@ -191,6 +204,14 @@ impl<L: Ledger> Pipeline<L> {
 
     pub fn store(&self) -> &L {
         &self.stages.store
+    }
+
+    /// Scans with `scanner` instead of the configured clamd (tests: a fake antivirus).
+    pub fn with_scanner(mut self, scanner: Arc<dyn Scanner>, on_unreachable: OnUnreachable) -> Pipeline<L> {
+        let stages = Arc::get_mut(&mut self.stages).expect("a new pipeline's stages are not shared yet");
+        stages.scanner = Some(scanner);
+        stages.on_unreachable = on_unreachable;
+        self
     }
 
     /// The rules and templates in force.
@@ -418,7 +439,23 @@ fn process_batch<L: Ledger>(
                         Some((tries, error)) if *tries as usize >= SET_ASIDE_AFTER => {
                             set_aside_after_tries(&mut filer, &mut batch, uid, &app, raw.as_deref(), *tries, error)
                         }
-                        _ => file_and_acknowledge(stages, &book.replier, &mut filer, &mut batch, uid, &app, raw),
+                        _ => match screen(stages, &app) {
+                            Ok(Screened::File) => {
+                                file_and_acknowledge(stages, &book.replier, &mut filer, &mut batch, uid, &app, raw)
+                            }
+                            Ok(Screened::SetAside(reason)) => {
+                                let q = Quarantine {
+                                    sha256: app.sha256.clone(),
+                                    message_id: app.message_id.clone(),
+                                    content_sha256: app.content_sha256.clone(),
+                                    received_at: app.received_at,
+                                    reason,
+                                    attention: Some(Attention::DangerousAttachment),
+                                };
+                                set_aside(&mut filer, &mut batch, uid, q, raw.as_deref())
+                            }
+                            Err(e) => Err(e),
+                        },
                     },
                 },
             },
@@ -489,7 +526,10 @@ fn is_the_messages_own(e: &PipelineError) -> bool {
         PipelineError::Filing(f) => {
             !matches!(f.source.kind(), StorageFull | QuotaExceeded | OutOfMemory | Interrupted | ResourceBusy)
         }
-        PipelineError::Mailbox(_) | PipelineError::Store(_) | PipelineError::Worker(_) => false,
+        PipelineError::Mailbox(_)
+        | PipelineError::Store(_)
+        | PipelineError::Worker(_)
+        | PipelineError::Antivirus { .. } => false,
     }
 }
 
@@ -514,6 +554,55 @@ fn set_aside_after_tries(
         attention: None,
     };
     set_aside(filer, batch, uid, q, raw)
+}
+
+/// What screening says of an application.
+enum Screened {
+    File,
+    SetAside(QuarantineReason),
+}
+
+/// Between stages 2 and 3: every document the application would file goes through the antivirus
+/// ([`crate::antivirus`]) when one is configured. An infected message is set aside unanswered
+/// (the digest lists it); one clamd could not scan is set aside too, unless
+/// `antivirus.on_unreachable = "fail_open"`; when clamd cannot be reached at all, `fail_closed`
+/// keeps the message waiting (an error for this pass) and `fail_open` files it, said in the log
+/// and in `mailroom status`.
+fn screen<L: Ledger>(stages: &Stages<L>, app: &Application) -> Result<Screened, PipelineError> {
+    let Some(scanner) = stages.scanner.as_deref() else { return Ok(Screened::File) };
+    let documents = app.filed_documents().map(|d| d.bytes.as_slice());
+    let problem = |label: &str, message: &str| {
+        let _ = stages.store.set_problem(Area::Antivirus, label, message);
+    };
+    match antivirus::decide(scanner, documents, stages.on_unreachable) {
+        Decision::File => {
+            let _ = stages.store.clear_problem(Area::Antivirus);
+            Ok(Screened::File)
+        }
+        Decision::Infected { signature, .. } => {
+            let _ = stages.store.clear_problem(Area::Antivirus);
+            tracing::warn!(outcome = "infected", signature = %signature, "an attachment is infected: set aside, no reply");
+            Ok(Screened::SetAside(QuarantineReason::Infected { signature }))
+        }
+        Decision::Unscannable { message, .. } if stages.on_unreachable == OnUnreachable::FailClosed => {
+            tracing::warn!(error = %message, "clamd could not scan an attachment: set aside for a person");
+            Ok(Screened::SetAside(QuarantineReason::Unscanned { error: message }))
+        }
+        Decision::Unscannable { message, .. } => {
+            tracing::warn!(error = %message, "clamd could not scan an attachment: filed unscanned (fail_open)");
+            Ok(Screened::File)
+        }
+        Decision::Wait { error, transient } => {
+            problem("antivirus unreachable", &format!("{error}; messages wait (fail_closed)"));
+            let retry = if transient { Retry::Transient } else { Retry::Permanent };
+            Err(PipelineError::Antivirus { error, retry })
+        }
+        Decision::FileUnscanned { error } => {
+            tracing::warn!(error = %error, "clamd cannot be reached: filed without a scan (antivirus.on_unreachable = \"fail_open\")");
+            problem("antivirus unreachable", &format!("{error}; filing unscanned (fail_open)"));
+            Ok(Screened::File)
+        }
+    }
 }
 
 /// Stages 3 and 4 for one application. A filing failure that will not go away (something in the

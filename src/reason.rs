@@ -159,6 +159,16 @@ pub enum QuarantineReason {
         count: usize,
         what: String,
     },
+    /// The antivirus found this signature in an attachment: never filed as an application, never
+    /// answered.
+    Infected {
+        signature: String,
+    },
+    /// The antivirus could not scan an attachment (too large for clamd, a scan limit), and
+    /// `antivirus.on_unreachable = "fail_closed"`: held for a person rather than filed unscanned.
+    Unscanned {
+        error: String,
+    },
     /// Filing failed in a way that trying again cannot fix, or kept failing.
     Unfileable {
         error: String,
@@ -182,6 +192,8 @@ impl QuarantineReason {
             QuarantineReason::NoSender => "no_sender",
             QuarantineReason::NotAnApplication { .. } => "not_an_application",
             QuarantineReason::Dangerous { .. } => "dangerous",
+            QuarantineReason::Infected { .. } => "infected",
+            QuarantineReason::Unscanned { .. } => "unscanned",
             QuarantineReason::Unfileable { .. } => "unfileable",
             QuarantineReason::Legacy { .. } => "legacy",
         }
@@ -240,6 +252,16 @@ impl QuarantineReason {
                 if *count == 1 { "" } else { "s" },
                 if *count > 1 { ", …" } else { "" },
             ),
+            (Infected { signature }, Lang::En) => format!("infected attachment ({signature}, found by the antivirus)"),
+            (Infected { signature }, Lang::Fr) => {
+                format!("pièce jointe infectée ({signature}, détecté par l'antivirus)")
+            }
+            (Unscanned { error }, Lang::En) => {
+                format!("the antivirus could not scan an attachment ({error}); held for a person")
+            }
+            (Unscanned { error }, Lang::Fr) => {
+                format!("l'antivirus n'a pas pu analyser une pièce jointe ({error}) ; mis de côté pour une personne")
+            }
             (Unfileable { error, attempts }, Lang::En) => {
                 format!("could not be filed after {attempts} attempt(s): {error}")
             }

@@ -165,3 +165,56 @@ fn an_unreachable_clamd_is_transient_and_fails_closed_by_policy() {
         assert!(matches!(decide(&clamd, [EICAR], OnUnreachable::FailOpen), Decision::FileUnscanned { .. }));
     }
 }
+
+/// The whole job with the real clamd: an application carrying the EICAR file is set aside with
+/// the signature as its reason and gets no reply; the clean one beside it is filed and answered.
+#[test]
+fn the_daemon_sets_an_infected_application_aside_and_files_the_clean_one() {
+    let Some(stack) = common::Stack::get() else { return };
+    if clamds().is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let socket = std::env::var("MAILSTACK_CLAMD_SOCKET").unwrap();
+    let extra = format!("[antivirus]\nclamd = \"{socket}\"\n");
+    let (folder, to, config) = stack.contact_folder_config(dir.path(), "av", &extra);
+    let once = || {
+        let out = common::mailroom(&["once", "--config", config.to_str().unwrap()]);
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    once();
+    let id = |who: &str| format!("av.{}.{}@example.test", who.split('@').next().unwrap(), std::process::id());
+    let (eicar_pdf, clean_pdf) = (file_with(EICAR, 4096), common::pdf("clean cv"));
+    for (from, name, cv) in
+        [("frank@example.test", "Frank Moreau", &eicar_pdf), ("erin@example.test", "Erin Petit", &clean_pdf)]
+    {
+        let raw = common::application_eml(
+            &format!("{name} <{from}>"),
+            &to,
+            "Candidature stage",
+            &id(from),
+            &[],
+            "Bonjour, veuillez trouver ci-joint mon CV et ma lettre de motivation.",
+            &[("CV.pdf", "application/pdf", cv), ("Lettre de motivation.pdf", "application/pdf", &common::pdf("lm"))],
+        );
+        stack.submit(from, &[&to], &raw);
+    }
+    common::wait_for("both applications delivered", Duration::from_secs(60), || {
+        (stack.count("contact@example.test", &folder) == 2).then_some(())
+    });
+    let summary = once();
+    assert!(summary.contains("filed 1, quarantined 1"), "{summary}");
+    let files = common::files_under(&dir.path().join("data"));
+    let reason = files.iter().find(|f| f.ends_with(".reason.txt")).unwrap_or_else(|| panic!("{files:#?}"));
+    let reason = std::fs::read_to_string(dir.path().join("data").join(reason)).unwrap();
+    assert!(reason.contains("code: infected") && reason.contains("Eicar"), "{reason}");
+    assert!(!files.iter().any(|f| f.contains("Moreau-Frank")), "{files:#?}");
+    assert!(files.iter().any(|f| f.contains("Petit-Erin")), "{files:#?}");
+    // Erin is answered; Frank never is.
+    common::wait_for("Erin's acknowledgement", Duration::from_secs(60), || {
+        (!stack.messages_with("erin@example.test", "INBOX", "In-Reply-To", &id("erin@example.test")).is_empty())
+            .then_some(())
+    });
+    assert!(stack.messages_with("frank@example.test", "INBOX", "In-Reply-To", &id("frank@example.test")).is_empty());
+}

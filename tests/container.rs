@@ -109,11 +109,12 @@ impl Container {
         });
         c.init = Some(init);
         // `--wait` blocks until the boot is over, once the manager answers at all (right after
-        // the fork it does not yet: then the output is empty and we ask again).
+        // the fork it does not yet: then the output is empty, or "offline" when systemctl reached
+        // no manager, and we ask again).
         let state = wait_for("the container's boot to finish", Duration::from_secs(120), || {
             let out = c.run("systemctl is-system-running --wait", b"");
             let state = String::from_utf8_lossy(&out.stdout).trim().to_owned();
-            (!state.is_empty()).then_some(state)
+            (!state.is_empty() && state != "offline" && state != "unknown").then_some(state)
         });
         assert!(
             matches!(state.as_str(), "running" | "degraded"),

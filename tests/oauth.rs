@@ -316,7 +316,7 @@ fn device_code_flow_logs_in_and_an_application_is_acknowledged() {
     idp.approve_devices();
     let (status, printed_login) = login.finish();
     assert!(status.success(), "{printed_login}");
-    let printed = application_goes_through(&stack, &config, user, &folder, "carol@example.test");
+    let printed = application_goes_through(&stack, &config, user, &folder, "erin@example.test");
     let grants: Vec<String> = idp.events().iter().map(|e| e.grant.clone()).collect();
     assert!(grants.iter().any(|g| g.ends_with("device_code")), "{grants:?}");
     assert_no_secrets(&idp, dir.path(), &[&printed, &printed_login]);
@@ -357,7 +357,8 @@ fn auth_login_takes_the_browser_back_on_its_loopback_listener() {
 fn a_token_expiring_during_idle_is_renewed_and_no_message_is_lost() {
     let Some(stack) = Stack::get() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // A user no other test logs in as: `doveadm kick` below ends only this test's sessions.
+    // A user no other test logs in as (nor writes as: the personal-data check of the logs is
+    // shared by the tests of this file): `doveadm kick` below ends only this test's sessions.
     let user = "carol@example.test";
     let idp = Idp::start(&stack, user);
     idp.settings.lock().unwrap().lifetime_secs = 3;

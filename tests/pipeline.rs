@@ -895,3 +895,77 @@ async fn only_what_looks_like_an_application_is_acknowledged() {
         "{rows:?}"
     );
 }
+
+/// A fake antivirus: infected when the document holds the marker; or a clamd that cannot be reached.
+fn fake_antivirus(reachable: bool) -> std::sync::Arc<dyn mailroom::antivirus::Scanner> {
+    use mailroom::antivirus::{AvError, ScanResult};
+    std::sync::Arc::new(move |bytes: &[u8]| {
+        if !reachable {
+            let error = std::io::Error::new(std::io::ErrorKind::ConnectionRefused, "connection refused");
+            return Err(AvError::Unreachable { address: "fake".into(), error });
+        }
+        Ok(if bytes.windows(5).any(|w| w == b"VIRUS") {
+            ScanResult::Infected { signature: "Fake.Test.Virus".into() }
+        } else {
+            ScanResult::Clean
+        })
+    })
+}
+
+#[tokio::test]
+async fn an_infected_application_is_set_aside_unanswered_and_the_clean_ones_are_filed() {
+    use mailroom::config::OnUnreachable;
+    let world = World::new("");
+    let pipeline = world.pipeline().with_scanner(fake_antivirus(true), OnUnreachable::FailClosed);
+    let infected = application_eml(
+        "Bob Durand <bob@example.test>",
+        "contact@example.test",
+        "Candidature stage",
+        "bob.1@example.test",
+        &[("Return-Path", "<bob@example.test>")],
+        "Bonjour, veuillez trouver ci-joint mon CV.",
+        &[("CV.pdf", "application/pdf", &pdf("VIRUS")), ("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    );
+    let mut mailbox = FakeMailbox::with(
+        vec![applicant("Alice Martin", "alice@example.test"), infected],
+        Utc::now() + Duration::seconds(1),
+    );
+    let courier = FakeCourier::default();
+    let (report, sent) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
+    assert_eq!((report.filed, report.quarantined), (1, 1), "{report:?}");
+    assert_eq!(sent.sent, 1, "only Alice is answered");
+    let files = world.files();
+    let reason = files.iter().find(|f| f.starts_with("_quarantine/") && f.ends_with(".reason.txt")).unwrap();
+    let text = std::fs::read_to_string(world.cfg.storage.data_dir.join(reason)).unwrap();
+    assert!(text.contains("code: infected") && text.contains("Fake.Test.Virus"), "{text}");
+    assert!(!files.iter().any(|f| f.contains("Durand-Bob")), "nothing of Bob's was filed: {files:#?}");
+}
+
+#[tokio::test]
+async fn an_unreachable_antivirus_holds_messages_back_or_lets_them_through_as_configured() {
+    use mailroom::config::OnUnreachable;
+    // fail_closed: nothing is filed unscanned; the pass fails, and a later pass files the message.
+    let world = World::new("");
+    let mut mailbox = FakeMailbox::with(vec![jeanne(1)], Utc::now() + Duration::seconds(1));
+    let courier = FakeCourier::default();
+    let closed = world.pipeline().with_scanner(fake_antivirus(false), OnUnreachable::FailClosed);
+    let err = once(&closed, &mut mailbox, &courier).await.unwrap_err();
+    assert!(matches!(err, PipelineError::Antivirus { .. }), "{err}");
+    let data = &world.cfg.storage.data_dir;
+    assert!(!data.exists() || world.files().is_empty(), "nothing filed unscanned");
+    let problems = closed.store().problems().unwrap();
+    assert!(problems.iter().any(|p| p.label == "antivirus unreachable"), "{problems:?}");
+    drop(closed);
+    let back = world.pipeline().with_scanner(fake_antivirus(true), OnUnreachable::FailClosed);
+    let (report, _) = once(&back, &mut mailbox, &courier).await.unwrap();
+    assert_eq!(report.filed, 1);
+    assert!(back.store().problems().unwrap().iter().all(|p| p.label != "antivirus unreachable"));
+    drop(back);
+    // fail_open: filed, and said.
+    let world = World::new("");
+    let open = world.pipeline().with_scanner(fake_antivirus(false), OnUnreachable::FailOpen);
+    let mut mailbox = FakeMailbox::with(vec![jeanne(2)], Utc::now() + Duration::seconds(1));
+    let (report, _) = once(&open, &mut mailbox, &courier).await.unwrap();
+    assert_eq!(report.filed, 1);
+    assert!(open.store().problems().unwrap().iter().any(|p| p.message.contains("fail_open")));
+}

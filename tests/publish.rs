@@ -543,3 +543,38 @@ fn kill_9_mid_upload_leaves_no_partial_file_under_a_final_name_and_the_restart_c
     assert_no_uploads_left(&remote);
     assert!(daemon.terminate(Duration::from_secs(30)).success());
 }
+
+/// Erasure is erasure everywhere: `candidate forget` (and the retention purge, through the same
+/// step) queues the removal of the published copy, and the next pass removes it from the server.
+#[test]
+fn forgetting_a_candidate_removes_the_published_folder_too() {
+    let Some(stack) = Stack::get() else { return };
+    if lacks_webdav(&stack) {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let root = unique("Recrutement");
+    let extra = "nextcloud_trash = \"keep\"";
+    let (folder, to, config) =
+        stack.contact_folder_config(dir.path(), "pubforget", &publish_section(&stack, &root, extra));
+    once(&config);
+    let from = "erin@example.test";
+    let raw = application(from, "Erin Petit", &to, &[("CV.pdf", "application/pdf", &pdf("Erin Petit"))]);
+    deliver_and_wait(&stack, from, &folder, &raw);
+    let out = once(&config);
+    assert!(out.contains("filed 1"), "{out}");
+    let data = dir.path().join("data");
+    let remote = remote_root(&stack, &root);
+    let folders = candidate_folders(&data);
+    let [erin] = folders.as_slice() else { panic!("{folders:?}") };
+    assert_published(&data, &remote, erin);
+    let remote_folder: PathBuf = erin.split('/').map(remote_name).collect();
+    assert!(remote.join(&remote_folder).is_dir());
+
+    let forget = mailroom(&["candidate", "forget", from, "--yes", "--config", config.to_str().unwrap()]);
+    assert!(forget.status.success(), "forget: {}", String::from_utf8_lossy(&forget.stderr));
+    assert!(!data.join(erin).exists(), "the local folder is gone at once");
+    // The daemon's publisher (here: the next `once`) carries the removal out.
+    once(&config);
+    assert!(!remote.join(&remote_folder).exists(), "the published copy is gone too");
+}

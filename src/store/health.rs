@@ -22,6 +22,8 @@ pub enum Area {
     Store,
     /// Handing acknowledgements to the SMTP server.
     Smtp,
+    /// Asking clamd to scan the documents.
+    Antivirus,
 }
 
 impl Area {
@@ -31,6 +33,7 @@ impl Area {
             Area::Filing => "filing",
             Area::Store => "store",
             Area::Smtp => "smtp",
+            Area::Antivirus => "antivirus",
         }
     }
 }
