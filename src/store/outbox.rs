@@ -68,6 +68,8 @@ pub trait OutboxStore: Clone + Send + Sync + super::Health + super::SentCheck + 
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// `pending → sending`, committed before the mail is handed to SMTP. False if already taken.
     fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// [`OutboxStore::claim`] for several entries in one transaction (one fsync): the ids claimed.
+    fn claim_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, StoreError>;
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError>;
@@ -134,6 +136,24 @@ impl OutboxStore for Store {
             params![id, ts(now)],
         )?;
         Ok(n == 1)
+    }
+
+    fn claim_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
+        let mut conn = super::durable_conn(self)?;
+        let tx = conn.transaction()?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for &id in ids {
+                if stmt.execute(params![id, ts(now)])? == 1 {
+                    claimed.push(id);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(claimed)
     }
 
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
