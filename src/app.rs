@@ -102,9 +102,11 @@ struct Shutdown {
 fn shutdown_signal() -> Shutdown {
     let (tx, stop) = watch::channel(false);
     let (force_tx, forced) = tokio::sync::oneshot::channel();
+    // Caught from here on (not from the task's first poll): once `run` logs that it is watching,
+    // a SIGTERM stops it at a safe point rather than killing it.
+    #[cfg(unix)]
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
     tokio::spawn(async move {
-        #[cfg(unix)]
-        let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
         let mut force_tx = Some(force_tx);
         for n in 0.. {
             #[cfg(unix)]

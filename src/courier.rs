@@ -6,15 +6,20 @@
 //! Mail is sent with a null envelope sender (`MAIL FROM:<>`), as RFC 3834 recommends for
 //! automatic responses, so a reply that bounces can never start a loop.
 
-use std::sync::Mutex;
-use std::time::Duration;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
 use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
-use lettre::transport::smtp::client::{Tls, TlsParameters};
+use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
+use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Severity;
-use lettre::{Address, AsyncSmtpTransport, AsyncTransport, Message, Tokio1Executor};
+use lettre::{Address, Message};
 
 use crate::auth::{Auth, AuthPart, Credential};
 use crate::config::{Config, ConfigError, SmtpConfig, TlsMode};
@@ -26,6 +31,10 @@ use crate::mail::OutgoingMail;
 pub struct SendError {
     pub retry: Retry,
     pub message: String,
+    /// The connection was lost (or the server fell silent) after the whole message was sent and
+    /// before the server answered: it may have been accepted. Never retried (at most once): the
+    /// outbox marks it `uncertain`, and it is looked for in the Sent folder.
+    pub maybe_sent: bool,
 }
 
 impl Classified for SendError {
@@ -78,7 +87,7 @@ impl Header for AutoResponseSuppress {
 /// may hold anything): a display name that is not a short name, and ids that are not
 /// Message-IDs, are left out rather than cut.
 pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, SendError> {
-    let permanent = |m: String| SendError { retry: Retry::Permanent, message: m };
+    let permanent = |m: String| SendError { retry: Retry::Permanent, message: m, maybe_sent: false };
     let to = envelope_address(&mail.to)?;
     let one_line =
         |s: &str| s.chars().map(|c| if c.is_control() { ' ' } else { c }).collect::<String>().trim().to_owned();
@@ -123,7 +132,7 @@ pub fn build_message(from: &Mailbox, mail: &OutgoingMail) -> Result<Message, Sen
 /// ASCII form (IDNA), which every server takes; only a local part outside ASCII still needs a
 /// server that offers SMTPUTF8 (RFC 6531). Errors name no address: they reach the logs.
 pub fn envelope_address(address: &str) -> Result<Address, SendError> {
-    let permanent = |m: &str| SendError { retry: Retry::Permanent, message: m.to_owned() };
+    let permanent = |m: &str| SendError { retry: Retry::Permanent, message: m.to_owned(), maybe_sent: false };
     let (user, domain) = address.rsplit_once('@').ok_or_else(|| permanent("the recipient's address has no domain"))?;
     let domain = if domain.is_ascii() {
         domain.to_owned()
@@ -155,20 +164,137 @@ pub fn without_addresses(text: &str) -> String {
     out
 }
 
-/// SMTP submission through lettre (rustls; implicit TLS or STARTTLS; AUTH with a password, or
-/// XOAUTH2 with an access token).
+/// SMTP submission: lettre's protocol code (commands, replies, AUTH with a password or XOAUTH2,
+/// STARTTLS through rustls) over sockets of our own, kept in a small pool.
 ///
-/// lettre fixes a transport's credentials when it is built, so the transport (and its pool of
-/// connections) is built again whenever the credential changes: a new token, a new password.
+/// Why not lettre's `AsyncSmtpTransport`: its socket lacks `TCP_NODELAY`, and it writes the final
+/// `.` of DATA in a segment of its own, which then waits for the server's delayed ACK (about
+/// 45 ms on Linux, per message: the server cannot answer before it has the dot). Ours set
+/// `TCP_NODELAY`, so a submission costs the server's own time and a few loopback round trips.
+/// Owning the steps also tells a refusal before the data (never delivered: safe to retry) from a
+/// connection lost after the final dot (perhaps delivered: [`SendError::maybe_sent`], never
+/// retried), and bounds every step by `smtp.timeout_secs` (lettre's async client has no read
+/// timeout).
+///
+/// Connections are reused while they work: one logged in with an older credential (a renewed
+/// token, a changed password) is closed rather than reused, and one left idle for
+/// [`POOL_IDLE`] is closed by a reaper task, so an idle daemon holds no connection.
 pub struct SmtpCourier {
     auth: Auth,
     host: String,
     port: u16,
-    tls: Tls,
+    tls: TlsMode,
+    /// For STARTTLS (lettre upgrades its own stream).
+    starttls: TlsParameters,
+    /// For implicit TLS (we wrap the socket before lettre reads the greeting).
+    implicit: tokio_rustls::TlsConnector,
     timeout: Duration,
-    /// The transport, and the secret it was built with.
-    current: Mutex<Option<(String, AsyncSmtpTransport<Tokio1Executor>)>>,
+    hello: ClientId,
+    pool: Arc<Pool>,
     from: Mailbox,
+}
+
+/// Idle connections, most recently used last.
+#[derive(Default)]
+struct Pool {
+    idle: Mutex<Vec<Pooled>>,
+    /// A reaper task is running (it ends when the pool is empty).
+    reaping: AtomicBool,
+}
+
+struct Pooled {
+    conn: AsyncSmtpConnection,
+    /// The secret it logged in with.
+    secret: String,
+    since: Instant,
+}
+
+/// A connection left idle this long is closed.
+pub const POOL_IDLE: Duration = Duration::from_secs(10);
+/// Connections kept idle at most: the outbox keeps as many sends in flight
+/// (`outbox::SEND_CONCURRENCY` is this), enough to hide the round trips, few enough to be polite
+/// to a submission server that limits connections per client.
+pub const POOL_MAX: usize = 4;
+
+/// Where a send failed: before the data (nothing was delivered), or after it (perhaps delivered).
+enum Failure {
+    /// MAIL, RCPT or DATA: refused or lost before a byte of the message was sent.
+    Envelope(SmtpFailure),
+    /// The message and its final dot: a reply code says the server refused it; anything else
+    /// (a lost connection, no reply in time) leaves it unknown whether it was accepted.
+    Message(SmtpFailure),
+}
+
+enum SmtpFailure {
+    Smtp(lettre::transport::smtp::Error),
+    Io(String),
+    Timeout(Duration),
+}
+
+impl SmtpFailure {
+    fn smtp(&self) -> Option<&lettre::transport::smtp::Error> {
+        match self {
+            SmtpFailure::Smtp(e) => Some(e),
+            _ => None,
+        }
+    }
+
+    /// The server answered with a reply code (the connection itself worked).
+    fn has_reply(&self) -> bool {
+        self.smtp().is_some_and(|e| e.status().is_some())
+    }
+
+    fn text(&self) -> String {
+        match self {
+            SmtpFailure::Smtp(e) => without_addresses(&e.to_string()),
+            SmtpFailure::Io(e) => e.clone(),
+            SmtpFailure::Timeout(t) => format!("no answer from the SMTP server within {} s", t.as_secs()),
+        }
+    }
+}
+
+/// Runs one SMTP step under the timeout.
+async fn step<T>(
+    timeout: Duration,
+    f: impl Future<Output = Result<T, lettre::transport::smtp::Error>>,
+) -> Result<T, SmtpFailure> {
+    match tokio::time::timeout(timeout, f).await {
+        Ok(Ok(v)) => Ok(v),
+        Ok(Err(e)) => Err(SmtpFailure::Smtp(e)),
+        Err(_) => Err(SmtpFailure::Timeout(timeout)),
+    }
+}
+
+/// An implicit-TLS socket as lettre's connection takes it.
+#[derive(Debug)]
+struct TlsSocket(tokio_rustls::client::TlsStream<tokio::net::TcpStream>);
+
+impl tokio::io::AsyncRead for TlsSocket {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut tokio::io::ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_read(cx, buf)
+    }
+}
+
+impl tokio::io::AsyncWrite for TlsSocket {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_flush(cx)
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+    }
+}
+
+impl AsyncTokioStream for TlsSocket {
+    fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
+        self.0.get_ref().0.peer_addr()
+    }
 }
 
 impl SmtpCourier {
@@ -188,7 +314,9 @@ impl SmtpCourier {
                 .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
             tls = tls.add_root_certificate(cert);
         }
-        let tls = tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?;
+        let starttls = tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?;
+        let implicit =
+            crate::tls::client_config(smtp.ca_file.as_deref()).map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
         if smtp.auth == crate::config::AuthMethod::Password {
             // A missing password file is a configuration error at start, not a send failure later.
             cfg.smtp_password()?;
@@ -198,21 +326,22 @@ impl SmtpCourier {
             auth,
             host: smtp.host.clone(),
             port: smtp.port,
-            tls: match smtp.tls {
-                TlsMode::Implicit => Tls::Wrapper(tls),
-                TlsMode::Starttls => Tls::Required(tls),
-            },
+            tls: smtp.tls,
+            starttls,
+            implicit: tokio_rustls::TlsConnector::from(implicit),
             timeout: Duration::from_secs(smtp.timeout_secs),
-            current: Mutex::new(None),
+            hello: ClientId::default(),
+            pool: Arc::new(Pool::default()),
             from: Mailbox::new(Some(cfg.identity.organisation.clone()), from_addr),
         })
     }
 
-    /// The transport for the credential of the moment, built anew when it changed.
-    async fn transport(&self) -> Result<(AsyncSmtpTransport<Tokio1Executor>, Credential), SendError> {
+    /// The credential of the moment, as lettre takes it, with the secret that identifies it.
+    async fn credential(&self) -> Result<(Credential, Credentials, Vec<Mechanism>, String), SendError> {
         let credential = self.auth.credential(AuthPart::Smtp).await.map_err(|e| SendError {
             retry: Retry::Transient,
             message: format!("no credentials for the SMTP login: {e}"),
+            maybe_sent: false,
         })?;
         let (user, secret, mechanisms) = match &credential {
             Credential::Password { user, password } => {
@@ -220,25 +349,77 @@ impl SmtpCourier {
             }
             Credential::Bearer(b) => (b.user.clone(), b.token.expose().to_owned(), vec![Mechanism::Xoauth2]),
         };
-        let mut current = self.current.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some((built_with, transport)) = current.as_ref()
-            && *built_with == secret
-        {
-            return Ok((transport.clone(), credential));
+        Ok((credential, Credentials::new(user, secret.clone()), mechanisms, secret))
+    }
+
+    /// A new connection: TCP with `TCP_NODELAY`, TLS (implicit or STARTTLS), EHLO, AUTH.
+    async fn connect(
+        &self,
+        credentials: &Credentials,
+        mechanisms: &[Mechanism],
+    ) -> Result<AsyncSmtpConnection, SmtpFailure> {
+        let io = |what: &str, e: std::io::Error| SmtpFailure::Io(format!("{what} {}:{}: {e}", self.host, self.port));
+        let tcp =
+            match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((self.host.as_str(), self.port)))
+                .await
+            {
+                Ok(Ok(tcp)) => tcp,
+                Ok(Err(e)) => return Err(io("cannot connect to", e)),
+                Err(_) => return Err(SmtpFailure::Timeout(self.timeout)),
+            };
+        tcp.set_nodelay(true).map_err(|e| io("cannot set TCP_NODELAY on the connection to", e))?;
+        let mut conn = match self.tls {
+            TlsMode::Implicit => {
+                let name = rustls_pki_types::ServerName::try_from(self.host.clone())
+                    .map_err(|e| SmtpFailure::Io(format!("{}: not a valid server name: {e}", self.host)))?;
+                let tls = match tokio::time::timeout(self.timeout, self.implicit.connect(name, tcp)).await {
+                    Ok(Ok(tls)) => tls,
+                    Ok(Err(e)) => return Err(io("TLS with", e)),
+                    Err(_) => return Err(SmtpFailure::Timeout(self.timeout)),
+                };
+                let socket: Box<dyn AsyncTokioStream> = Box::new(TlsSocket(tls));
+                step(self.timeout, AsyncSmtpConnection::connect_with_transport(socket, &self.hello)).await?
+            }
+            TlsMode::Starttls => {
+                let socket: Box<dyn AsyncTokioStream> = Box::new(tcp);
+                let mut conn =
+                    step(self.timeout, AsyncSmtpConnection::connect_with_transport(socket, &self.hello)).await?;
+                step(self.timeout, conn.starttls(self.starttls.clone(), &self.hello)).await?;
+                conn
+            }
+        };
+        step(self.timeout, conn.auth(mechanisms, credentials)).await?;
+        Ok(conn)
+    }
+
+    /// An idle connection logged in with `secret`, if one is there. Older ones are dropped.
+    fn reuse(&self, secret: &str) -> Option<AsyncSmtpConnection> {
+        let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        while let Some(p) = idle.pop() {
+            if p.secret == secret && p.since.elapsed() < POOL_IDLE {
+                return Some(p.conn);
+            }
         }
-        let transport = AsyncSmtpTransport::<Tokio1Executor>::builder_dangerous(self.host.clone())
-            .port(self.port)
-            .tls(self.tls.clone())
-            .credentials(Credentials::new(user, secret.clone()))
-            .authentication(mechanisms)
-            .timeout(Some(self.timeout))
-            .build();
-        *current = Some((secret, transport.clone()));
-        Ok((transport, credential))
+        None
+    }
+
+    /// A connection that just worked goes back to the pool; a reaper closes it if it stays idle.
+    fn give_back(&self, conn: AsyncSmtpConnection, secret: String) {
+        {
+            let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            if idle.len() >= POOL_MAX {
+                return;
+            }
+            idle.push(Pooled { conn, secret, since: Instant::now() });
+        }
+        if !self.pool.reaping.swap(true, Ordering::AcqRel) {
+            let pool = Arc::downgrade(&self.pool);
+            tokio::spawn(reap(pool));
+        }
     }
 
     /// Records what the server said about the credential; a refused one is not used again.
-    async fn judge(&self, credential: &Credential, result: &Result<(), lettre::transport::smtp::Error>) {
+    async fn judge(&self, credential: &Credential, result: Result<(), &lettre::transport::smtp::Error>) {
         match result {
             Ok(()) => self.auth.accepted(
                 AuthPart::Smtp,
@@ -250,7 +431,7 @@ impl SmtpCourier {
             Err(e) if is_auth_error(e) => {
                 let failure = crate::auth::server_refusal(AuthPart::Smtp, credential, &smtp_answer(e));
                 self.auth.refused(AuthPart::Smtp, credential, &failure).await;
-                *self.current.lock().unwrap_or_else(|p| p.into_inner()) = None;
+                self.pool.idle.lock().unwrap_or_else(|p| p.into_inner()).clear();
             }
             Err(_) => {}
         }
@@ -258,30 +439,163 @@ impl SmtpCourier {
 
     /// Connects and logs in, sending nothing: `mailroom check-config --connect`.
     pub async fn check(&self) -> Result<String, SendError> {
-        let (transport, credential) = self.transport().await?;
-        let result = match transport.test_connection().await {
-            Ok(true) => Ok(()),
-            Ok(false) => {
-                return Err(SendError {
-                    retry: Retry::Transient,
-                    message: "the connection did not answer NOOP".into(),
-                });
+        let (credential, credentials, mechanisms, _) = self.credential().await?;
+        let result = match self.connect(&credentials, &mechanisms).await {
+            Ok(mut conn) => {
+                let alive = step(self.timeout, async { Ok(conn.test_connected().await) }).await;
+                let _ = tokio::time::timeout(self.timeout, conn.quit()).await;
+                match alive {
+                    Ok(true) => Ok(()),
+                    _ => {
+                        return Err(SendError {
+                            retry: Retry::Transient,
+                            message: "the connection did not answer NOOP".into(),
+                            maybe_sent: false,
+                        });
+                    }
+                }
             }
-            Err(e) => Err(e),
+            Err(f) => Err(f),
         };
-        self.judge(&credential, &result).await;
+        if let Some(e) = result.as_ref().err().and_then(SmtpFailure::smtp) {
+            self.judge(&credential, Err(e)).await;
+        } else if result.is_ok() {
+            self.judge(&credential, Ok(())).await;
+        }
         match result {
             Ok(()) => Ok(match credential {
                 Credential::Password { .. } => "password (PLAIN/LOGIN)".into(),
                 Credential::Bearer(_) => "an access token (XOAUTH2)".into(),
             }),
-            Err(e) if is_auth_error(&e) => Err(SendError {
+            Err(SmtpFailure::Smtp(e)) if is_auth_error(&e) => Err(SendError {
                 retry: Retry::Permanent,
                 message: crate::auth::server_refusal(AuthPart::Smtp, &credential, &smtp_answer(&e)).to_string(),
+                maybe_sent: false,
             }),
-            Err(e) => Err(SendError { retry: classify_smtp(&e, false), message: without_addresses(&e.to_string()) }),
+            Err(f) => Err(refusal(f)),
         }
     }
+
+    /// MAIL, RCPT, DATA and the message on one connection.
+    async fn transaction(&self, conn: &mut AsyncSmtpConnection, to: &Address, message: &[u8]) -> Result<(), Failure> {
+        let mut options = Vec::new();
+        if !to.user().is_ascii() {
+            options.push(MailParameter::SmtpUtfEight);
+        }
+        if !message.is_ascii() && conn.server_info().supports_feature(Extension::EightBitMime) {
+            options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
+        }
+        // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
+        step(self.timeout, conn.command(Mail::new(None, options))).await.map_err(Failure::Envelope)?;
+        step(self.timeout, conn.command(Rcpt::new(to.clone(), Vec::new()))).await.map_err(Failure::Envelope)?;
+        step(self.timeout, conn.command(Data)).await.map_err(Failure::Envelope)?;
+        tracing::trace!("smtp: data");
+        step(self.timeout, conn.message(message)).await.map_err(Failure::Message)?;
+        Ok(())
+    }
+
+    /// One mail, on a pooled connection or a new one. A pooled connection that fails before the
+    /// message was sent (the server closed it while it was idle) is replaced once: nothing left.
+    async fn submit(&self, to: &Address, message: &[u8]) -> Result<(), SendError> {
+        let (credential, credentials, mechanisms, secret) = self.credential().await?;
+        let mut pooled = self.reuse(&secret);
+        loop {
+            let reused = pooled.is_some();
+            let mut conn = match pooled.take() {
+                Some(conn) => conn,
+                None => match self.connect(&credentials, &mechanisms).await {
+                    Ok(conn) => {
+                        tracing::debug!("smtp: new connection");
+                        conn
+                    }
+                    Err(f) => {
+                        if let Some(e) = f.smtp() {
+                            self.judge(&credential, Err(e)).await;
+                        }
+                        return Err(connect_error(f));
+                    }
+                },
+            };
+            if !to.user().is_ascii() && !conn.server_info().supports_feature(Extension::SmtpUtfEight) {
+                // The server will not grow the extension between two tries: permanent.
+                self.give_back(conn, secret);
+                return Err(SendError {
+                    retry: Retry::Permanent,
+                    message: "the recipient's address needs SMTPUTF8, which the server does not offer".into(),
+                    maybe_sent: false,
+                });
+            }
+            match self.transaction(&mut conn, to, message).await {
+                Ok(()) => {
+                    self.judge(&credential, Ok(())).await;
+                    self.give_back(conn, secret);
+                    return Ok(());
+                }
+                Err(Failure::Envelope(f)) if reused && !f.has_reply() => {
+                    tracing::debug!(error = %f.text(), "smtp: a pooled connection was closed; connecting again");
+                    pooled = None;
+                }
+                Err(Failure::Envelope(f)) => {
+                    if f.has_reply() {
+                        let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+                    }
+                    return Err(refusal(f));
+                }
+                Err(Failure::Message(f)) if f.has_reply() => {
+                    let _ = tokio::time::timeout(self.timeout, conn.abort()).await;
+                    return Err(refusal(f));
+                }
+                Err(Failure::Message(f)) => {
+                    return Err(SendError {
+                        retry: Retry::Permanent,
+                        message: format!(
+                            "the connection was lost after the message was sent, before the server answered: \
+                             it may or may not have been accepted ({})",
+                            f.text()
+                        ),
+                        maybe_sent: true,
+                    });
+                }
+            }
+        }
+    }
+}
+
+/// Closes connections left idle for [`POOL_IDLE`]; ends when the pool is empty (or dropped).
+async fn reap(pool: std::sync::Weak<Pool>) {
+    loop {
+        tokio::time::sleep(POOL_IDLE / 2).await;
+        let Some(pool) = pool.upgrade() else { return };
+        let stale: Vec<Pooled> = {
+            let mut idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let (stale, fresh) = std::mem::take(&mut *idle).into_iter().partition(|p| p.since.elapsed() >= POOL_IDLE);
+            *idle = fresh;
+            stale
+        };
+        for mut p in stale {
+            let _ = tokio::time::timeout(Duration::from_secs(2), p.conn.quit()).await;
+        }
+        let idle = pool.idle.lock().unwrap_or_else(|p| p.into_inner());
+        if idle.is_empty() {
+            pool.reaping.store(false, Ordering::Release);
+            return;
+        }
+    }
+}
+
+/// A failure to connect or log in, for the outbox (a refused login is transient: it is our
+/// configuration or a token, never this mail's fault; see [`classify_smtp`]).
+fn connect_error(f: SmtpFailure) -> SendError {
+    refusal(f)
+}
+
+/// A refusal (or a failure) before the message was accepted, for the outbox: nothing was delivered.
+fn refusal(f: SmtpFailure) -> SendError {
+    let retry = match &f {
+        SmtpFailure::Smtp(e) => classify_smtp(e),
+        _ => Retry::Transient,
+    };
+    SendError { retry, message: f.text(), maybe_sent: false }
 }
 
 /// A refusal of the login, rather than of the mail: 530/534/535/538, or, with XOAUTH2, the
@@ -305,14 +619,8 @@ fn smtp_answer(e: &lettre::transport::smtp::Error) -> String {
     }
 }
 
-/// Whether a failed send may work later. `recipient_needs_utf8`: the recipient's local part is
-/// not ASCII, so the server must offer SMTPUTF8; lettre checks the server's EHLO and refuses
-/// such a recipient itself when it does not. The server will not grow the extension between
-/// two retries: that recipient can never be sent to through it, so the failure is permanent.
-fn classify_smtp(e: &lettre::transport::smtp::Error, recipient_needs_utf8: bool) -> Retry {
-    if recipient_needs_utf8 && e.is_client() && e.to_string().contains("SMTPUTF8") {
-        return Retry::Permanent;
-    }
+/// Whether a refused send may work later.
+fn classify_smtp(e: &lettre::transport::smtp::Error) -> Retry {
     match e.status() {
         // 5xx refuses this mail for good, except 53x: authentication, which is our configuration
         // (or the server's) and must not condemn every queued reply.
@@ -327,25 +635,7 @@ impl Courier for SmtpCourier {
     async fn deliver(&self, mail: &OutgoingMail) -> Result<(), SendError> {
         let message = build_message(&self.from, mail)?;
         let to = envelope_address(&mail.to)?;
-        let needs_utf8 = !to.user().is_ascii();
-        // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
-        let envelope = lettre::address::Envelope::new(None, vec![to])
-            .map_err(|e| SendError { retry: Retry::Permanent, message: e.to_string() })?;
-        let (transport, credential) = self.transport().await?;
-        let result = transport.send_raw(&envelope, &message.formatted()).await.map(|_| ());
-        self.judge(&credential, &result).await;
-        result.map_err(|e| {
-            let retry = classify_smtp(&e, needs_utf8);
-            let message = if retry == Retry::Permanent && e.is_client() {
-                format!(
-                    "the recipient's address needs SMTPUTF8, which the server does not offer ({})",
-                    without_addresses(&e.to_string())
-                )
-            } else {
-                without_addresses(&e.to_string())
-            };
-            SendError { retry, message }
-        })
+        self.submit(&to, &message.formatted()).await
     }
 }
 

@@ -36,7 +36,8 @@ pub const RECONNECT_CAP: Duration = Duration::from_secs(5);
 /// A pass that fails after a successful login (it downloads, it files) waits up to this long.
 pub const RETRY_CAP: Duration = Duration::from_secs(300);
 
-/// `mailroom once` on one folder: one pass, then the outbox's chance to send what it queued.
+/// `mailroom once` on one folder: one pass, and the outbox sends what it queued (as batches
+/// commit, then until nothing is due); a stop gives the sends in flight their grace.
 pub async fn once<L, M, C>(
     pipeline: &Pipeline<L>,
     mailbox: &mut M,
@@ -61,7 +62,8 @@ where
         let _ = done_tx.send(true);
         r
     };
-    let (report, sent) = tokio::join!(work, outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), done_rx));
+    let (report, sent) =
+        tokio::join!(work, outbox::drain(pipeline.store(), courier, pipeline.outbox_ready(), done_rx, stop.clone()));
     Ok((report?, sent))
 }
 

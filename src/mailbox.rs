@@ -551,7 +551,11 @@ impl ImapMailbox {
                 let (wait, _interrupt) = handle.wait_with_timeout(self.liveness);
                 match tokio::time::timeout(left, wait).await {
                     Err(_) => Some(Wake::Timeout),
-                    Ok(Ok(IdleResponse::NewData(_))) => Some(Wake::Changed),
+                    Ok(Ok(IdleResponse::NewData(_))) => {
+                        // Where mailroom's own latency starts (the latency benchmark reads this line).
+                        tracing::debug!("idle: the server announced a change");
+                        Some(Wake::Changed)
+                    }
                     // Silent for `liveness`: the DONE below proves the link alive, or fails.
                     Ok(Ok(IdleResponse::Timeout)) => None,
                     // We never interrupt; async-imap reports the end of the stream this way.

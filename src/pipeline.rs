@@ -317,6 +317,7 @@ impl<L: Ledger> Pipeline<L> {
                 }
                 Some(Ok(items)) => {
                     self.download_went_through();
+                    tracing::debug!(messages = items.len(), "batch downloaded");
                     items
                 }
                 Some(Err(e)) => {
@@ -425,6 +426,7 @@ fn process_batch<L: Ledger>(
         batch.report.fetched += 1;
         let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
         let _enter = span.enter();
+        tracing::trace!("understood");
         let mark = filer.mark();
         let result = match dedupe(&stages.store, &mut batch, &understood) {
             Ok(Some(of)) => Ok(duplicate(&mut batch, uid, &understood, of)),
@@ -477,8 +479,10 @@ fn process_batch<L: Ledger>(
     if !records.is_empty() || stopped.is_none() {
         let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
         let batch_record = Batch { mailbox: mailbox.clone(), high_water, records };
-        let durable =
-            filer.sync().map_err(PipelineError::from).and_then(|()| Ok(stages.store.commit(&batch_record)?));
+        let durable = filer.sync().map_err(PipelineError::from).and_then(|()| {
+            tracing::trace!("files durable; committing");
+            Ok(stages.store.commit(&batch_record)?)
+        });
         if let Err(e) = durable {
             // A full disk fails here as often as while writing: take the whole batch back.
             filer.undo_since(Mark::START, |folder| stages.store.committed_in_folder(folder).ok());
@@ -629,6 +633,7 @@ fn file_and_acknowledge<L: Ledger>(
         }
         Err(e) => return Err(e),
     };
+    tracing::trace!("filed; deciding the reply");
     let decision = acknowledge(replier, &stages.store, batch, app, &filed)?;
     let publish = if stages.publish { crate::publish::files_of(&filed.application) } else { Vec::new() };
     Ok(record(batch, uid, app, filed, decision, publish))

@@ -114,6 +114,10 @@ fn sigkills_while_filing_and_acknowledging_send_nothing_twice() {
                 .then_some(())
         },
     );
+    // It may find everything done already: a SIGTERM before it catches signals would kill it.
+    wait_for("the daemon to watch the mailbox", Duration::from_secs(30), || {
+        daemon.log_text().contains("watching the mailbox").then_some(())
+    });
     assert!(daemon.terminate(Duration::from_secs(15)).success(), "{}", daemon.log_text());
     wait_for("postfix to empty its queue", Duration::from_secs(60), || stack.postfix_queue_empty().then_some(()));
     // Every copy has reached the Sent folder now: one more start looks there for what is still

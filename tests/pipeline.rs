@@ -87,7 +87,11 @@ impl Courier for FakeCourier {
         let mut left = self.transient_failures.lock().unwrap();
         if *left > 0 {
             *left -= 1;
-            return Err(SendError { retry: Retry::Transient, message: "421 try again later".into() });
+            return Err(SendError {
+                retry: Retry::Transient,
+                message: "421 try again later".into(),
+                maybe_sent: false,
+            });
         }
         self.sent.lock().unwrap().push(mail.clone());
         Ok(())

@@ -320,7 +320,10 @@ impl Ledger for Store {
     }
 
     fn record_contact(&self, mailbox: &MailboxKey, at: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn().execute(
+        // Every pass writes it, on the way to new mail: no fsync of its own (a power loss may
+        // lose the last contact, which the next pass writes again).
+        super::execute_relaxed(
+            self,
             "INSERT INTO mailboxes (name, uidvalidity, high_water, last_contact) VALUES (?1, ?2, 0, ?3)
              ON CONFLICT (name, uidvalidity) DO UPDATE SET last_contact = excluded.last_contact",
             params![mailbox.name, mailbox.uidvalidity, ts(at)],

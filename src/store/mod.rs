@@ -134,6 +134,9 @@ impl std::fmt::Debug for Store {
 
 struct Db {
     conn: Connection,
+    /// A relaxed write (`execute_relaxed`) could not put `synchronous` back to FULL: it is put
+    /// back before the connection serves anyone else, so no claim or batch commit runs relaxed.
+    relaxed: bool,
     // Held for the life of the store: a second daemon on the same state would fetch and send twice.
     _lock: Option<File>,
 }
@@ -192,7 +195,7 @@ impl Store {
         conn.execute("INSERT OR IGNORE INTO meta (key, value) VALUES ('first_start', ?1)", params![ts(Utc::now())])?;
         let first: String = conn.query_row("SELECT value FROM meta WHERE key = 'first_start'", [], |r| r.get(0))?;
         Ok(Store {
-            db: Arc::new(Mutex::new(Db { conn, _lock: lock })),
+            db: Arc::new(Mutex::new(Db { conn, relaxed: false, _lock: lock })),
             first_start: parse_ts(&first),
             path: Arc::new(path.to_path_buf()),
             key: Arc::new(OnceLock::new()),
@@ -241,7 +244,7 @@ impl Store {
             .flatten();
         let first_start = first.map(|s: String| parse_ts(&s)).unwrap_or_else(Utc::now);
         Ok(Store {
-            db: Arc::new(Mutex::new(Db { conn, _lock: None })),
+            db: Arc::new(Mutex::new(Db { conn, relaxed: false, _lock: None })),
             first_start,
             path: Arc::new(path.to_path_buf()),
             key: Arc::new(OnceLock::new()),
@@ -263,8 +266,39 @@ impl Store {
     /// The one place the lock is taken. A panic while holding it is a bug we want to see in the
     /// logs, not a reason to stop every later store call, so a poisoned lock is taken over.
     fn conn(&self) -> Conn<'_> {
-        Conn(self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner()))
+        let mut db = self.db.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+        if db.relaxed && db.conn.pragma_update(None, "synchronous", "FULL").is_ok() {
+            db.relaxed = false;
+        }
+        Conn(db)
     }
+}
+
+/// One statement committed at once but without an fsync of its own (`synchronous = NORMAL` for
+/// it alone): the next durable commit's fsync, or a checkpoint, carries it to the disk with the
+/// WAL frames before it. For writes a power loss may lose without harm: the outbox's settling of
+/// a claimed entry (see `outbox.rs`), the last contact with a mailbox.
+/// A connection left relaxed by a failure is put back to FULL at its next use (see `Db::relaxed`),
+/// and a claim refuses to run on it until then ([`durable_conn`]).
+fn execute_relaxed(store: &Store, sql: &str, params: impl rusqlite::Params) -> Result<usize, StoreError> {
+    let mut conn = durable_conn(store)?;
+    conn.0.relaxed = true;
+    conn.pragma_update(None, "synchronous", "NORMAL")?;
+    let result = conn.execute(sql, params);
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.0.relaxed = false;
+    Ok(result?)
+}
+
+/// The connection, certainly at `synchronous = FULL`: for a write that must be on the disk before
+/// anything leaves (the outbox's claim).
+fn durable_conn(store: &Store) -> Result<Conn<'_>, StoreError> {
+    let mut conn = store.conn();
+    if conn.0.relaxed {
+        conn.pragma_update(None, "synchronous", "FULL")?;
+        conn.0.relaxed = false;
+    }
+    Ok(conn)
 }
 
 /// A locked connection, for one call.

@@ -4,12 +4,20 @@
 //! pending ──claim──▶ sending ──▶ sent
 //!    ▲                  │ └────▶ failed      (permanent error, or too many tries)
 //!    └──── transient ───┘
-//! sending ──(found at start: a crash caught it mid-send)──▶ uncertain
+//! sending ──(found at start: a crash caught it mid-send; or the connection lost after the
+//!            whole mail was sent, before the server answered)──▶ uncertain
 //! ```
 //!
 //! An entry is claimed (`sending`, committed) before it is handed to SMTP, so a crash mid-send
 //! can never send it twice: it may or may not have left, so it becomes `uncertain`, is reported,
 //! and is never sent again blindly.
+//!
+//! The claim is durable before the mail leaves (`synchronous = FULL`: the WAL is fsynced). What
+//! settles a claimed entry afterwards (`sent`, `failed`, back to `pending`, `uncertain`) is
+//! committed at once but without its own fsync (`synchronous = NORMAL`, for that one statement):
+//! the next claim's fsync (or a checkpoint) makes it durable with the WAL frames before it.
+//! Only a power loss in between can lose it, and then the entry is still `sending`, which the
+//! next start turns `uncertain`: never sent twice. This halves the fsyncs per acknowledgement.
 
 use chrono::{DateTime, Utc};
 use rusqlite::params;
@@ -60,12 +68,23 @@ pub trait OutboxStore: Clone + Send + Sync + super::Health + super::SentCheck + 
     fn due_outbox(&self, now: DateTime<Utc>, limit: usize) -> Result<Vec<OutboxEntry>, StoreError>;
     /// `pending → sending`, committed before the mail is handed to SMTP. False if already taken.
     fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
+    /// [`OutboxStore::claim`] for several entries in one transaction (one fsync): the ids claimed.
+    fn claim_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, StoreError>;
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError>;
+    /// `sending → uncertain`: the connection was lost after the whole mail was sent and before the
+    /// server answered, so it may have left; never sent again, looked for in the Sent folder.
+    fn mark_uncertain(&self, id: i64, error: &str) -> Result<(), StoreError>;
     /// At start: entries left in `sending` by a crash become `uncertain`. Returns how many.
     fn recover_interrupted(&self) -> Result<usize, StoreError>;
     fn next_outbox_due(&self) -> Result<Option<DateTime<Utc>>, StoreError>;
+}
+
+/// Settles a claimed entry: committed at once, made durable by the next fsync of the WAL (see the
+/// module's documentation).
+fn settle(store: &Store, sql: &str, params: impl rusqlite::Params) -> Result<(), StoreError> {
+    super::execute_relaxed(store, sql, params).map(|_| ())
 }
 
 /// Queues one mail inside the caller's transaction (the batch commit, or a digest's claim).
@@ -111,32 +130,58 @@ impl OutboxStore for Store {
     }
 
     fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError> {
-        let n = self.conn().execute(
+        // Durable before the mail leaves: never on a connection a failed relaxed write left NORMAL.
+        let n = super::durable_conn(self)?.execute(
             "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'",
             params![id, ts(now)],
         )?;
         Ok(n == 1)
     }
 
+    fn claim_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, StoreError> {
+        let mut conn = super::durable_conn(self)?;
+        let tx = conn.transaction()?;
+        let mut claimed = Vec::with_capacity(ids.len());
+        {
+            let mut stmt = tx.prepare_cached(
+                "UPDATE outbox SET state = 'sending', attempts = attempts + 1, next_attempt_at = ?2 WHERE id = ?1 AND state = 'pending'",
+            )?;
+            for &id in ids {
+                if stmt.execute(params![id, ts(now)])? == 1 {
+                    claimed.push(id);
+                }
+            }
+        }
+        tx.commit()?;
+        Ok(claimed)
+    }
+
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn().execute(
+        settle(
+            self,
             "UPDATE outbox SET state = 'sent', sent_at = ?2, last_error = NULL WHERE id = ?1",
             params![id, ts(now)],
-        )?;
-        Ok(())
+        )
     }
 
     fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError> {
-        self.conn().execute(
+        settle(
+            self,
             "UPDATE outbox SET state = 'pending', last_error = ?2, next_attempt_at = ?3 WHERE id = ?1",
             params![id, error, ts(next_attempt)],
-        )?;
-        Ok(())
+        )
     }
 
     fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError> {
-        self.conn().execute("UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1", params![id, error])?;
-        Ok(())
+        settle(self, "UPDATE outbox SET state = 'failed', last_error = ?2 WHERE id = ?1", params![id, error])
+    }
+
+    fn mark_uncertain(&self, id: i64, error: &str) -> Result<(), StoreError> {
+        settle(
+            self,
+            "UPDATE outbox SET state = 'uncertain', last_error = ?2, check_until = ?3 WHERE id = ?1 AND state = 'sending'",
+            params![id, error, ts(Utc::now() + super::LOOK_FOR)],
+        )
     }
 
     fn recover_interrupted(&self) -> Result<usize, StoreError> {

@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""Latency of one application, for scripts/bench-backlog: mailroom's own, and end to end.
+
+  latency.py --corpus DIR --count N --smtp-port P --rcpt ADDR --maildir DIR --log FILE [--first K]
+
+Sends N applications of the corpus (from index K, default 1), one at a time, to Postfix's inbound
+SMTP port (envelope sender = the candidate, as a candidate's server would), each after the
+previous one's acknowledgement has arrived, while `mailroom run` (logging at debug level into
+FILE) watches the folder. For each it measures:
+
+- end to end: from the application handed to Postfix to its acknowledgement delivered into
+  the catch-all Maildir (Postfix's queue and delivery, both ways, and Dovecot included);
+- mailroom's own: from the daemon's `idle: the server announced a change` line to its
+  `accepted by the SMTP server` line, read from its log (the daemon's own timestamps).
+
+Prints one JSON object (every sample and the percentiles) on stdout. Only the standard library.
+"""
+
+import argparse
+import email.parser
+import json
+import os
+import re
+import smtplib
+import sys
+import time
+from datetime import datetime
+
+LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+(.*)$")
+
+
+def percentile(values, p):
+    """Nearest rank: the smallest value with at least p % of the values at or below it."""
+    s = sorted(values)
+    if not s:
+        return None
+    k = max(0, min(len(s) - 1, -(-len(s) * p // 100) - 1))
+    return s[int(k)]
+
+
+def stamp(text):
+    return datetime.fromisoformat(text[:26]).timestamp()
+
+
+def read_log(path):
+    """(time, kind) of the wake-ups and acceptances in the daemon's log."""
+    events = []
+    with open(path, errors="replace") as f:
+        for line in f:
+            m = LINE.match(line.strip())
+            if not m:
+                continue
+            if "idle: the server announced a change" in m.group(2):
+                events.append((stamp(m.group(1)), "wake"))
+            elif "accepted by the SMTP server" in m.group(2):
+                events.append((stamp(m.group(1)), "accepted"))
+    return events
+
+
+def ack_for(maildir, message_id, seen):
+    """The file name of a new message in the Maildir that answers message_id, if one arrived."""
+    parser = email.parser.BytesHeaderParser()
+    for sub in ("new", "cur"):
+        d = os.path.join(maildir, sub)
+        try:
+            names = os.listdir(d)
+        except FileNotFoundError:
+            continue
+        for name in names:
+            if name in seen:
+                continue
+            seen.add(name)
+            try:
+                with open(os.path.join(d, name), "rb") as f:
+                    head = parser.parsebytes(f.read(16384))
+            except FileNotFoundError:
+                continue
+            if message_id in (head.get("In-Reply-To") or ""):
+                return name
+    return None
+
+
+def message_id_of(data):
+    head = email.parser.BytesHeaderParser().parsebytes(data[:65536])
+    return (head.get("Message-ID") or "").strip()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--corpus", required=True)
+    ap.add_argument("--count", type=int, default=100)
+    ap.add_argument("--first", type=int, default=1)
+    ap.add_argument("--host", default="127.0.0.1")
+    ap.add_argument("--smtp-port", type=int, required=True)
+    ap.add_argument("--rcpt", required=True)
+    ap.add_argument("--maildir", required=True)
+    ap.add_argument("--log", required=True)
+    ap.add_argument("--timeout", type=float, default=30)
+    a = ap.parse_args()
+
+    rows = []
+    with open(os.path.join(a.corpus, "manifest.tsv")) as f:
+        next(f)
+        for line in f:
+            i, sender, _size, _client, _shape = line.rstrip("\n").split("\t")
+            if int(i) >= a.first:
+                rows.append((int(i), sender))
+    rows = rows[: a.count]
+    if len(rows) < a.count:
+        sys.exit(f"latency: the corpus holds {len(rows)} messages from {a.first}, not {a.count}")
+
+    seen = set()
+    for sub in ("new", "cur"):
+        try:
+            seen.update(os.listdir(os.path.join(a.maildir, sub)))
+        except FileNotFoundError:
+            pass
+    smtp = smtplib.SMTP(a.host, a.smtp_port, timeout=a.timeout)
+    smtp.ehlo("candidate.example.test")
+    e2e = []
+    for n, (i, sender) in enumerate(rows):
+        with open(os.path.join(a.corpus, "msgs", f"{i:06d}.eml"), "rb") as f:
+            data = f.read()
+        mid = message_id_of(data)
+        if not mid:
+            sys.exit(f"latency: message {i} has no Message-ID")
+        t0 = time.time()
+        smtp.sendmail(sender, [a.rcpt], data)
+        deadline = t0 + a.timeout
+        while ack_for(a.maildir, mid, seen) is None:
+            if time.time() > deadline:
+                sys.exit(f"latency: no acknowledgement of message {i} within {a.timeout:.0f} s")
+            time.sleep(0.001)
+        e2e.append(time.time() - t0)
+        # Let the daemon finish its pass (the keyword, the status) and wait in IDLE again.
+        time.sleep(0.15)
+    smtp.quit()
+    time.sleep(0.5)
+
+    events = read_log(a.log)
+    own = []
+    last_wake = None
+    for t, kind in events:
+        if kind == "wake":
+            last_wake = t
+        elif last_wake is not None:
+            own.append(t - last_wake)
+            last_wake = None
+    result = {
+        "count": len(rows),
+        "wakes": sum(1 for _, k in events if k == "wake"),
+        "accepted": sum(1 for _, k in events if k == "accepted"),
+        "own_ms": {"p50": None, "p90": None, "p99": None, "max": None, "samples": [round(x * 1000, 2) for x in own]},
+        "e2e_ms": {"p50": None, "p90": None, "p99": None, "max": None, "samples": [round(x * 1000, 2) for x in e2e]},
+    }
+    for key, values in (("own_ms", own), ("e2e_ms", e2e)):
+        if values:
+            for p in (50, 90, 99):
+                result[key][f"p{p}"] = round(percentile(values, p) * 1000, 1)
+            result[key]["max"] = round(max(values) * 1000, 1)
+    json.dump(result, sys.stdout)
+    print()
+
+
+if __name__ == "__main__":
+    main()
