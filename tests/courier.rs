@@ -5,14 +5,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mailroom::config::Config;
 use mailroom::courier::{Courier, SmtpCourier};
 use mailroom::error::Retry;
@@ -248,7 +247,7 @@ async fn connections_are_reused_but_not_once_the_credential_changed() {
 /// One application, as the pipeline tier's fake mailbox holds it.
 #[derive(Default)]
 struct FakeMailbox {
-    messages: BTreeMap<u32, (DateTime<Utc>, Vec<u8>)>,
+    messages: common::FakeMessages,
 }
 
 impl Mailbox for FakeMailbox {
@@ -259,19 +258,10 @@ impl Mailbox for FakeMailbox {
         Ok(Selected { uid_validity: 7, exists: self.messages.len() as u32 })
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
-        Ok(self
-            .messages
-            .range(after + 1..)
-            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
-            .collect())
+        Ok(common::envelopes_after(&self.messages, after))
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
-        Ok(uids
-            .iter()
-            .filter_map(|u| {
-                self.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() })
-            })
-            .collect())
+        Ok(common::raw_messages(&self.messages, uids))
     }
     async fn add_keyword(&mut self, _: &[u32], _: &str) -> Result<(), MailboxError> {
         Ok(())

@@ -14,13 +14,12 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
 
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use mailroom::config::Config;
 use mailroom::courier::{Courier, SendError};
 use mailroom::mail::OutgoingMail;
@@ -37,7 +36,7 @@ use common::{application_eml, assert_no_personal_data, pdf, write_config};
 
 #[derive(Default)]
 struct FakeMailbox {
-    messages: BTreeMap<u32, (DateTime<Utc>, Vec<u8>)>,
+    messages: common::FakeMessages,
     /// SELECT fails (after a login that worked): a pass that fails at once, every time.
     fail_select: bool,
     /// A download of more than this many messages stalls and times out.
@@ -66,23 +65,14 @@ impl Mailbox for FakeMailbox {
         Ok(Selected { uid_validity: 7, exists: self.messages.len() as u32 })
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
-        Ok(self
-            .messages
-            .range(after + 1..)
-            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
-            .collect())
+        Ok(common::envelopes_after(&self.messages, after))
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
         self.fetches.push(uids.len());
         if self.stall_above.is_some_and(|n| uids.len() > n) {
             return Err(MailboxError::Timeout { command: "UID FETCH (bodies)", seconds: 60 });
         }
-        Ok(uids
-            .iter()
-            .filter_map(|u| {
-                self.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() })
-            })
-            .collect())
+        Ok(common::raw_messages(&self.messages, uids))
     }
     async fn add_keyword(&mut self, _: &[u32], _: &str) -> Result<(), MailboxError> {
         Ok(())

@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::Mutex;
 
 use chrono::{DateTime, Duration, Utc};
@@ -26,7 +25,7 @@ use common::{application_eml, pdf, write_config};
 #[derive(Default)]
 struct FakeMailbox {
     uid_validity: u32,
-    messages: BTreeMap<u32, (DateTime<Utc>, Vec<u8>)>,
+    messages: common::FakeMessages,
     keywords: Vec<u32>,
     fetched_uids: Vec<u32>,
 }
@@ -49,20 +48,11 @@ impl Mailbox for FakeMailbox {
         Ok(Selected { uid_validity: self.uid_validity, exists: self.messages.len() as u32 })
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
-        Ok(self
-            .messages
-            .range(after + 1..)
-            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
-            .collect())
+        Ok(common::envelopes_after(&self.messages, after))
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
         self.fetched_uids.extend_from_slice(uids);
-        Ok(uids
-            .iter()
-            .filter_map(|u| {
-                self.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() })
-            })
-            .collect())
+        Ok(common::raw_messages(&self.messages, uids))
     }
     async fn add_keyword(&mut self, uids: &[u32], _: &str) -> Result<(), MailboxError> {
         self.keywords.extend_from_slice(uids);

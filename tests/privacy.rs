@@ -4,7 +4,6 @@
 
 mod common;
 
-use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Duration, Utc};
@@ -27,7 +26,7 @@ use common::{application_eml, pdf, write_config};
 #[derive(Default)]
 struct Server {
     uid_validity: u32,
-    messages: BTreeMap<u32, (DateTime<Utc>, Vec<u8>)>,
+    messages: common::FakeMessages,
     deleted: Vec<u32>,
     moved: Vec<(u32, String)>,
 }
@@ -48,19 +47,11 @@ impl Mailbox for FakeMailbox {
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
         let s = self.0.lock().unwrap();
-        Ok(s.messages
-            .range(after + 1..)
-            .map(|(uid, (at, m))| Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
-            .collect())
+        Ok(common::envelopes_after(&s.messages, after))
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
         let s = self.0.lock().unwrap();
-        Ok(uids
-            .iter()
-            .filter_map(|u| {
-                s.messages.get(u).map(|(at, m)| RawMessage { uid: *u, internal_date: Some(*at), raw: m.clone() })
-            })
-            .collect())
+        Ok(common::raw_messages(&s.messages, uids))
     }
     async fn add_keyword(&mut self, _: &[u32], _: &str) -> Result<(), MailboxError> {
         Ok(())

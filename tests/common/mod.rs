@@ -33,6 +33,30 @@ pub(crate) fn b64(bytes: &[u8]) -> String {
     out
 }
 
+/// What a fake mailbox holds: UID → (INTERNALDATE, raw message).
+pub(crate) type FakeMessages = std::collections::BTreeMap<u32, (chrono::DateTime<chrono::Utc>, Vec<u8>)>;
+
+/// A fake mailbox's `list_after`: the envelopes above `after`.
+pub(crate) fn envelopes_after(messages: &FakeMessages, after: u32) -> Vec<mailroom::mailbox::Envelope> {
+    messages
+        .range(after + 1..)
+        .map(|(uid, (at, m))| mailroom::mailbox::Envelope { uid: *uid, size: m.len() as u64, internal_date: Some(*at) })
+        .collect()
+}
+
+/// A fake mailbox's `fetch`: the messages of `uids` it holds.
+pub(crate) fn raw_messages(messages: &FakeMessages, uids: &[u32]) -> Vec<mailroom::mailbox::RawMessage> {
+    uids.iter()
+        .filter_map(|u| {
+            messages.get(u).map(|(at, m)| mailroom::mailbox::RawMessage {
+                uid: *u,
+                internal_date: Some(*at),
+                raw: m.clone(),
+            })
+        })
+        .collect()
+}
+
 /// A Message-ID no other test run uses (the process id and the clock).
 pub(crate) fn unique_id(tag: &str) -> String {
     format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
