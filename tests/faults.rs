@@ -14,7 +14,7 @@
 
 mod common;
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Duration;
@@ -30,7 +30,7 @@ use mailroom::service::Quiet;
 use mailroom::store::{Ledger, Store};
 use tokio::sync::watch;
 
-use common::{application_eml, assert_no_personal_data, pdf, write_config};
+use common::{Mount, application_eml, assert_no_personal_data, pdf, write_config};
 
 // ---------------------------------------------------------------- fakes ---
 
@@ -130,52 +130,6 @@ fn assert_logs_carry_no_personal_data() {
     let logs = captured_logs();
     let text = String::from_utf8_lossy(&logs.lock().unwrap()).into_owned();
     assert_no_personal_data(&text, "the pipeline's logs");
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A mount made by the test (tmpfs, or a read-only bind), unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn run(args: &[&str]) -> Result<(), String> {
-        let out = std::process::Command::new("mount").args(args).output().map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-    }
-
-    /// `None` (SKIPPED) when this machine does not let us mount; a failure under CI.
-    fn or_skip(result: Result<(), String>, at: &Path) -> Option<Mount> {
-        match result {
-            Ok(()) => Some(Mount(at.to_owned())),
-            Err(e) if in_ci() => panic!("CI=true but the test cannot mount at {}: {e}", at.display()),
-            Err(e) => {
-                eprintln!("SKIPPED: cannot mount (run as root, as scripts/test does): {e}");
-                None
-            }
-        }
-    }
-
-    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(at).unwrap();
-        Self::or_skip(
-            Self::run(&["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", at.to_str().unwrap()]),
-            at,
-        )
-    }
-
-    fn read_only_bind(at: &Path) -> Option<Mount> {
-        std::fs::create_dir_all(at).unwrap();
-        let p = at.to_str().unwrap();
-        Self::or_skip(Self::run(&["--bind", p, p]).and_then(|()| Self::run(&["-o", "remount,bind,ro", p])), at)
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 fn free_bytes(path: &Path) -> u64 {

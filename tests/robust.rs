@@ -9,13 +9,13 @@ mod common;
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
 use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use common::{
-    Daemon, Stack, application_eml, files_under, mailroom, pdf, status_json, unique_id, wait_for, write_config,
+    Daemon, Mount, Stack, application_eml, files_under, mailroom, pdf, status_json, unique_id, wait_for, write_config,
 };
 
 const DEADLINE: Duration = Duration::from_secs(60);
@@ -73,54 +73,6 @@ fn edit_config(config: &Path, from: &str, to: &str) {
     let text = std::fs::read_to_string(config).unwrap();
     assert!(text.contains(from), "{from:?} not in the config");
     std::fs::write(config, text.replacen(from, to, 1)).unwrap();
-}
-
-fn in_ci() -> bool {
-    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
-}
-
-/// A mount made by the test, unmounted when dropped.
-struct Mount(PathBuf);
-
-impl Mount {
-    fn run(args: &[&str]) -> Result<(), String> {
-        let out = std::process::Command::new("mount").args(args).output().map_err(|e| e.to_string())?;
-        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
-    }
-
-    fn or_skip(result: Result<(), String>, at: &Path) -> Option<Mount> {
-        match result {
-            Ok(()) => Some(Mount(at.to_owned())),
-            Err(e) if in_ci() => panic!("CI=true but the test cannot mount at {}: {e}", at.display()),
-            Err(e) => {
-                eprintln!("SKIPPED: cannot mount (run as root, as scripts/test does): {e}");
-                None
-            }
-        }
-    }
-
-    fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
-        std::fs::create_dir_all(at).unwrap();
-        Self::or_skip(
-            Self::run(&["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", at.to_str().unwrap()]),
-            at,
-        )
-    }
-
-    fn read_only_bind(at: &Path) -> Option<Mount> {
-        let p = at.to_str().unwrap();
-        Self::or_skip(Self::run(&["--bind", p, p]).and_then(|()| Self::run(&["-o", "remount,bind,ro", p])), at)
-    }
-
-    fn resize(&self, size: &str) {
-        Self::run(&["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()]).unwrap();
-    }
-}
-
-impl Drop for Mount {
-    fn drop(&mut self) {
-        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
-    }
 }
 
 /// A server that accepts connections and never says a word (a hung SMTP server).

@@ -231,7 +231,7 @@ impl Stack {
         if vars.contains_key("MAILSTACK_IMAPS_PORT") {
             return Some(Stack { vars });
         }
-        if std::env::var("CI").is_ok_and(|v| v == "true" || v == "1") {
+        if in_ci() {
             panic!("CI=true but no mail stack: MAILSTACK_* is not set. Run the tests through scripts/test.");
         }
         eprintln!("SKIPPED: no mail stack (MAILSTACK_* unset); run scripts/test to include the end-to-end tier");
@@ -624,5 +624,57 @@ impl Stack {
             extra,
         );
         (folder, to, config)
+    }
+}
+
+/// Under CI (`CI=true`), a test that cannot reach what it needs fails instead of skipping.
+pub(crate) fn in_ci() -> bool {
+    std::env::var("CI").is_ok_and(|v| v == "true" || v == "1")
+}
+
+/// A mount made by a test (tmpfs, or a read-only bind), unmounted when dropped. The tests run as
+/// root, as `scripts/test` does; elsewhere they say SKIPPED, and under CI they fail.
+pub(crate) struct Mount(PathBuf);
+
+impl Mount {
+    fn run(args: &[&str]) -> Result<(), String> {
+        let out = std::process::Command::new("mount").args(args).output().map_err(|e| e.to_string())?;
+        if out.status.success() { Ok(()) } else { Err(String::from_utf8_lossy(&out.stderr).into_owned()) }
+    }
+
+    /// `None` (SKIPPED) when this machine does not let us mount; a failure under CI.
+    fn or_skip(result: Result<(), String>, at: &Path) -> Option<Mount> {
+        match result {
+            Ok(()) => Some(Mount(at.to_owned())),
+            Err(e) if in_ci() => panic!("CI=true but the test cannot mount at {}: {e}", at.display()),
+            Err(e) => {
+                eprintln!("SKIPPED: cannot mount (run as root, as scripts/test does): {e}");
+                None
+            }
+        }
+    }
+
+    pub(crate) fn tmpfs(at: &Path, size: &str) -> Option<Mount> {
+        std::fs::create_dir_all(at).unwrap();
+        Self::or_skip(
+            Self::run(&["-t", "tmpfs", "-o", &format!("size={size},mode=0700"), "tmpfs", at.to_str().unwrap()]),
+            at,
+        )
+    }
+
+    pub(crate) fn read_only_bind(at: &Path) -> Option<Mount> {
+        std::fs::create_dir_all(at).unwrap();
+        let p = at.to_str().unwrap();
+        Self::or_skip(Self::run(&["--bind", p, p]).and_then(|()| Self::run(&["-o", "remount,bind,ro", p])), at)
+    }
+
+    pub(crate) fn resize(&self, size: &str) {
+        Self::run(&["-o", &format!("remount,size={size}"), self.0.to_str().unwrap()]).unwrap();
+    }
+}
+
+impl Drop for Mount {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("umount").arg("-l").arg(&self.0).status();
     }
 }
