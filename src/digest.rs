@@ -145,7 +145,11 @@ impl Digest {
         rows.purged = store.purged_between(start, end)?;
         rows.upcoming_purges = self
             .policy
-            .upcoming(&store.people()?, end, self.policy.announce_days)
+            .upcoming(
+                &store.people_last_applied_by(self.policy.upcoming_bound(end, self.policy.announce_days))?,
+                end,
+                self.policy.announce_days,
+            )
             .into_iter()
             .map(|(p, at)| {
                 let mut postings: Vec<String> = p.applications.iter().map(|a| a.posting.clone()).collect();

@@ -215,6 +215,21 @@ impl Policy {
         out
     }
 
+    /// A bound for reading fewer people than everyone on file: whoever becomes due by `now +
+    /// days` received their last application at or before it. Each application keeps its person
+    /// at least the shortest period of any posting after it came in (a closing date or a consent
+    /// only keeps them longer), and `months` calendar months are at least `28 × months` days. The
+    /// decision stays [`Policy::upcoming`]'s: the bound only narrows what it is given.
+    pub fn upcoming_bound(&self, now: DateTime<Utc>, days: u32) -> DateTime<Utc> {
+        let months = self.postings.values().filter_map(|(_, m)| *m).fold(self.default_months, u32::min);
+        let ahead = i64::from(days) - 28 * i64::from(months);
+        chrono::Duration::try_days(ahead).and_then(|d| now.checked_add_signed(d)).unwrap_or(if ahead > 0 {
+            DateTime::<Utc>::MAX_UTC
+        } else {
+            DateTime::<Utc>::MIN_UTC
+        })
+    }
+
     /// The organisation's zone, for showing dates.
     pub fn timezone(&self) -> Tz {
         self.tz
@@ -345,5 +360,49 @@ retention_months = 6
         let who: Vec<&str> = soon.iter().map(|(p, _)| p.address.as_str()).collect();
         assert_eq!(who, ["b@example.test", "a@example.test"]);
         assert_eq!(policy.due(&people, t("2026-04-04T00:00:00Z")).len(), 1);
+    }
+
+    #[test]
+    fn a_month_is_at_least_28_days_so_the_upcoming_bound_never_leaves_anyone_out() {
+        // Every day of four years (two leap days, every month end clamped), 0 to 30 months on.
+        let mut day = t("2025-01-01T12:34:56Z");
+        while day < t("2029-01-01T00:00:00Z") {
+            for months in 0..=30u32 {
+                assert!(
+                    add_months(day, months) >= day + chrono::Duration::days(28 * i64::from(months)),
+                    "{day} {months}"
+                );
+            }
+            day += chrono::Duration::days(1);
+        }
+        // The shortest period of any posting bounds: here the default 3 months (84 days).
+        let policy = Policy::from_config(&cfg(""));
+        let now = t("2026-04-04T00:00:00Z");
+        assert_eq!(policy.upcoming_bound(now, 7), now - chrono::Duration::days(84 - 7));
+        // Whoever is upcoming applied last at or before the bound, whatever their postings, a
+        // closing date or a consent.
+        let mut people = Vec::new();
+        for (i, posting) in ["open", "closed", "long"].iter().enumerate() {
+            for d in 0..200 {
+                let mut p = person(&[(posting, "2025-09-01T09:00:00Z")]);
+                p.applications[0].received_at += chrono::Duration::days(d);
+                p.address = format!("{i}-{d}@example.test");
+                if d % 3 == 0 {
+                    p.consent_at = Some(p.applications[0].received_at - chrono::Duration::days(700));
+                }
+                people.push(p);
+            }
+        }
+        for days in [1, 7, 30] {
+            let bound = policy.upcoming_bound(now, days);
+            let soon = policy.upcoming(&people, now, days);
+            assert!(!soon.is_empty());
+            assert!(soon.iter().all(|(p, _)| p.last_application().unwrap() <= bound), "{days}");
+        }
+        // A huge default never panics; the posting with its own 6 months is then the shortest.
+        let huge = Policy::from_config(&cfg(
+            "[privacy]\nretention_months = 4000000000\nconsent_retention_months = 4000000000\n",
+        ));
+        assert_eq!(huge.upcoming_bound(now, 7), now - chrono::Duration::days(6 * 28 - 7));
     }
 }

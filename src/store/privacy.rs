@@ -255,6 +255,10 @@ pub trait PrivacyStore: Clone + Send + Sync + 'static {
     /// Everyone with a filed application, by address.
     fn people(&self) -> Result<Vec<PersonRow>, StoreError>;
     fn person(&self, address: &str) -> Result<Option<PersonRow>, StoreError>;
+    /// The people whose last application was received at or before `t` (and perhaps a second
+    /// later): the few who can become due soon (see `Policy::upcoming_bound`), without reading
+    /// everyone on file.
+    fn people_last_applied_by(&self, t: DateTime<Utc>) -> Result<Vec<PersonRow>, StoreError>;
     fn person_records(&self, address: &str) -> Result<PersonRecords, StoreError>;
     fn quarantined_before(&self, t: DateTime<Utc>) -> Result<Vec<QuarantineRecord>, StoreError>;
     /// Sets (`Some(reason)`) or lifts a hold. True when something changed.
@@ -400,14 +404,25 @@ impl Store {
     }
 
     fn people_where(&self, address: Option<&str>) -> Result<Vec<PersonRow>, StoreError> {
+        self.people_matching("(?1 IS NULL OR m.candidate = ?1)", &address, address)
+    }
+
+    /// The people whose applications pass `filter` (SQL on `messages m`, its one parameter
+    /// `arg`); `address`, if any, narrows the holds and consents read to that person's.
+    fn people_matching(
+        &self,
+        filter: &str,
+        arg: &dyn rusqlite::ToSql,
+        address: Option<&str>,
+    ) -> Result<Vec<PersonRow>, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
+        let mut stmt = conn.prepare_cached(&format!(
             "SELECT m.id, m.candidate, coalesce(m.candidate_name, m.candidate), coalesce(m.posting, ''), coalesce(m.path, ''),
                     m.received_at, (SELECT count(*) FROM documents d WHERE d.message = m.id AND d.filename IS NOT NULL)
-             FROM messages m WHERE m.outcome = 'filed' AND m.candidate IS NOT NULL AND (?1 IS NULL OR m.candidate = ?1)
-             ORDER BY m.candidate, m.received_at, m.id",
-        )?;
-        let rows = stmt.query_map(params![address], |r| {
+             FROM messages m WHERE m.outcome = 'filed' AND m.candidate IS NOT NULL AND {filter}
+             ORDER BY m.candidate, m.received_at, m.id"
+        ))?;
+        let rows = stmt.query_map(params![arg], |r| {
             Ok((
                 r.get::<_, String>(1)?,
                 r.get::<_, String>(2)?,
@@ -548,6 +563,19 @@ impl PrivacyStore for Store {
 
     fn person(&self, address: &str) -> Result<Option<PersonRow>, StoreError> {
         Ok(self.people_where(Some(address))?.into_iter().next())
+    }
+
+    fn people_last_applied_by(&self, t: DateTime<Utc>) -> Result<Vec<PersonRow>, StoreError> {
+        // Compared as stored text, which orders as time for ts()'s one format; a second more lets
+        // a row stored without milliseconds ("…:05Z" sorts after "…:05.000Z") count as the
+        // instant it is. Read person by person from messages_filed_person alone.
+        let by = ts(t.checked_add_signed(chrono::Duration::seconds(1)).unwrap_or(t));
+        self.people_matching(
+            "m.candidate IN (SELECT candidate FROM messages WHERE outcome = 'filed' AND candidate IS NOT NULL
+                              GROUP BY candidate HAVING max(received_at) <= ?1)",
+            &by,
+            None,
+        )
     }
 
     fn person_records(&self, address: &str) -> Result<PersonRecords, StoreError> {
@@ -964,5 +992,48 @@ impl PrivacyStore for Store {
     fn checkpoint(&self) -> Result<(), StoreError> {
         self.conn().query_row("PRAGMA wal_checkpoint(TRUNCATE)", [], |_| Ok(()))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn people_last_applied_by_a_time_are_everyone_whose_every_application_is_that_old() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("state.sqlite3")).unwrap();
+        // (candidate, received_at, outcome); one row stored without milliseconds, as old rows are.
+        let rows = [
+            ("old@x", "2026-01-01T10:00:00.000Z", "filed"),
+            ("old@x", "2026-02-01T10:00:00.000Z", "filed"),
+            ("new@x", "2026-01-01T10:00:00.000Z", "filed"),
+            ("new@x", "2026-03-01T10:00:00.000Z", "filed"),
+            ("edge@x", "2026-02-10T00:00:00Z", "filed"),
+            ("dup@x", "2026-01-01T10:00:00.000Z", "filed"),
+            ("dup@x", "2026-03-05T10:00:00.000Z", "duplicate"),
+        ];
+        {
+            let conn = store.conn();
+            for (uid, (candidate, at, outcome)) in rows.iter().enumerate() {
+                conn.execute(
+                    "INSERT INTO messages (mailbox, uidvalidity, uid, sha256, received_at, recorded_at, outcome, candidate, reply)
+                     VALUES ('m', 1, ?1, ?2, ?3, ?3, ?4, ?5, '')",
+                    params![uid as i64, format!("raw-{uid}"), at, outcome, candidate],
+                )
+                .unwrap();
+            }
+        }
+        let who = |t: &str| {
+            let people = store.people_last_applied_by(parse_ts(t)).unwrap();
+            people.iter().map(|p| format!("{}:{}", p.address, p.applications.len())).collect::<Vec<_>>()
+        };
+        assert_eq!(who("2026-02-09T23:59:58.000Z"), ["dup@x:1", "old@x:2"]);
+        assert_eq!(who("2026-02-10T00:00:00.000Z"), ["dup@x:1", "edge@x:1", "old@x:2"], "at the very instant");
+        assert_eq!(who("2026-03-01T10:00:00.000Z"), ["dup@x:1", "edge@x:1", "new@x:2", "old@x:2"]);
+        // The same rows as everyone's, for those it names.
+        let all = store.people().unwrap();
+        let some = store.people_last_applied_by(parse_ts("2026-02-10T00:00:00.000Z")).unwrap();
+        assert!(some.iter().all(|p| all.contains(p)));
     }
 }
