@@ -1010,7 +1010,7 @@ mod defaults {
         100
     }
     pub(super) fn batch_bytes() -> u64 {
-        32 * 1024 * 1024
+        8 * 1024 * 1024
     }
     pub(super) fn language() -> super::PostingLang {
         super::PostingLang::Fr

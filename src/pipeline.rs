@@ -88,7 +88,7 @@ impl Classified for PipelineError {
 /// whose filing keeps failing for a reason of its own is set aside in `_quarantine/`.
 pub const SET_ASIDE_AFTER: usize = 5;
 
-/// How many times batches may halve after downloads time out (100 messages → 1; 32 MiB → 8 KiB).
+/// How many times batches may halve after downloads time out (100 messages → 1; 8 MiB → 2 KiB).
 const MAX_SHRINK: u32 = 12;
 /// Downloads that go through at a reduced size before batches double again.
 const GROW_AFTER: u32 = 8;
