@@ -327,8 +327,8 @@ fn malloc_tunables() {
     let mut args = std::env::args_os();
     let arg0 = args.next().unwrap_or_default();
     let Ok(exe) = std::env::current_exe() else { return };
-    let error = std::process::Command::new(exe).arg0(arg0).args(args).env("GLIBC_TUNABLES", MALLOC_TUNABLES).exec();
-    tracing::debug!(%error, "could not restart with glibc's malloc settings; running with its defaults");
+    // `exec` returns only when it failed; logging is not set up yet, and the defaults still work.
+    let _ = std::process::Command::new(exe).arg0(arg0).args(args).env("GLIBC_TUNABLES", MALLOC_TUNABLES).exec();
 }
 
 fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
