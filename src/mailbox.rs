@@ -87,6 +87,8 @@ pub struct RawMessage {
 pub trait Mailbox {
     /// `user@host/folder`: with UIDVALIDITY, the key of the folder's UIDs in the store.
     fn name(&self) -> &str;
+    /// Selects the folder. A session may answer from its last SELECT when nothing but an IDLE
+    /// announcement came since (then `exists` is as that SELECT found it).
     fn select(&mut self) -> impl Future<Output = Result<Selected, MailboxError>>;
     /// Messages with a UID above `after`, in UID order, without their bodies.
     fn list_after(&mut self, after: u32) -> impl Future<Output = Result<Vec<Envelope>, MailboxError>>;
@@ -247,6 +249,11 @@ pub struct ImapMailbox {
     renew_at: Option<tokio::time::Instant>,
     cfg: Arc<Config>,
     auth: Auth,
+    /// The folder is selected on this session, as the last SELECT found it, and only an IDLE
+    /// announcement has come since: the pass after that announcement skips its SELECT, a round
+    /// trip on the way to every new application. Anything else (a timeout or poll, the Sent
+    /// folder examined, a new session) clears it, so the next pass selects again.
+    selected: Option<Selected>,
 }
 
 impl std::fmt::Debug for ImapMailbox {
@@ -444,6 +451,7 @@ impl ImapMailbox {
             renew_at,
             cfg: Arc::new(cfg.clone()),
             auth: auth.clone(),
+            selected: None,
         })
     }
 
@@ -598,6 +606,10 @@ impl Mailbox for ImapMailbox {
         if self.renewal_due() {
             self.renew().await?;
         }
+        if let Some(selected) = self.selected {
+            tracing::trace!("the folder is still selected: no SELECT");
+            return Ok(selected);
+        }
         let folder = self.folder.clone();
         let (timeout, progress) = (self.timeout, self.progress.clone());
         let mailbox = match until_silent(&progress, timeout, "SELECT", self.session()?.select(&folder)).await? {
@@ -613,7 +625,9 @@ impl Mailbox for ImapMailbox {
             command: "SELECT",
             message: "the server sent no UIDVALIDITY".into(),
         })?;
-        Ok(Selected { uid_validity, exists: mailbox.exists })
+        let selected = Selected { uid_validity, exists: mailbox.exists };
+        self.selected = Some(selected);
+        Ok(selected)
     }
 
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
@@ -704,6 +718,10 @@ impl Mailbox for ImapMailbox {
         if self.renewal_due() {
             self.renew().await?;
         }
+        if wake == Wake::Timeout {
+            // A poll, or the IDLE refresh: the next pass selects, as a client that polls must.
+            self.selected = None;
+        }
         Ok(wake)
     }
 
@@ -715,6 +733,7 @@ impl Mailbox for ImapMailbox {
     }
 
     async fn find_sent(&mut self, message_ids: &[String]) -> Result<Vec<String>, MailboxError> {
+        self.selected = None;
         let (timeout, progress) = (self.timeout, self.progress.clone());
         let folder = match self.sent_folder.clone() {
             Some(f) if f.is_empty() => return Ok(Vec::new()),

@@ -70,6 +70,17 @@ fn run_acknowledges_through_idle_and_reports_to_systemd() {
         (!stack.messages_with("erin@example.test", "INBOX", "In-Reply-To", &id).is_empty()).then_some(())
     });
     eprintln!("application submitted → acknowledgement in the candidate's mailbox: {:?}", sent_at.elapsed());
+    // A second one through the next IDLE wake-up: that pass reuses the selection of the folder
+    // (no SELECT after an IDLE announcement), which must still see and file the new message.
+    let second = unique_id("idle-second");
+    stack.submit(
+        "frank@example.test",
+        &[&format!("contact+{folder}@example.test")],
+        &complete_application("frank@example.test", "Frank Moreau", &format!("contact+{folder}@example.test"), &second),
+    );
+    wait_for("the second acknowledgement", DEADLINE, || {
+        (!stack.messages_with("frank@example.test", "INBOX", "In-Reply-To", &second).is_empty()).then_some(())
+    });
 
     // The watchdog is pinged (every WATCHDOG_USEC/3) and STATUS= says what it is doing.
     wait_for("WATCHDOG=1 and a STATUS= line", DEADLINE, || {
@@ -83,10 +94,14 @@ fn run_acknowledges_through_idle_and_reports_to_systemd() {
     assert!(seen.iter().any(|m| m.contains("STOPPING=1")), "{seen:?}");
     let log = daemon.log_text();
     assert!(!log.contains("erin@example.test") && !log.contains("Erin Petit"), "no personal data in the log:\n{log}");
+    assert!(
+        !log.contains("frank@example.test") && !log.contains("Frank Moreau"),
+        "no personal data in the log:\n{log}"
+    );
 
     let s = status_json(&config);
-    assert_eq!(s["totals"]["filed"], 1, "{s}");
-    assert_eq!(s["totals"]["outbox_sent"], 1, "{s}");
+    assert_eq!(s["totals"]["filed"], 2, "{s}");
+    assert_eq!(s["totals"]["outbox_sent"], 2, "{s}");
     assert_eq!(s["totals"]["outbox_pending"], 0, "{s}");
 }
 
