@@ -274,6 +274,9 @@ impl Understood {
     }
 }
 
+/// From this size on, [`understand`] hashes a message on a second thread while it parses it.
+const HASH_ASIDE_BYTES: usize = 64 * 1024;
+
 pub fn sha256_hex(bytes: &[u8]) -> String {
     // ring's SHA-256 uses the CPU's SHA extensions: hashing a 1.3 GB backlog twice is cheap.
     hex::encode(ring::digest::digest(&ring::digest::SHA256, bytes))
@@ -281,8 +284,23 @@ pub fn sha256_hex(bytes: &[u8]) -> String {
 
 /// Understands one raw message. `received_at` is the server's arrival time when known.
 pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules) -> Understood {
-    let sha256 = sha256_hex(raw);
-    let content_sha256 = fingerprint::content_sha256(raw);
+    let too_large = raw.len() as u64 > rules.limits.max_message_bytes;
+    let (sha256, content_sha256, parsed) = if too_large {
+        (sha256_hex(raw), fingerprint::content_sha256(raw), None)
+    } else if raw.len() < HASH_ASIDE_BYTES {
+        (sha256_hex(raw), fingerprint::content_sha256(raw), Some(parse::parse(raw)))
+    } else {
+        // Both hashes read the whole message, as parsing does: on a thread of their own they
+        // take nothing from the time a lone application waits for its acknowledgement.
+        std::thread::scope(|s| {
+            let hashes = s.spawn(|| (sha256_hex(raw), fingerprint::content_sha256(raw)));
+            let parsed = parse::parse(raw);
+            match hashes.join() {
+                Ok((sha256, content)) => (sha256, content, Some(parsed)),
+                Err(panic) => std::panic::resume_unwind(panic),
+            }
+        })
+    };
     let quarantine = |reason: QuarantineReason, message_id: Option<String>, at: Option<DateTime<Utc>>| {
         Understood::Quarantine(Quarantine {
             sha256: sha256.clone(),
@@ -293,11 +311,11 @@ pub fn understand(raw: &[u8], received_at: Option<DateTime<Utc>>, rules: &Rules)
             attention: None,
         })
     };
-    if raw.len() as u64 > rules.limits.max_message_bytes {
+    let Some(parsed) = parsed else {
         let (size, limit) = (raw.len() as u64, rules.limits.max_message_bytes);
         return quarantine(QuarantineReason::TooLarge { size, limit, announced: false }, None, None);
-    }
-    let Some(mail) = parse::parse(raw) else {
+    };
+    let Some(mail) = parsed else {
         return quarantine(QuarantineReason::NotMail, None, None);
     };
     let message_id = mail.message_id.clone();
