@@ -9,7 +9,8 @@
 //!    message over `limits.max_message_bytes` is never downloaded, its announced size is enough to
 //!    set it aside;
 //! 2. **understand** ([`crate::understand`]): pure, one typed outcome per message; run on a few
-//!    threads ahead of the rest, handed on in order ([`InOrder`]);
+//!    threads as soon as a batch is downloaded (while the batch before it is still being filed),
+//!    handed on in order ([`InOrder`]);
 //! 3. **file** ([`file`], [`set_aside`], [`crate::filing`]): documents, `.eml`, metadata, or the
 //!    quarantine; the batch is made durable at once just before the commit;
 //! 4. **acknowledge** ([`acknowledge`], [`crate::reply`]): decide and render; nothing is sent;
@@ -300,8 +301,8 @@ impl<L: Ledger> Pipeline<L> {
             BatchLimits { max_message_bytes: self.rulebook().rules.limits.max_message_bytes, ..self.current_limits() };
         tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
         // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
-        // downloaded: the network and the disk work at the same time. Commits stay in UID order,
-        // and at most two batches are in memory.
+        // downloaded, and then understood: the network, the cores and the disk work at the same
+        // time. Commits stay in UID order, and at most two batches are in memory.
         let mut done = 0;
         let mut in_flight: Option<(tokio::task::JoinHandle<BatchResult>, usize)> = None;
         let mut outcome = Ok(());
@@ -328,13 +329,22 @@ impl<L: Ledger> Pipeline<L> {
                     break;
                 }
             };
+            // Its understanding starts now, on threads of its own, while the batch before it is
+            // still being filed: the cores do not wait for that batch's commit.
+            let book = self.rulebook();
+            let understanding = InOrder::new(items, &book.rules, &key);
             if let Some((handle, len)) = in_flight.take() {
                 done += len;
-                self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await?;
+                if let Err(e) = self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await {
+                    // Dropping it joins its workers: not on the runtime's thread.
+                    drop(tokio::task::spawn_blocking(move || drop(understanding)));
+                    return Err(e);
+                }
             }
             let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
             let (stages, key) = (Arc::clone(&self.stages), key.clone());
-            let handle = tokio::task::spawn_blocking(move || process_batch(&stages, key, high_water, items));
+            let handle =
+                tokio::task::spawn_blocking(move || process_batch(&stages, key, high_water, &book, understanding));
             in_flight = Some((handle, batch.len()));
         }
         if let Some((handle, len)) = in_flight.take() {
@@ -410,19 +420,19 @@ fn process_batch<L: Ledger>(
     stages: &Stages<L>,
     mailbox: MailboxKey,
     high_water: u32,
-    items: Vec<Incoming>,
+    book: &Rulebook,
+    understanding: InOrder,
 ) -> BatchResult {
     // Held to the commit: a purge plans between batches, never around a filed, uncommitted one.
     let _filing = stages.store.filing_guard()?;
     let mut filer = stages.filer.lock().unwrap_or_else(|p| p.into_inner());
-    let book = Arc::clone(&stages.rulebook.read().unwrap_or_else(|p| p.into_inner()));
     // A batch that failed before its commit left files behind; they are leftovers now.
     filer.discard();
     let failing = stages.store.failing(&mailbox)?;
     let mut batch = BatchState::new(stages.store.first_start());
     let mut records = Vec::new();
     let mut stopped: Option<(u32, PipelineError)> = None;
-    for (uid, understood, raw) in InOrder::new(items, &book.rules, &mailbox) {
+    for (uid, understood, raw) in understanding {
         batch.report.fetched += 1;
         let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
         let _enter = span.enter();
@@ -868,11 +878,14 @@ const UNDERSTAND_THREADS: usize = 4;
 
 /// Stage 2 for a batch, as an iterator that yields each message in the batch's order as soon as
 /// it is understood. Understanding is a pure function of each message and decoding a backlog's
-/// attachments is the pipeline's largest CPU cost, so up to [`UNDERSTAND_THREADS`] workers parse
-/// ahead while the caller files; a bounded channel keeps only a few understood messages in memory.
-/// Dropping the iterator (a filing error ends the batch) stops the workers.
+/// attachments is the pipeline's largest CPU cost, so up to [`UNDERSTAND_THREADS`] workers start
+/// on the batch as soon as it exists (the pipeline makes one per downloaded batch, while the batch
+/// before is still being filed) and work through all of it; the batch is in memory already, and
+/// its understood form is about as large. Dropping the iterator (a filing error ends the batch)
+/// stops the workers and waits for them, so drop it on a thread that may block.
 enum InOrder {
-    Inline(std::vec::IntoIter<Understanding>),
+    /// One message, or one core: understood on the consumer's thread, as it asks.
+    Inline { items: std::vec::IntoIter<Incoming>, shared: Arc<(Rules, MailboxKey)> },
     Threads {
         rx: Option<Receiver<(usize, Understanding)>>,
         waiting: BTreeMap<usize, Understanding>,
@@ -886,17 +899,16 @@ enum InOrder {
 impl InOrder {
     fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey) -> InOrder {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
+        let shared = Arc::new((rules.clone(), mailbox.clone()));
         if threads < 2 || items.len() < 2 {
-            let done: Vec<Understanding> = items.into_iter().map(|i| understand_one(i, rules, mailbox)).collect();
-            return InOrder::Inline(done.into_iter());
+            return InOrder::Inline { items: items.into_iter(), shared };
         }
         let total = items.len();
         let slots: Arc<Vec<Mutex<Option<Incoming>>>> =
             Arc::new(items.into_iter().map(|i| Mutex::new(Some(i))).collect());
         let next = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = sync_channel(threads * 2);
-        let shared = Arc::new((rules.clone(), mailbox.clone()));
+        let (tx, rx) = sync_channel(total);
         let workers = (0..threads.min(total))
             .map(|_| {
                 let (tx, slots, next, stop, shared) =
@@ -925,7 +937,7 @@ impl Iterator for InOrder {
 
     fn next(&mut self) -> Option<Understanding> {
         match self {
-            InOrder::Inline(items) => items.next(),
+            InOrder::Inline { items, shared } => items.next().map(|i| understand_one(i, &shared.0, &shared.1)),
             InOrder::Threads { rx, waiting, next, total, .. } => loop {
                 if let Some(item) = waiting.remove(next) {
                     *next += 1;
