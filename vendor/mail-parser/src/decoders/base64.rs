@@ -4,6 +4,21 @@
  * SPDX-License-Identifier: Apache-2.0 OR MIT
  */
 
+/*
+ * MODIFIED FOR MAILROOM (vendor/mail-parser, see README-mailroom.md): the
+ * only change to mail-parser 0.11.9 is a fast path in
+ * `MessageStream::decode_base64_mime` (and its helper
+ * `decode_alphabet_groups` below). While no bits are pending, whole runs of
+ * base64 alphabet characters are decoded 8 characters (6 bytes) at a time
+ * instead of one byte at a time through `BASE64_MAP`; anything else ('=',
+ * '-', whitespace, line ends, invalid bytes, the boundary, a group cut short)
+ * goes through the original per-byte loop, unchanged. The results (end
+ * position, decoded bytes, stream position) are the same for every input;
+ * mailroom's tests/base64_mime.rs checks this against a copy of the original.
+ * Why: this decoder was a quarter of mailroom's CPU time on a backlog of
+ * applications with attachments (about 350 MB/s).
+ */
+
 use crate::parsers::MessageStream;
 use std::borrow::Cow;
 
@@ -170,6 +185,46 @@ pub fn base64_decode_stream<'x>(
     Some(decoder.finish())
 }
 
+/// mailroom: decodes the whole groups of four base64 alphabet characters at the start of
+/// `input` (no '=', no whitespace) and appends their bytes to `buf`. Stops before the first
+/// group that holds anything else, or is cut short by the end of `input`, and returns the
+/// number of characters consumed (a multiple of 4).
+#[inline(always)]
+fn decode_alphabet_groups(input: &[u8], buf: &mut Vec<u8>) -> usize {
+    let mut consumed = 0;
+    // Eight characters make 48 bits: six bytes, built in one u64. A line end stops this loop
+    // once per line (76 characters: nine blocks of eight, then one group of four).
+    for block in input.chunks_exact(8) {
+        let mut bits: u64 = 0;
+        let mut invalid = 0u8;
+        for &ch in block {
+            let val = BASE64_DECODE[ch as usize];
+            invalid |= val;
+            bits = (bits << 6) | val as u64;
+        }
+        if invalid >= 0x40 {
+            break;
+        }
+        buf.extend_from_slice(&bits.to_be_bytes()[2..]);
+        consumed += 8;
+    }
+    // At most one group is left: fewer than eight characters, or a block that failed.
+    if let Some(&[a, b, c, d]) = input.get(consumed..consumed + 4) {
+        let (a, b, c, d) = (
+            BASE64_DECODE[a as usize],
+            BASE64_DECODE[b as usize],
+            BASE64_DECODE[c as usize],
+            BASE64_DECODE[d as usize],
+        );
+        if a | b | c | d < 0x40 {
+            let word = ((a as u32) << 18) | ((b as u32) << 12) | ((c as u32) << 6) | d as u32;
+            buf.extend_from_slice(&word.to_be_bytes()[1..]);
+            consumed += 4;
+        }
+    }
+    consumed
+}
+
 impl<'x> MessageStream<'x> {
     pub fn decode_base64_mime(&mut self, boundary: &[u8]) -> (usize, Cow<'x, [u8]>) {
         let mut chunk: u32 = 0;
@@ -182,7 +237,22 @@ impl<'x> MessageStream<'x> {
 
         self.checkpoint();
 
-        while let Some(&ch) = self.next() {
+        loop {
+            // mailroom: the fast path. With no bits pending, decoding a group of four
+            // alphabet characters only appends its three bytes; the state the per-byte
+            // loop keeps is then just the last two characters seen.
+            if byte_count == 0 {
+                let rest = self.bytes(self.offset()..self.len());
+                let consumed = decode_alphabet_groups(rest, &mut buf);
+                if consumed > 0 {
+                    before_last_ch = rest[consumed - 2];
+                    last_ch = rest[consumed - 1];
+                    self.skip_bytes(consumed);
+                }
+            }
+            let Some(&ch) = self.next() else {
+                break;
+            };
             let val = BASE64_MAP[byte_count as usize][ch as usize];
 
             if val < 0x01ffffff {
@@ -323,6 +393,111 @@ impl<'x> MessageStream<'x> {
         }
 
         None
+    }
+}
+
+/// mailroom: the original `MessageStream::decode_base64_mime` of mail-parser 0.11.9, verbatim
+/// but for `self` made an argument. Not used by the parser: mailroom's tests/base64_mime.rs
+/// compares the fast path above with it on generated inputs, and measures both. The linker
+/// drops it from any binary that does not call it.
+#[doc(hidden)]
+pub mod original {
+    use crate::parsers::MessageStream;
+    use std::borrow::Cow;
+
+    pub fn decode_base64_mime<'x>(
+        stream: &mut MessageStream<'x>,
+        boundary: &[u8],
+    ) -> (usize, Cow<'x, [u8]>) {
+        let mut chunk: u32 = 0;
+        let mut byte_count: u8 = 0;
+
+        let mut buf = Vec::with_capacity(stream.remaining() / 4 * 3);
+        let mut last_ch = b'\n';
+        let mut before_last_ch = 0;
+        let mut end_pos = stream.offset();
+
+        stream.checkpoint();
+
+        while let Some(&ch) = stream.next() {
+            let val = super::BASE64_MAP[byte_count as usize][ch as usize];
+
+            if val < 0x01ffffff {
+                byte_count = (byte_count + 1) & 3;
+
+                if byte_count == 1 {
+                    chunk = val;
+                } else {
+                    chunk |= val;
+
+                    if byte_count == 0 {
+                        buf.extend_from_slice(&chunk.to_le_bytes()[0..3]);
+                    }
+                }
+            } else {
+                match ch {
+                    b'=' => match byte_count {
+                        1 | 2 => {
+                            buf.push(chunk.to_le_bytes()[0]);
+                            byte_count = 0;
+                        }
+                        3 => {
+                            buf.extend_from_slice(&chunk.to_le_bytes()[0..2]);
+                            byte_count = 0;
+                        }
+                        0 => (),
+                        _ => {
+                            stream.restore();
+                            return (usize::MAX, b""[..].into());
+                        }
+                    },
+                    b'\n' => {
+                        end_pos = if last_ch == b'\r' {
+                            stream.offset() - 2
+                        } else {
+                            stream.offset() - 1
+                        }
+                    }
+                    b' ' | b'\t' | b'\r' => (),
+                    b'-' => {
+                        if last_ch == b'-' {
+                            return if !boundary.is_empty() && stream.try_skip(boundary) {
+                                buf.shrink_to_fit();
+                                (
+                                    if before_last_ch == b'\n' {
+                                        end_pos
+                                    } else {
+                                        stream.offset() - boundary.len() - 2
+                                    },
+                                    buf.into(),
+                                )
+                            } else {
+                                stream.restore();
+                                (usize::MAX, b""[..].into())
+                            };
+                        }
+                    }
+                    _ => {
+                        stream.restore();
+                        return (usize::MAX, b""[..].into());
+                    }
+                }
+            }
+
+            before_last_ch = last_ch;
+            last_ch = ch;
+        }
+
+        buf.shrink_to_fit();
+        (
+            if boundary.is_empty() {
+                stream.offset()
+            } else {
+                stream.restore();
+                usize::MAX
+            },
+            buf.into(),
+        )
     }
 }
 
