@@ -217,11 +217,13 @@ fn decode_alphabet_groups(input: &[u8], buf: &mut Vec<u8>) -> usize {
             bytes.copy_from_slice(&bits.to_be_bytes()[2..]);
             filled += 6;
         }
-        buf.extend_from_slice(&out[..filled]);
         consumed += filled / 6 * 8;
         if filled < out.len() {
+            buf.extend_from_slice(&out[..filled]);
             break;
         }
+        // A copy of constant length, inlined (the one above calls memcpy).
+        buf.extend_from_slice(&out);
     }
     // At most one group is left: fewer than eight characters, or a block that failed.
     if let Some(&[a, b, c, d]) = input.get(consumed..consumed + 4) {
