@@ -5,10 +5,17 @@
 //! committed entries (see [`crate::store::OutboxStore`] for their states) and hands each to the
 //! [`Courier`]:
 //!
-//! - entries are claimed (`sending`, committed durably, one transaction for a group) just before
-//!   they are handed to SMTP, and only as many are claimed as are in flight
-//!   ([`SEND_CONCURRENCY`]), so a crash can catch few of them mid-send, and those become
-//!   `uncertain`, never sent twice;
+//! - entries are claimed (`sending`, committed durably, one transaction for a group of
+//!   [`CLAIM_GROUP`]) before they are handed to SMTP, never after. [`SEND_CONCURRENCY`] (4) are
+//!   on SMTP at once, one pooled connection each, and the next group is claimed while they are on
+//!   their way, so a connection that comes free takes the next entry at once instead of waiting
+//!   for the slowest of its group and then for a claim's fsync. **The bound:** never more than
+//!   [`MAX_UNSETTLED`] (8) entries are claimed and unsettled at any moment, a claim counting from
+//!   before it commits; of those, at most [`SEND_CONCURRENCY`] (4) have been handed to SMTP. A
+//!   crash therefore leaves at most 8 entries `uncertain` at the next start (looked for in the
+//!   Sent folder, never sent again), at most 4 of which can have left. Claimed entries whose turn
+//!   never came when a pass ends early (the server went away, a store error, a stop that cut the
+//!   pass off) are put back to `pending`: nothing of them left;
 //! - each is marked `sent` as soon as the server accepts it; one whose connection was lost after
 //!   the whole mail was sent, before the server answered, may have left: it is `uncertain` at
 //!   once, never sent again;
