@@ -16,7 +16,7 @@ use lettre::message::header::{ContentType, Header, HeaderName, HeaderValue};
 use lettre::message::{Mailbox, MultiPart, SinglePart};
 use lettre::transport::smtp::authentication::{Credentials, Mechanism};
 use lettre::transport::smtp::client::{AsyncSmtpConnection, AsyncTokioStream, TlsParameters};
-use lettre::transport::smtp::commands::{Data, Mail, Rcpt};
+use lettre::transport::smtp::commands::{Data, Ehlo, Mail, Rcpt};
 use lettre::transport::smtp::extension::{ClientId, Extension, MailBodyParameter, MailParameter};
 use lettre::transport::smtp::response::Severity;
 use lettre::{Address, Message};
@@ -203,10 +203,31 @@ struct Pool {
 }
 
 struct Pooled {
-    conn: AsyncSmtpConnection,
+    conn: Session,
     /// The secret it logged in with.
     secret: String,
     since: Instant,
+}
+
+/// A logged-in connection, with what its server offers beyond what lettre tracks.
+struct Session {
+    conn: AsyncSmtpConnection,
+    /// ESMTP PIPELINING (RFC 2920): MAIL, RCPT and DATA go in one write, their replies are read
+    /// after, so a mail costs two round trips (the envelope, then the message) instead of four.
+    pipelining: bool,
+}
+
+impl std::ops::Deref for Session {
+    type Target = AsyncSmtpConnection;
+    fn deref(&self) -> &AsyncSmtpConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for Session {
+    fn deref_mut(&mut self) -> &mut AsyncSmtpConnection {
+        &mut self.conn
+    }
 }
 
 /// A connection left idle this long is closed.
@@ -353,11 +374,7 @@ impl SmtpCourier {
     }
 
     /// A new connection: TCP with `TCP_NODELAY`, TLS (implicit or STARTTLS), EHLO, AUTH.
-    async fn connect(
-        &self,
-        credentials: &Credentials,
-        mechanisms: &[Mechanism],
-    ) -> Result<AsyncSmtpConnection, SmtpFailure> {
+    async fn connect(&self, credentials: &Credentials, mechanisms: &[Mechanism]) -> Result<Session, SmtpFailure> {
         let io = |what: &str, e: std::io::Error| SmtpFailure::Io(format!("{what} {}:{}: {e}", self.host, self.port));
         let tcp =
             match tokio::time::timeout(self.timeout, tokio::net::TcpStream::connect((self.host.as_str(), self.port)))
@@ -388,12 +405,18 @@ impl SmtpCourier {
                 conn
             }
         };
+        // lettre keeps only the extensions it knows from its EHLO, and PIPELINING is not one of
+        // them: ask again (before AUTH; a round trip per connection, and connections are pooled).
+        let ehlo = step(self.timeout, conn.command(Ehlo::new(self.hello.clone()))).await?;
+        let pipelining = ehlo
+            .message()
+            .any(|line| line.split_whitespace().next().is_some_and(|word| word.eq_ignore_ascii_case("PIPELINING")));
         step(self.timeout, conn.auth(mechanisms, credentials)).await?;
-        Ok(conn)
+        Ok(Session { conn, pipelining })
     }
 
     /// An idle connection logged in with `secret`, if one is there. Older ones are dropped.
-    fn reuse(&self, secret: &str) -> Option<AsyncSmtpConnection> {
+    fn reuse(&self, secret: &str) -> Option<Session> {
         let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
         while let Some(p) = idle.pop() {
             if p.secret == secret && p.since.elapsed() < POOL_IDLE {
@@ -404,7 +427,7 @@ impl SmtpCourier {
     }
 
     /// A connection that just worked goes back to the pool; a reaper closes it if it stays idle.
-    fn give_back(&self, conn: AsyncSmtpConnection, secret: String) {
+    fn give_back(&self, conn: Session, secret: String) {
         {
             let mut idle = self.pool.idle.lock().unwrap_or_else(|p| p.into_inner());
             if idle.len() >= POOL_MAX {
@@ -476,8 +499,11 @@ impl SmtpCourier {
         }
     }
 
-    /// MAIL, RCPT, DATA and the message on one connection.
-    async fn transaction(&self, conn: &mut AsyncSmtpConnection, to: &Address, message: &[u8]) -> Result<(), Failure> {
+    /// MAIL, RCPT, DATA and the message on one connection. With PIPELINING the three commands go
+    /// in one write and their replies are read in order; the first refusal is the answer (a
+    /// server refuses DATA when no RCPT succeeded, RFC 2920 §3.1), and the connection is then
+    /// closed rather than reused, whatever replies are still on their way.
+    async fn transaction(&self, conn: &mut Session, to: &Address, message: &[u8]) -> Result<(), Failure> {
         let mut options = Vec::new();
         if !to.user().is_ascii() {
             options.push(MailParameter::SmtpUtfEight);
@@ -486,9 +512,19 @@ impl SmtpCourier {
             options.push(MailParameter::Body(MailBodyParameter::EightBitMime));
         }
         // Null reverse-path: bounces of automatic replies go nowhere (RFC 3834 §3.3).
-        step(self.timeout, conn.command(Mail::new(None, options))).await.map_err(Failure::Envelope)?;
-        step(self.timeout, conn.command(Rcpt::new(to.clone(), Vec::new()))).await.map_err(Failure::Envelope)?;
-        step(self.timeout, conn.command(Data)).await.map_err(Failure::Envelope)?;
+        let mail = Mail::new(None, options);
+        let rcpt = Rcpt::new(to.clone(), Vec::new());
+        if conn.pipelining {
+            // Each command's text ends in CRLF: one write, then the replies in order.
+            let envelope = format!("{mail}{rcpt}{Data}");
+            step(self.timeout, conn.command(envelope)).await.map_err(Failure::Envelope)?;
+            step(self.timeout, conn.read_response()).await.map_err(Failure::Envelope)?;
+            step(self.timeout, conn.read_response()).await.map_err(Failure::Envelope)?;
+        } else {
+            step(self.timeout, conn.command(mail)).await.map_err(Failure::Envelope)?;
+            step(self.timeout, conn.command(rcpt)).await.map_err(Failure::Envelope)?;
+            step(self.timeout, conn.command(Data)).await.map_err(Failure::Envelope)?;
+        }
         tracing::trace!("smtp: data");
         step(self.timeout, conn.message(message)).await.map_err(Failure::Message)?;
         Ok(())

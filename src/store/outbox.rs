@@ -3,7 +3,8 @@
 //! ```text
 //! pending ──claim──▶ sending ──▶ sent
 //!    ▲                  │ └────▶ failed      (permanent error, or too many tries)
-//!    └──── transient ───┘
+//!    └──── transient ───┤
+//!    └──── unclaim ─────┘                    (claimed ahead, never handed to SMTP)
 //! sending ──(found at start: a crash caught it mid-send; or the connection lost after the
 //!            whole mail was sent, before the server answered)──▶ uncertain
 //! ```
@@ -70,6 +71,9 @@ pub trait OutboxStore: Clone + Send + Sync + super::Health + super::SentCheck + 
     fn claim(&self, id: i64, now: DateTime<Utc>) -> Result<bool, StoreError>;
     /// [`OutboxStore::claim`] for several entries in one transaction (one fsync): the ids claimed.
     fn claim_many(&self, ids: &[i64], now: DateTime<Utc>) -> Result<Vec<i64>, StoreError>;
+    /// `sending → pending` for claimed entries that were never handed to SMTP (the pass ended
+    /// before their turn): not a try. Returns how many.
+    fn unclaim(&self, ids: &[i64]) -> Result<usize, StoreError>;
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_retry(&self, id: i64, error: &str, next_attempt: DateTime<Utc>) -> Result<(), StoreError>;
     fn mark_failed(&self, id: i64, error: &str) -> Result<(), StoreError>;
@@ -154,6 +158,19 @@ impl OutboxStore for Store {
         }
         tx.commit()?;
         Ok(claimed)
+    }
+
+    fn unclaim(&self, ids: &[i64]) -> Result<usize, StoreError> {
+        // Relaxed, like a settling write: lost, the entries stay `sending` and turn `uncertain`.
+        let mut n = 0;
+        for &id in ids {
+            n += super::execute_relaxed(
+                self,
+                "UPDATE outbox SET state = 'pending', attempts = max(attempts - 1, 0) WHERE id = ?1 AND state = 'sending'",
+                params![id],
+            )?;
+        }
+        Ok(n)
     }
 
     fn mark_sent(&self, id: i64, now: DateTime<Utc>) -> Result<(), StoreError> {
