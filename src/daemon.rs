@@ -68,8 +68,8 @@ where
 }
 
 /// `mailroom run`: one watch loop per folder (see [`watch`]), the outbox sender and, when
-/// `[publish]` is configured, the publisher, until `stop` turns true. The watchdog is pinged only
-/// while every watch loop is alive.
+/// `[publish]` is configured, the publisher, until `stop` turns true; memory freed by the work is
+/// given back ([`crate::memory`]). The watchdog is pinged only while every watch loop is alive.
 pub async fn run<L, M, C, F, Fut, B>(
     pipeline: &Pipeline<L>,
     connectors: Vec<F>,
@@ -99,7 +99,8 @@ pub async fn run<L, M, C, F, Fut, B>(
     tokio::join!(
         futures::future::join_all(watchers),
         outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
-        publishing
+        publishing,
+        crate::memory::give_back(stop.clone())
     );
     monitor.stopping();
 }

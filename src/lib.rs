@@ -31,6 +31,7 @@
 //! | [`tls`] | the rustls client configuration shared by IMAP and SMTP | CA files |
 //! | [`config`] | one serde tree: file, then `MAILROOM__SECTION__KEY` environment, validated at start | config and password files |
 //! | [`render`] | the template set shared by replies and the digest | the override directory |
+//! | [`memory`] | freed memory given back to the system after work (glibc's `malloc_trim`, through the `mailroom-trim` crate) | its own process |
 //! | [`service`] | readiness, status, watchdog, progress (the `Monitor` trait); logging set-up | the notify socket |
 //! | [`auth`] | credentials for IMAP and SMTP: passwords, OAuth2 tokens (flows, the token file, SASL), the auth state | the identity provider, the token directory |
 //! | **the stages, in order** | | |
@@ -82,6 +83,7 @@ pub mod lang;
 pub mod mail;
 pub mod mailbox;
 pub(crate) mod manpages;
+pub mod memory;
 pub mod metrics;
 pub mod outbox;
 pub mod pipeline;
