@@ -96,11 +96,12 @@ pub async fn run<L, M, C, F, Fut, B>(
             publisher.run(pipeline.publish_ready(), stop.clone()).await;
         }
     };
+    let store = pipeline.store().clone();
     tokio::join!(
         futures::future::join_all(watchers),
         outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
         publishing,
-        crate::memory::give_back(stop.clone())
+        crate::memory::give_back(move || store.release_memory(), stop.clone())
     );
     monitor.stopping();
 }

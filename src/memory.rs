@@ -15,7 +15,12 @@
 //! size stays flat is not trimmed again and again for nothing. A busy daemon trims at most once per
 //! check; memory is back within one check of the end of the work.
 //!
-//! May: read `/proc/self/status`, call the allocator. Nothing else.
+//! Before a trim the store is asked to drop its caches (SQLite's page cache, the prepared
+//! statements): measured after 300 applications, the heap kept 1.8 MB more than at start, and
+//! those caches were most of it.
+//!
+//! May: read `/proc/self/status`, ask the store to drop its caches, call the allocator. Nothing
+//! else.
 
 use std::time::Duration;
 
@@ -42,9 +47,13 @@ fn worth_a_trim(now: u64, at_start: u64, after_last_trim: Option<u64>) -> bool {
     above_start && moved
 }
 
-/// Runs until `stop` turns true: trims after work, as described above. Without `/proc` (not
-/// Linux) it returns at once.
-pub async fn give_back(mut stop: watch::Receiver<bool>) {
+/// Runs until `stop` turns true: trims after work, as described above, calling `release` (the
+/// store's [`crate::store::Ledger::release_memory`]) first. Without `/proc` (not Linux) it
+/// returns at once.
+pub async fn give_back<R>(release: R, mut stop: watch::Receiver<bool>)
+where
+    R: Fn() + Clone + Send + 'static,
+{
     let Some(at_start) = resident_bytes() else { return };
     let mut after_last_trim = None;
     let mut ticker = tokio::time::interval(CHECK_EVERY);
@@ -58,8 +67,14 @@ pub async fn give_back(mut stop: watch::Receiver<bool>) {
         if !worth_a_trim(now, at_start, after_last_trim) {
             continue;
         }
-        // It walks the heap under the allocator's lock: not on the runtime's threads.
-        let Ok(gave_back) = tokio::task::spawn_blocking(mailroom_trim::trim).await else { return };
+        // It waits for the store's lock and walks the heap under the allocator's: not on the
+        // runtime's threads.
+        let release = release.clone();
+        let trim = move || {
+            release();
+            mailroom_trim::trim()
+        };
+        let Ok(gave_back) = tokio::task::spawn_blocking(trim).await else { return };
         let after = resident_bytes().unwrap_or(now);
         after_last_trim = Some(after);
         tracing::debug!(before_kib = now / 1024, after_kib = after / 1024, gave_back, "free memory given back to the system");

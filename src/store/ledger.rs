@@ -150,6 +150,9 @@ pub trait Ledger: Recognition + Clone + Send + Sync + super::Attempts + super::H
     fn filing_guard(&self) -> Result<FilingGuard, StoreError>;
     /// Whether mail from this address must not be filed now: forgotten, or being purged.
     fn privacy_block(&self, address: &str) -> Result<Option<Block>, StoreError>;
+    /// Gives back what the store keeps only to be fast (its page cache, its prepared statements),
+    /// once work is over: see [`crate::memory`]. Costs a few re-reads at the next work.
+    fn release_memory(&self) {}
 }
 
 impl Store {
@@ -402,6 +405,13 @@ impl Ledger for Store {
 
     fn privacy_block(&self, address: &str) -> Result<Option<Block>, StoreError> {
         self.block_for(address)
+    }
+
+    fn release_memory(&self) {
+        let conn = self.conn();
+        conn.flush_prepared_statement_cache();
+        // Only unused cache pages are freed; an error here means nothing was, which is harmless.
+        let _ = conn.release_memory();
     }
 }
 
