@@ -77,7 +77,12 @@ where
         let Ok(gave_back) = tokio::task::spawn_blocking(trim).await else { return };
         let after = resident_bytes().unwrap_or(now);
         after_last_trim = Some(after);
-        tracing::debug!(before_kib = now / 1024, after_kib = after / 1024, gave_back, "free memory given back to the system");
+        tracing::debug!(
+            before_kib = now / 1024,
+            after_kib = after / 1024,
+            gave_back,
+            "free memory given back to the system"
+        );
     }
 }
 
