@@ -18,7 +18,7 @@ use std::future::Future;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::{Duration, Instant};
 
-use tokio::sync::watch;
+use tokio::sync::{Notify, watch};
 
 use crate::courier::Courier;
 use crate::error::{Classified, backoff};
@@ -100,10 +100,22 @@ pub async fn run<L, M, C, F, Fut, B>(
     tokio::join!(
         futures::future::join_all(watchers),
         outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
+        warm_on_incoming(pipeline.incoming(), courier, stop.clone()),
         publishing,
         crate::memory::give_back(move || store.release_memory(), stop.clone())
     );
     monitor.stopping();
+}
+
+/// New messages are being filed: the courier gets a connection ready meanwhile, so their
+/// acknowledgements do not wait for a login (see [`Courier::warm`]). Until `stop` turns true.
+async fn warm_on_incoming<C: Courier>(incoming: &Notify, courier: &C, mut stop: watch::Receiver<bool>) {
+    while !*stop.borrow() {
+        tokio::select! {
+            _ = incoming.notified() => courier.warm().await,
+            _ = stop.changed() => break,
+        }
+    }
 }
 
 /// One folder: a pass, then wait for the server to announce new mail (IDLE) or for the poll

@@ -177,6 +177,9 @@ pub struct Pipeline<L: Ledger> {
     outbox_ready: Arc<Notify>,
     /// Woken after each commit that filed something (the publisher waits on it).
     publish_ready: Arc<Notify>,
+    /// Woken when a pass finds new messages and replies are on: an SMTP connection can be opened
+    /// while they are filed ([`crate::courier::Courier::warm`]).
+    incoming: Arc<Notify>,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -200,6 +203,7 @@ impl<L: Ledger> Pipeline<L> {
             keyword: cfg.imap.filed_keyword.clone(),
             outbox_ready: Arc::new(Notify::new()),
             publish_ready: Arc::new(Notify::new()),
+            incoming: Arc::new(Notify::new()),
         }
     }
 
@@ -272,6 +276,11 @@ impl<L: Ledger> Pipeline<L> {
         &self.publish_ready
     }
 
+    /// Notified when a pass finds new messages while replies are on, before they are downloaded.
+    pub fn incoming(&self) -> &Arc<Notify> {
+        &self.incoming
+    }
+
     /// One pass over the folder: everything above the high-water mark, batch after batch.
     /// Stops early when `stop` turns true: between batches, or by dropping a download in progress.
     pub async fn pass<M: Mailbox>(
@@ -300,6 +309,9 @@ impl<L: Ledger> Pipeline<L> {
         let limits =
             BatchLimits { max_message_bytes: self.rulebook().rules.limits.max_message_bytes, ..self.current_limits() };
         tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
+        if self.rulebook().replier.enabled() {
+            self.incoming.notify_one();
+        }
         // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
         // downloaded, and then understood: the network, the cores and the disk work at the same
         // time. Commits stay in UID order, and at most two batches are in memory.

@@ -213,6 +213,11 @@ impl Replier {
         Ok(replier)
     }
 
+    /// Whether acknowledgements are sent at all (`replies.enabled`).
+    pub fn enabled(&self) -> bool {
+        self.enabled
+    }
+
     /// Decides for one filed application.
     pub fn decide(
         &self,

@@ -244,6 +244,25 @@ async fn connections_are_reused_but_not_once_the_credential_changed() {
     assert_eq!(seen.logins, ["one", "two"]);
 }
 
+#[tokio::test]
+async fn a_connection_opened_ahead_of_need_carries_the_next_mail() {
+    let server = FakeSmtp::start();
+    let world = World::new(&server);
+    let courier = world.courier();
+    courier.warm().await;
+    {
+        let seen = server.seen.lock().unwrap();
+        assert_eq!((seen.connections, seen.messages), (1, 0), "logged in, nothing sent");
+        assert_eq!(seen.logins, ["one"]);
+    }
+    // One is ready: another warm-up opens none.
+    courier.warm().await;
+    assert_eq!(server.seen.lock().unwrap().connections, 1);
+    courier.deliver(&ack(1)).await.unwrap();
+    let seen = server.seen.lock().unwrap();
+    assert_eq!((seen.connections, seen.messages), (1, 1), "the mail went on the connection made ahead");
+}
+
 /// One application, as the pipeline tier's fake mailbox holds it.
 #[derive(Default)]
 struct FakeMailbox {

@@ -2,10 +2,12 @@
 """Latency of one application, for scripts/bench-backlog: mailroom's own, and end to end.
 
   latency.py --corpus DIR --count N --smtp-port P --rcpt ADDR --maildir DIR --log FILE [--first K]
+             [--pause S]
 
 Sends N applications of the corpus (from index K, default 1), one at a time, to Postfix's inbound
 SMTP port (envelope sender = the candidate, as a candidate's server would), each after the
-previous one's acknowledgement has arrived, while `mailroom run` (logging at debug level into
+previous one's acknowledgement has arrived (and S seconds more, default 0.15: with S above the
+SMTP pool's 10 s, every acknowledgement needs a new connection, as after a quiet spell), while `mailroom run` (logging at debug level into
 FILE) watches the folder. For each it measures:
 
 - end to end: from the application handed to Postfix to its acknowledgement delivered into
@@ -24,7 +26,7 @@ import re
 import smtplib
 import sys
 import time
-from datetime import datetime
+from datetime import datetime, timezone
 
 LINE = re.compile(r"^(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d+)Z\s+\w+\s+(.*)$")
 
@@ -39,16 +41,19 @@ def percentile(values, p):
 
 
 def stamp(text):
-    return datetime.fromisoformat(text[:26]).timestamp()
+    # The daemon logs UTC (the trailing Z is cut off here): compare with time.time() whatever TZ says.
+    return datetime.fromisoformat(text[:26]).replace(tzinfo=timezone.utc).timestamp()
 
 
-def read_log(path):
-    """(time, kind) of the wake-ups and acceptances in the daemon's log."""
+def read_log(path, since):
+    """(time, kind) of the wake-ups and acceptances in the daemon's log, from `since` on."""
     events = []
     with open(path, errors="replace") as f:
         for line in f:
             m = LINE.match(line.strip())
             if not m:
+                continue
+            if stamp(m.group(1)) < since:
                 continue
             if "idle: the server announced a change" in m.group(2):
                 events.append((stamp(m.group(1)), "wake"))
@@ -96,7 +101,10 @@ def main():
     ap.add_argument("--maildir", required=True)
     ap.add_argument("--log", required=True)
     ap.add_argument("--timeout", type=float, default=30)
+    ap.add_argument("--pause", type=float, default=0.15)
     a = ap.parse_args()
+    # The daemon's log may hold an earlier run of this script: only what happens from now counts.
+    started = time.time()
 
     rows = []
     with open(os.path.join(a.corpus, "manifest.tsv")) as f:
@@ -133,11 +141,11 @@ def main():
             time.sleep(0.001)
         e2e.append(time.time() - t0)
         # Let the daemon finish its pass (the keyword, the status) and wait in IDLE again.
-        time.sleep(0.15)
+        time.sleep(a.pause)
     smtp.quit()
     time.sleep(0.5)
 
-    events = read_log(a.log)
+    events = read_log(a.log, started)
     own = []
     last_wake = None
     for t, kind in events:
