@@ -765,6 +765,16 @@ impl Courier for SmtpCourier {
         {
             return;
         }
+        // Whatever ends it, a failure, or the future dropped by a stop: the next send must not
+        // wait for a warm-up that is over.
+        struct Over<'a>(&'a Pool);
+        impl Drop for Over<'_> {
+            fn drop(&mut self) {
+                self.0.warming.store(false, Ordering::Release);
+                self.0.warmed.notify_waiters();
+            }
+        }
+        let _over = Over(&self.pool);
         if let Ok((credential, credentials, mechanisms, secret)) = self.credential().await {
             match self.connect(&credentials, &mechanisms).await {
                 Ok(conn) => {
@@ -780,8 +790,6 @@ impl Courier for SmtpCourier {
                 }
             }
         }
-        self.pool.warming.store(false, Ordering::Release);
-        self.pool.warmed.notify_waiters();
     }
 }
 

@@ -112,7 +112,12 @@ pub async fn run<L, M, C, F, Fut, B>(
 async fn warm_on_incoming<C: Courier>(incoming: &Notify, courier: &C, mut stop: watch::Receiver<bool>) {
     while !*stop.borrow() {
         tokio::select! {
-            _ = incoming.notified() => courier.warm().await,
+            _ = incoming.notified() => {}
+            _ = stop.changed() => break,
+        }
+        // A login to a hung server must not hold up a stop.
+        tokio::select! {
+            _ = courier.warm() => {}
             _ = stop.changed() => break,
         }
     }
