@@ -2,8 +2,8 @@
 //! through understand and filing (into a temporary root): no panic, and no file written outside
 //! the root. Two corpora:
 //!
-//! - mail-parser's own test messages (`resources/eml/**/*.eml` in the cargo registry: the crate
-//!   is a dependency, so its source is there wherever this test builds);
+//! - mail-parser's own test messages (`resources/eml/**/*.eml` of the vendored copy in
+//!   `vendor/mail-parser`, the one mailroom builds with);
 //! - CPython's email test messages (`test/test_email/data/msg_*.txt`).
 //!
 //! A corpus that cannot be found is reported loudly; under `CI=true` that is a failure, so a
@@ -32,26 +32,12 @@ fn files_under(dir: &Path, keep: &dyn Fn(&Path) -> bool, out: &mut Vec<PathBuf>)
     }
 }
 
-/// The locked mail-parser version, from Cargo.lock.
-fn mail_parser_version() -> Option<String> {
-    let lock = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("Cargo.lock")).ok()?;
-    let at = lock.find("name = \"mail-parser\"\nversion = \"")? + "name = \"mail-parser\"\nversion = \"".len();
-    Some(lock[at..].split('"').next()?.to_owned())
-}
-
+/// mail-parser's own test messages, from the copy mailroom builds with (vendored, patched in
+/// through `[patch.crates-io]`: cargo never downloads the published crate, so the registry may
+/// not hold it).
 fn mail_parser_corpus() -> Result<PathBuf, String> {
-    let version = mail_parser_version().ok_or("mail-parser is not in Cargo.lock")?;
-    let cargo_home = std::env::var_os("CARGO_HOME")
-        .map(PathBuf::from)
-        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".cargo")))
-        .ok_or("neither CARGO_HOME nor HOME is set")?;
-    let registry = cargo_home.join("registry/src");
-    let indexes = std::fs::read_dir(&registry).map_err(|e| format!("{}: {e}", registry.display()))?;
-    indexes
-        .flatten()
-        .map(|index| index.path().join(format!("mail-parser-{version}/resources/eml")))
-        .find(|p| p.is_dir())
-        .ok_or_else(|| format!("no mail-parser-{version}/resources/eml under {}", registry.display()))
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("vendor/mail-parser/resources/eml");
+    if dir.is_dir() { Ok(dir) } else { Err(format!("no {}", dir.display())) }
 }
 
 fn cpython_corpus() -> Result<PathBuf, String> {
