@@ -48,7 +48,7 @@ fn worth_a_trim(now: u64, at_start: u64, after_last_trim: Option<u64>) -> bool {
 }
 
 /// Runs until `stop` turns true: trims after work, as described above, calling `release` (the
-/// store's [`crate::store::Ledger::release_memory`]) first. Without `/proc` (not Linux) it
+/// store's `Ledger::release_memory`) first. Without `/proc` (not Linux) it
 /// returns at once.
 pub async fn give_back<R>(release: R, mut stop: watch::Receiver<bool>)
 where
