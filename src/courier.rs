@@ -300,6 +300,24 @@ async fn step<T>(
     }
 }
 
+/// Writes of a socket newtype go straight to the stream it wraps (lettre takes its own trait, so
+/// each stream it is given is a newtype of ours).
+macro_rules! write_through {
+    ($socket:ty) => {
+        impl tokio::io::AsyncWrite for $socket {
+            fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
+                Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
+            }
+            fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.get_mut().0).poll_flush(cx)
+            }
+            fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+                Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
+            }
+        }
+    };
+}
+
 /// The TCP socket under every SMTP connection: it acknowledges what it reads at once
 /// (`TCP_QUICKACK` re-armed after each read that brought data).
 ///
@@ -333,17 +351,7 @@ impl tokio::io::AsyncRead for QuickAck {
     }
 }
 
-impl tokio::io::AsyncWrite for QuickAck {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
+write_through!(QuickAck);
 
 impl AsyncTokioStream for QuickAck {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -365,17 +373,7 @@ impl tokio::io::AsyncRead for TlsSocket {
     }
 }
 
-impl tokio::io::AsyncWrite for TlsSocket {
-    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<std::io::Result<usize>> {
-        Pin::new(&mut self.get_mut().0).poll_write(cx, buf)
-    }
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_flush(cx)
-    }
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
-        Pin::new(&mut self.get_mut().0).poll_shutdown(cx)
-    }
-}
+write_through!(TlsSocket);
 
 impl AsyncTokioStream for TlsSocket {
     fn peer_addr(&self) -> std::io::Result<std::net::SocketAddr> {
@@ -438,7 +436,8 @@ impl SmtpCourier {
         Ok((credential, Credentials::new(user, secret.clone()), mechanisms, secret))
     }
 
-    /// A new connection: TCP with `TCP_NODELAY` and quick acknowledgements ([`QuickAck`]), TLS (implicit or STARTTLS), EHLO, AUTH.
+    /// A new connection: TCP with `TCP_NODELAY` and quick acknowledgements ([`QuickAck`]), TLS
+    /// (implicit or STARTTLS), EHLO, AUTH.
     async fn connect(&self, credentials: &Credentials, mechanisms: &[Mechanism]) -> Result<Session, SmtpFailure> {
         let io = |what: &str, e: std::io::Error| SmtpFailure::Io(format!("{what} {}:{}: {e}", self.host, self.port));
         let tcp =

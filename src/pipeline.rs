@@ -304,12 +304,13 @@ impl<L: Ledger> Pipeline<L> {
             return Ok(report);
         }
         let total = envelopes.len();
-        // The size limit of the rulebook in force when the pass starts.
-        // The size limit of the rulebook in force when the pass starts; batch sizes as they adapt.
+        // The size limit and the replies of the rulebook in force when the pass starts; batch
+        // sizes as they adapt.
+        let book_at_start = self.rulebook();
         let limits =
-            BatchLimits { max_message_bytes: self.rulebook().rules.limits.max_message_bytes, ..self.current_limits() };
+            BatchLimits { max_message_bytes: book_at_start.rules.limits.max_message_bytes, ..self.current_limits() };
         tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
-        if self.rulebook().replier.enabled() {
+        if book_at_start.replier.enabled() {
             self.incoming.notify_one();
         }
         // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
