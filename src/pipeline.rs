@@ -53,6 +53,7 @@ use crate::service::{Monitor, unless_stopped};
 use crate::store::{
     Area, Batch, Block, DuplicateOf, FiledRecord, Ledger, MailboxKey, MessageRecord, Outcome, PublishFile, StoreError,
 };
+use crate::understand::aside::{Aside, AsideQueue, ReadAside};
 use crate::understand::{Application, Attention, Quarantine, Rules, Understood, sha256_hex, understand};
 
 #[derive(Debug, thiserror::Error)]
@@ -219,6 +220,15 @@ impl<L: Ledger> Pipeline<L> {
         self
     }
 
+    /// Reads documents with `text` instead of this machine's readers (tests: OCR programs of
+    /// their own).
+    pub fn with_text_reader(mut self, text: crate::understand::extract::TextReader) -> Pipeline<L> {
+        let stages = Arc::get_mut(&mut self.stages).expect("a new pipeline's stages are not shared yet");
+        let book = stages.rulebook.get_mut().unwrap_or_else(|p| p.into_inner());
+        Arc::get_mut(book).expect("a new pipeline's rulebook is not shared yet").rules.text = text;
+        self
+    }
+
     /// The rules and templates in force.
     pub fn rulebook(&self) -> Arc<Rulebook> {
         Arc::clone(&self.stages.rulebook.read().unwrap_or_else(|p| p.into_inner()))
@@ -282,6 +292,9 @@ impl<L: Ledger> Pipeline<L> {
     }
 
     /// One pass over the folder: everything above the high-water mark, batch after batch.
+    /// Messages that need OCR are read aside ([`crate::understand::aside`]) while the ones after
+    /// them are filed, and filed as each is read; the pass ends when none is left, and meanwhile
+    /// lists new mail every [`NEW_MAIL_EVERY`] and files it too.
     /// Stops early when `stop` turns true: between batches, or by dropping a download in progress.
     pub async fn pass<M: Mailbox>(
         &self,
@@ -298,35 +311,133 @@ impl<L: Ledger> Pipeline<L> {
         let Some(envelopes) = unless_stopped(stop, mailbox.list_after(high_water)).await else {
             return Ok(Report::default());
         };
-        let envelopes = envelopes?;
+        let mut envelopes = envelopes?;
         let mut report = Report::default();
-        if envelopes.is_empty() {
-            return Ok(report);
+        let Some(mut listed_last) = envelopes.last().map(|e| e.uid) else { return Ok(report) };
+        // Messages recorded above the mark: the ones committed after a message read aside that a
+        // crash or a stop then lost. They are skipped; the mark may pass them.
+        let recorded = store.recorded_after(&key, high_water)?;
+        if !recorded.is_empty() {
+            envelopes.retain(|e| !recorded.contains(&e.uid));
+            tracing::info!(skipped = recorded.len(), "messages recorded before, above the high-water mark: skipped");
+            if envelopes.is_empty() {
+                store.commit(&Batch { mailbox: key.clone(), high_water: listed_last, records: Vec::new() })?;
+                return Ok(report);
+            }
         }
-        let total = envelopes.len();
+        let mut progress = Progress { done: 0, total: envelopes.len() };
         // The size limit and the replies of the rulebook in force when the pass starts; batch
         // sizes as they adapt.
         let book_at_start = self.rulebook();
         let limits =
             BatchLimits { max_message_bytes: book_at_start.rules.limits.max_message_bytes, ..self.current_limits() };
-        tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = total, "new messages");
+        tracing::info!(mailbox = %key.name, uidvalidity = key.uidvalidity, after_uid = high_water, new = progress.total, "new messages");
         if book_at_start.replier.enabled() {
             self.incoming.notify_one();
         }
+        let aside = Aside::new(ASIDE_THREADS, ASIDE_MESSAGES, ASIDE_BYTES);
+        let queue = aside.queue();
+        let mut todo = envelopes.clone();
+        let mut listed_at = std::time::Instant::now();
+        loop {
+            if !todo.is_empty() {
+                self.round(
+                    mailbox,
+                    &todo,
+                    limits,
+                    &queue,
+                    &key,
+                    listed_last,
+                    &mut report,
+                    &mut progress,
+                    monitor,
+                    stop,
+                )
+                .await?;
+            }
+            if *stop.borrow() {
+                break;
+            }
+            // The messages left while the lane was full: downloaded again once it is empty.
+            if queue.is_empty() {
+                let left = queue.take_left();
+                if left.is_empty() {
+                    break;
+                }
+                let again: Vec<Envelope> = envelopes.iter().filter(|e| left.contains(&e.uid)).copied().collect();
+                if again.len() == todo.len() && again.iter().zip(&todo).all(|(a, t)| a.uid == t.uid) {
+                    // Not one of them went through the lane: they wait for the next pass.
+                    tracing::warn!(
+                        left = again.len(),
+                        "messages that need OCR could not be read aside; the next pass tries again"
+                    );
+                    break;
+                }
+                tracing::info!(again = again.len(), "messages that waited for room in the OCR lane: downloaded again");
+                todo = again;
+                continue;
+            }
+            // Scans are being read: each is filed as soon as it is read, and new mail meanwhile is
+            // listed now and then and filed at once, not held up by them.
+            todo = Vec::new();
+            self.file_aside(mailbox, &aside, &key, listed_last, &mut report, &progress, monitor, stop).await?;
+            if *stop.borrow() {
+                break;
+            }
+            if listed_at.elapsed() >= NEW_MAIL_EVERY {
+                listed_at = std::time::Instant::now();
+                let Some(new) = unless_stopped(stop, mailbox.list_after(listed_last)).await else { break };
+                let new = new?;
+                if let Some(last) = new.last() {
+                    listed_last = last.uid;
+                    progress.total += new.len();
+                    tracing::info!(new = new.len(), read_aside = queue.len(), "new messages while scans are read");
+                    if book_at_start.replier.enabled() {
+                        self.incoming.notify_one();
+                    }
+                    envelopes.extend_from_slice(&new);
+                    todo = new;
+                }
+            }
+        }
+        Ok(report)
+    }
+
+    /// One round of a pass over `envelopes`, batch after batch; each batch's commit also files the
+    /// messages read aside since the one before.
+    #[allow(clippy::too_many_arguments)]
+    async fn round<M: Mailbox>(
+        &self,
+        mailbox: &mut M,
+        envelopes: &[Envelope],
+        limits: BatchLimits,
+        aside: &AsideQueue,
+        key: &MailboxKey,
+        listed_last: u32,
+        report: &mut Report,
+        progress: &mut Progress,
+        monitor: &dyn Monitor,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
         // While batch k is understood, filed and committed on a blocking thread, batch k+1 is
         // downloaded, and then understood: the network, the cores and the disk work at the same
-        // time. Commits stay in UID order, and at most two batches are in memory.
-        let mut done = 0;
+        // time. Commits stay in UID order (except for the messages read aside), and at most two
+        // batches are in memory.
         let mut in_flight: Option<(tokio::task::JoinHandle<BatchResult>, usize)> = None;
         let mut outcome = Ok(());
-        for batch in plan_batches(&envelopes, limits) {
+        let batches = plan_batches(envelopes, limits);
+        for (i, batch) in batches.iter().enumerate() {
             if *stop.borrow() {
-                tracing::info!(done, total, "stopping between batches");
+                tracing::info!(done = progress.done, total = progress.total, "stopping between batches");
                 break;
             }
             let items = match unless_stopped(stop, fetch(mailbox, batch, limits.max_message_bytes)).await {
                 None => {
-                    tracing::info!(done, total, "stopping: the download in progress is dropped");
+                    tracing::info!(
+                        done = progress.done,
+                        total = progress.total,
+                        "stopping: the download in progress is dropped"
+                    );
                     break;
                 }
                 Some(Ok(items)) => {
@@ -345,26 +456,68 @@ impl<L: Ledger> Pipeline<L> {
             // Its understanding starts now, on threads of its own, while the batch before it is
             // still being filed: the cores do not wait for that batch's commit.
             let book = self.rulebook();
-            let understanding = InOrder::new(items, &book.rules, &key);
+            let understanding = InOrder::new(items, &book.rules, key, Some(aside));
             if let Some((handle, len)) = in_flight.take() {
-                done += len;
-                if let Err(e) = self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await {
+                progress.done += len;
+                if let Err(e) = self.finish(mailbox, handle.await, report, progress, monitor, stop).await {
                     // Dropping it joins its workers: not on the runtime's thread.
                     drop(tokio::task::spawn_blocking(move || drop(understanding)));
                     return Err(e);
                 }
             }
-            let high_water = batch.last().map(|e| e.uid).unwrap_or(high_water);
-            let (stages, key) = (Arc::clone(&self.stages), key.clone());
-            let handle =
-                tokio::task::spawn_blocking(move || process_batch(&stages, key, high_water, &book, understanding));
+            // The batch covers the UIDs up to the next one's first: any between were recorded.
+            let high_water = batches.get(i + 1).and_then(|b| b.first()).map_or(listed_last, |e| e.uid - 1);
+            let (stages, key, aside) = (Arc::clone(&self.stages), key.clone(), aside.clone());
+            let handle = tokio::task::spawn_blocking(move || {
+                process_batch(&stages, key, high_water, &book, understanding, &aside)
+            });
             in_flight = Some((handle, batch.len()));
         }
         if let Some((handle, len)) = in_flight.take() {
-            done += len;
-            self.finish(mailbox, handle, &mut report, done, total, monitor, stop).await?;
+            progress.done += len;
+            self.finish(mailbox, handle.await, report, progress, monitor, stop).await?;
         }
-        outcome.map(|()| report)
+        outcome
+    }
+
+    /// Files the messages read aside as they are read, waiting at most [`NEW_MAIL_EVERY`] for
+    /// one. A stop closes the lane: what is still read aside is left to the next pass (the
+    /// high-water mark is below it).
+    #[allow(clippy::too_many_arguments)]
+    async fn file_aside<M: Mailbox>(
+        &self,
+        mailbox: &mut M,
+        aside: &Aside,
+        key: &MailboxKey,
+        listed_last: u32,
+        report: &mut Report,
+        progress: &Progress,
+        monitor: &dyn Monitor,
+        stop: &watch::Receiver<bool>,
+    ) -> Result<(), PipelineError> {
+        let queue = aside.queue();
+        tracing::debug!(read_aside = queue.len(), "waiting for messages read aside (OCR)");
+        let (stages, key, book, q) = (Arc::clone(&self.stages), key.clone(), self.rulebook(), queue.clone());
+        let mut handle = tokio::task::spawn_blocking(move || {
+            // Before any lock: a purge may plan while OCR runs.
+            if !q.wait(NEW_MAIL_EVERY) {
+                return Ok((Report::default(), Vec::new()));
+            }
+            process_batch(&stages, key, listed_last, &book, InOrder::none(), &q)
+        });
+        let joined = match unless_stopped(stop, &mut handle).await {
+            Some(joined) => joined,
+            None => {
+                // A message being filed now still commits; the ones being read wait for the next pass.
+                tracing::info!(
+                    read_aside = queue.len(),
+                    "stopping: the messages still read aside wait for the next pass"
+                );
+                aside.close();
+                handle.await
+            }
+        };
+        self.finish(mailbox, joined, report, progress, monitor, stop).await
     }
 
     /// Waits for a batch's commit, then reports it, wakes the sender and flags the messages.
@@ -372,16 +525,21 @@ impl<L: Ledger> Pipeline<L> {
     async fn finish<M: Mailbox>(
         &self,
         mailbox: &mut M,
-        handle: tokio::task::JoinHandle<BatchResult>,
+        joined: Result<BatchResult, tokio::task::JoinError>,
         report: &mut Report,
-        done: usize,
-        total: usize,
+        progress: &Progress,
         monitor: &dyn Monitor,
         stop: &watch::Receiver<bool>,
     ) -> Result<(), PipelineError> {
-        let (batch_report, committed) = handle.await.map_err(|e| PipelineError::Worker(e.to_string()))??;
+        let (batch_report, committed) = joined.map_err(|e| PipelineError::Worker(e.to_string()))??;
+        // Messages downloaded again after waiting for room in the OCR lane count once.
+        let (done, total) = (progress.done.min(progress.total), progress.total);
         monitor.progress(done, total);
         report.add(batch_report);
+        if committed.is_empty() {
+            // Every message of the batch went to the OCR lane (or nothing was read aside yet).
+            return Ok(());
+        }
         tracing::info!(
             done,
             total,
@@ -428,13 +586,16 @@ async fn fetch<M: Mailbox>(
 }
 
 /// Stages 2–5 for one batch, on a blocking thread (parsing, hashing and fsync are not async).
-/// Returns the counts and the UIDs committed.
+/// Messages that need OCR were handed to `aside` by their understanding and are filed by a later
+/// call, once read; the ones read since the last call are filed by this one, first. Returns the
+/// counts and the UIDs committed.
 fn process_batch<L: Ledger>(
     stages: &Stages<L>,
     mailbox: MailboxKey,
     high_water: u32,
     book: &Rulebook,
-    understanding: InOrder,
+    mut understanding: InOrder,
+    aside: &AsideQueue,
 ) -> BatchResult {
     // Held to the commit: a purge plans between batches, never around a filed, uncommitted one.
     let _filing = stages.store.filing_guard()?;
@@ -445,7 +606,35 @@ fn process_batch<L: Ledger>(
     let mut batch = BatchState::new(stages.store.first_start());
     let mut records = Vec::new();
     let mut stopped: Option<(u32, PipelineError)> = None;
-    for (uid, understood, raw) in understanding {
+    loop {
+        // The messages read aside first: they came before the ones in hand.
+        let (uid, understood, raw) = match aside.take() {
+            Some(ReadAside { uid, understood: Ok(understood), raw, .. }) => (uid, understood, Some(raw)),
+            Some(ReadAside { uid, understood: Err(panic), .. }) => {
+                tracing::error!(uid, error = %panic, "understanding this message failed; the next pass tries again");
+                stopped = Some((uid, PipelineError::Worker(panic)));
+                break;
+            }
+            None => match understanding.next() {
+                Some(Step::Ready((uid, Understood::Application(app), Some(raw))))
+                    if aside.holds(&app.candidate.email) =>
+                {
+                    // One person's messages keep their order: this one waits behind theirs.
+                    let sender = app.candidate.email.clone();
+                    if !aside.follow(uid, sender.clone(), Understood::Application(app), raw) {
+                        aside.leave(uid, Some(sender));
+                    }
+                    tracing::debug!(uid, "waits behind a message of the same sender read aside");
+                    continue;
+                }
+                Some(Step::Ready(understanding)) => understanding,
+                Some(Step::Aside(uid)) => {
+                    tracing::debug!(uid, "needs OCR: read aside; the messages after it go on");
+                    continue;
+                }
+                None => break,
+            },
+        };
         batch.report.fetched += 1;
         let span = tracing::info_span!("message", uid, sha = &understood.sha256()[..12]);
         let _enter = span.enter();
@@ -494,11 +683,16 @@ fn process_batch<L: Ledger>(
             }
         }
     }
+    // Its workers stop here, before the commit: a failure below returns at once.
+    drop(understanding);
     // A transient failure: what came before it is committed, and the next pass starts at it.
     let high_water = match &stopped {
-        Some((uid, _)) => uid.saturating_sub(1),
+        Some((uid, _)) => uid.saturating_sub(1).min(high_water),
         None => high_water,
     };
+    // Never past a message still read aside: a crash must replay it. (The ones after it that
+    // commit now are recorded, and the next pass skips them.)
+    let high_water = aside.lowest().map_or(high_water, |low| high_water.min(low.saturating_sub(1)));
     if !records.is_empty() || stopped.is_none() {
         let committed: Vec<u32> = records.iter().map(|r| r.uid).collect();
         let batch_record = Batch { mailbox: mailbox.clone(), high_water, records };
@@ -889,19 +1083,66 @@ fn plan_batches(envelopes: &[Envelope], limits: BatchLimits) -> Vec<&[Envelope]>
 /// Threads that understand a batch at once (capped by the machine's cores).
 const UNDERSTAND_THREADS: usize = 4;
 
+/// Threads that read messages aside with OCR: as many as OCR programs may run at once (the other
+/// child slot stays free for reading ordinary PDFs).
+const ASIDE_THREADS: usize = crate::understand::extract::MAX_OCR_CHILDREN;
+/// Messages read aside at most at once, and their bytes: past that, a message that needs OCR is
+/// left on the server for now, and downloaded again once the lane is empty.
+const ASIDE_MESSAGES: usize = 16;
+const ASIDE_BYTES: u64 = 32 << 20;
+/// While scans are read aside the pass does not go back to IDLE: it lists new mail this often.
+const NEW_MAIL_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// Messages of a pass handed on, and how many the pass knows of (for progress).
+struct Progress {
+    done: usize,
+    total: usize,
+}
+
+/// What stage 2 hands on for each message of a batch, in the batch's order.
+enum Step {
+    Ready(Understanding),
+    /// It needs OCR: handed to the lane (or left for later), filed once read
+    /// ([`crate::understand::aside`]).
+    Aside(u32),
+}
+
+/// How one thread understands: with a reader that puts OCR off, and the lane a message that
+/// needs it is handed to.
+struct Deferring {
+    rules: Rules,
+    wanted_ocr: Arc<AtomicBool>,
+    full: Arc<Rules>,
+    aside: AsideQueue,
+}
+
+impl Deferring {
+    fn new(full: &Arc<Rules>, aside: &AsideQueue) -> Deferring {
+        let (text, wanted_ocr) = full.text.deferring_ocr();
+        let rules = Rules { text, ..(**full).clone() };
+        Deferring { rules, wanted_ocr, full: Arc::clone(full), aside: aside.clone() }
+    }
+}
+
 /// Stage 2 for a batch, as an iterator that yields each message in the batch's order as soon as
-/// it is understood. Understanding is a pure function of each message and decoding a backlog's
+/// it is understood. A message that needs OCR is handed to the lane instead and yielded as
+/// [`Step::Aside`]: seconds of OCR never hold up the messages after it. Understanding is a pure function of each message and decoding a backlog's
 /// attachments is the pipeline's largest CPU cost, so up to [`UNDERSTAND_THREADS`] workers start
 /// on the batch as soon as it exists (the pipeline makes one per downloaded batch, while the batch
 /// before is still being filed) and work through all of it; the batch is in memory already, and
 /// its understood form is about as large. Dropping the iterator (a filing error ends the batch)
 /// stops the workers and waits for them, so drop it on a thread that may block.
 enum InOrder {
+    Empty,
     /// One message, or one core: understood on the consumer's thread, as it asks.
-    Inline { items: std::vec::IntoIter<Incoming>, shared: Arc<(Rules, MailboxKey)> },
+    Inline {
+        items: std::vec::IntoIter<Incoming>,
+        shared: Arc<(Rules, MailboxKey)>,
+        deferring: Option<Box<Deferring>>,
+    },
     Threads {
-        rx: Option<Receiver<(usize, Understanding)>>,
-        waiting: BTreeMap<usize, Understanding>,
+        rx: Option<Receiver<(usize, Step)>>,
+        waiting: BTreeMap<usize, Step>,
         next: usize,
         total: usize,
         stop: Arc<AtomicBool>,
@@ -910,11 +1151,14 @@ enum InOrder {
 }
 
 impl InOrder {
-    fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey) -> InOrder {
+    /// `aside`: where messages that need OCR go; `None`: OCR is run in place.
+    fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey, aside: Option<&AsideQueue>) -> InOrder {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
         let shared = Arc::new((rules.clone(), mailbox.clone()));
+        let full = aside.map(|_| Arc::new(rules.clone()));
+        let deferring = || aside.zip(full.as_ref()).map(|(a, full)| Deferring::new(full, a));
         if threads < 2 || items.len() < 2 {
-            return InOrder::Inline { items: items.into_iter(), shared };
+            return InOrder::Inline { items: items.into_iter(), shared, deferring: deferring().map(Box::new) };
         }
         let total = items.len();
         let slots: Arc<Vec<Mutex<Option<Incoming>>>> =
@@ -926,6 +1170,7 @@ impl InOrder {
             .map(|_| {
                 let (tx, slots, next, stop, shared) =
                     (tx.clone(), Arc::clone(&slots), Arc::clone(&next), Arc::clone(&stop), Arc::clone(&shared));
+                let deferring = deferring();
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -934,7 +1179,8 @@ impl InOrder {
                             break;
                         };
                         // The receiver is gone when the batch ended early: stop quietly.
-                        if tx.send((i, understand_one(item, &shared.0, &shared.1))).is_err() {
+                        let step = understand_step(item, &shared.0, &shared.1, deferring.as_ref());
+                        if tx.send((i, step)).is_err() {
                             break;
                         }
                     }
@@ -943,14 +1189,22 @@ impl InOrder {
             .collect();
         InOrder::Threads { rx: Some(rx), waiting: BTreeMap::new(), next: 0, total, stop, workers }
     }
+
+    /// Nothing to understand (a call that only files what was read aside).
+    fn none() -> InOrder {
+        InOrder::Empty
+    }
 }
 
 impl Iterator for InOrder {
-    type Item = Understanding;
+    type Item = Step;
 
-    fn next(&mut self) -> Option<Understanding> {
+    fn next(&mut self) -> Option<Step> {
         match self {
-            InOrder::Inline { items, shared } => items.next().map(|i| understand_one(i, &shared.0, &shared.1)),
+            InOrder::Empty => None,
+            InOrder::Inline { items, shared, deferring } => {
+                items.next().map(|i| understand_step(i, &shared.0, &shared.1, deferring.as_deref()))
+            }
             InOrder::Threads { rx, waiting, next, total, .. } => loop {
                 if let Some(item) = waiting.remove(next) {
                     *next += 1;
@@ -977,6 +1231,30 @@ impl Drop for InOrder {
             }
         }
     }
+}
+
+/// Stage 2 for one message: understood without OCR first; if it needs OCR, handed to the lane,
+/// or, when the lane is full, left for the pass to download again (the mark stays below it).
+fn understand_step(item: Incoming, rules: &Rules, mailbox: &MailboxKey, deferring: Option<&Deferring>) -> Step {
+    let Some(d) = deferring else { return Step::Ready(understand_one(item, rules, mailbox)) };
+    let (uid, internal_date, raw) = match item {
+        Incoming::Downloaded { uid, internal_date, raw } => (uid, internal_date, raw),
+        too_large @ Incoming::TooLarge(_) => return Step::Ready(understand_one(too_large, rules, mailbox)),
+    };
+    d.wanted_ocr.store(false, Ordering::Relaxed);
+    let understood = understand(&raw, internal_date, &d.rules);
+    if !d.wanted_ocr.load(Ordering::Relaxed) {
+        return Step::Ready((uid, understood, Some(raw)));
+    }
+    let sender = match &understood {
+        Understood::Application(app) => Some(app.candidate.email.clone()),
+        Understood::Quarantine(_) => None,
+    };
+    // A full lane: the bytes go, the UID stays noted, and the pass downloads it again later.
+    if d.aside.try_hand(uid, sender.clone(), internal_date, raw, &d.full).is_err() {
+        d.aside.leave(uid, sender);
+    }
+    Step::Aside(uid)
 }
 
 fn understand_one(item: Incoming, rules: &Rules, mailbox: &MailboxKey) -> Understanding {
@@ -1034,10 +1312,13 @@ mod tests {
     #[test]
     fn understood_messages_come_in_batch_order() {
         let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
-        let seen: Vec<u32> = InOrder::new(incoming(50), &rules(), &key)
-            .map(|(uid, understood, _)| {
-                assert!(matches!(understood, Understood::Application(_)));
-                uid
+        let seen: Vec<u32> = InOrder::new(incoming(50), &rules(), &key, None)
+            .map(|step| match step {
+                Step::Ready((uid, understood, _)) => {
+                    assert!(matches!(understood, Understood::Application(_)));
+                    uid
+                }
+                Step::Aside(uid) => panic!("{uid} handed aside without a lane"),
             })
             .collect();
         assert_eq!(seen, (1..=50).collect::<Vec<_>>());
@@ -1046,9 +1327,13 @@ mod tests {
     #[test]
     fn stopping_early_stops_the_workers() {
         let key = MailboxKey { name: "test".into(), uidvalidity: 1 };
-        let mut it = InOrder::new(incoming(200), &rules(), &key);
-        assert_eq!(it.next().map(|(uid, _, _)| uid), Some(1));
-        assert_eq!(it.next().map(|(uid, _, _)| uid), Some(2));
+        let uid = |step: Option<Step>| match step {
+            Some(Step::Ready((uid, _, _))) => Some(uid),
+            _ => None,
+        };
+        let mut it = InOrder::new(incoming(200), &rules(), &key, None);
+        assert_eq!(uid(it.next()), Some(1));
+        assert_eq!(uid(it.next()), Some(2));
         // Dropping joins every worker: this returns, it does not hang on a full channel.
         drop(it);
     }

@@ -28,6 +28,8 @@ struct FakeMailbox {
     messages: common::FakeMessages,
     keywords: Vec<u32>,
     fetched_uids: Vec<u32>,
+    /// Messages that arrive while a pass runs: delivered (given the next UIDs) at the next listing.
+    arriving: std::sync::Arc<Mutex<Vec<Vec<u8>>>>,
 }
 
 impl FakeMailbox {
@@ -48,6 +50,10 @@ impl Mailbox for FakeMailbox {
         Ok(Selected { uid_validity: self.uid_validity, exists: self.messages.len() as u32 })
     }
     async fn list_after(&mut self, after: u32) -> Result<Vec<Envelope>, MailboxError> {
+        for m in self.arriving.lock().unwrap().drain(..) {
+            let uid = self.messages.last_key_value().map_or(1, |(uid, _)| uid + 1);
+            self.messages.insert(uid, (Utc::now(), m));
+        }
         Ok(common::envelopes_after(&self.messages, after))
     }
     async fn fetch(&mut self, uids: &[u32]) -> Result<Vec<RawMessage>, MailboxError> {
@@ -765,7 +771,9 @@ async fn the_acknowledgement_says_only_what_mailroom_controls() {
     );
     let mut mailbox = FakeMailbox::with(vec![hostile, fine], Utc::now() + Duration::seconds(1));
     once(&pipeline, &mut mailbox, &courier).await.unwrap();
-    let sent = courier.sent.lock().unwrap().clone();
+    // The hostile one first, whichever was answered first (its PDFs without text go through OCR).
+    let mut sent = courier.sent.lock().unwrap().clone();
+    sent.sort_by_key(|m| m.to != "target@example.test");
     assert_eq!(sent.len(), 2);
     for m in &sent {
         let all = format!("{}\n{:?}\n{}\n{}", m.subject, m.to_name, m.text, m.html.as_deref().unwrap_or_default());
@@ -875,9 +883,12 @@ async fn only_what_looks_like_an_application_is_acknowledged() {
     let mut mailbox = FakeMailbox::with(messages, Utc::now() + Duration::seconds(1));
     let (report, _) = once(&pipeline, &mut mailbox, &courier).await.unwrap();
     assert_eq!(report.quarantined, 1, "{report:?}");
-    let answered: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| m.to.clone()).collect();
+    // In any order: a message whose PDF has no text is read by OCR aside, and answered when read.
+    let mut answered: Vec<String> = courier.sent.lock().unwrap().iter().map(|m| m.to.clone()).collect();
+    answered.sort();
     assert_eq!(answered, ["p5@example.test", "p6@example.test", "p7@example.test", "p8@example.test"]);
-    let rows = pipeline.store().messages().unwrap();
+    let mut rows = pipeline.store().messages().unwrap();
+    rows.sort_by_key(|r| r.0);
     let codes: Vec<&str> = rows.iter().map(reply_code).collect();
     assert_eq!(
         codes,
@@ -958,4 +969,203 @@ async fn an_unreachable_antivirus_holds_messages_back_or_lets_them_through_as_co
     let (report, _) = once(&open, &mut mailbox, &courier).await.unwrap();
     assert_eq!(report.filed, 1);
     assert!(open.store().problems().unwrap().iter().any(|p| p.message.contains("fail_open")));
+}
+
+/// A Tesseract stand-in that reads nothing until the test lets it (the file `release` exists),
+/// run through mailroom's own caged child like the real one, so that "the scan is still being
+/// read" is a state the test holds, not a guess about timing.
+fn held_ocr(dir: &std::path::Path) -> (mailroom::understand::extract::TextReader, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let release = dir.join("release-ocr");
+    let program = dir.join("held-tesseract");
+    let script = format!(
+        "#!/usr/bin/python3\nimport os, sys, time\nsys.stdin.buffer.read()\n\
+         while not os.path.exists({release:?}):\n    time.sleep(0.02)\n\
+         print('Curriculum vitae Experience professionnelle Formation Competences Langues Centres d interet')\n",
+        release = release.display().to_string()
+    );
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = mailroom::understand::ocr::OcrTools {
+        tesseract: program,
+        pdftoppm: None,
+        languages: "fra".into(),
+        env: None,
+        page_timeout: std::time::Duration::from_secs(120),
+    };
+    let reader = mailroom::understand::extract::TextReader::locate().with_ocr(Ok(tools));
+    assert!(reader.program().is_some(), "the mailroom binary (the caged child) is built beside the tests");
+    (reader, release)
+}
+
+/// An application whose one attachment is a photographed page under a name that tells nothing:
+/// only OCR can say what it is.
+fn scanned_application() -> Vec<u8> {
+    let photo =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen/real/scan-lo-cv-fr.jpg")).unwrap();
+    application_eml(
+        "Camille Martin <camille.martin@example.test>",
+        "contact@example.test",
+        "Candidature stage",
+        "camille-1@example.test",
+        &[("Return-Path", "<camille.martin@example.test>")],
+        "Bonjour, veuillez trouver ci-joint mon dossier.",
+        &[("IMG_2041.jpg", "image/jpeg", &photo)],
+    )
+}
+
+fn inbox() -> mailroom::store::MailboxKey {
+    mailroom::store::MailboxKey { name: "contact@fake/INBOX".into(), uidvalidity: 7 }
+}
+
+/// Waits (deadline: 60 s) until the store holds exactly these UIDs.
+async fn until_recorded(store: &Store, uids: &[u32]) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+    loop {
+        let mut recorded: Vec<u32> = store.messages().unwrap().iter().map(|r| r.0).collect();
+        recorded.sort_unstable();
+        if recorded == uids {
+            return;
+        }
+        assert!(std::time::Instant::now() < deadline, "recorded {recorded:?}, waiting for {uids:?}");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn applications_behind_a_scan_are_committed_while_it_is_read() {
+    let world = World::new("");
+    let (reader, release) = held_ocr(world.dir.path());
+    let pipeline = world.pipeline().with_text_reader(reader);
+    let mut mailbox = FakeMailbox::with(
+        vec![scanned_application(), jeanne(1), applicant("Paul Morel", "paul.morel@example.test")],
+        Utc::now() + Duration::seconds(1),
+    );
+    let store = pipeline.store().clone();
+    let stop = never();
+    let (report, ()) = tokio::join!(pipeline.pass(&mut mailbox, &Quiet, &stop), async {
+        // The scan (UID 1) cannot have been read: its OCR waits for `release`. UIDs 2 and 3 are
+        // committed all the same, and the high-water mark stays below the scan.
+        until_recorded(&store, &[2, 3]).await;
+        assert_eq!(store.high_water(&inbox()).unwrap(), 0, "the mark never passes a message still being read");
+        std::fs::write(&release, b"").unwrap();
+    });
+    let report = report.unwrap();
+    assert_eq!((report.fetched, report.filed, report.quarantined, report.duplicates), (3, 3, 0, 0));
+    let rows = store.messages().unwrap();
+    let mut filed: Vec<u32> = rows.iter().filter(|r| r.1 == "filed").map(|r| r.0).collect();
+    filed.sort_unstable();
+    assert_eq!(filed, vec![1, 2, 3], "each filed once: {rows:?}");
+    assert_eq!(store.high_water(&inbox()).unwrap(), 3);
+    let files = world.files();
+    assert!(files.iter().any(|f| f.ends_with(".jpg")), "the scan is in its folder: {files:?}");
+    let read_by_ocr = files
+        .iter()
+        .filter(|f| f.ends_with("metadata.json"))
+        .any(|f| std::fs::read_to_string(world.cfg.storage.data_dir.join(f)).unwrap().contains("OCR (fra)"));
+    assert!(read_by_ocr, "the scan was read by OCR: {files:?}");
+}
+
+#[tokio::test]
+async fn a_crash_while_a_scan_is_read_replays_only_the_scan() {
+    let world = World::new("");
+    let (reader, release) = held_ocr(world.dir.path());
+    let pipeline = world.pipeline().with_text_reader(reader.clone());
+    let mut mailbox = FakeMailbox::with(
+        vec![scanned_application(), jeanne(1), applicant("Paul Morel", "paul.morel@example.test")],
+        Utc::now() + Duration::seconds(1),
+    );
+    let store = pipeline.store().clone();
+    let stop = never();
+    tokio::select! {
+        r = pipeline.pass(&mut mailbox, &Quiet, &stop) => panic!("the pass ended while its scan was held: {r:?}"),
+        () = until_recorded(&store, &[2, 3]) => {}
+    }
+    // The crash: the pass is dropped while its scan is read; nothing else runs of it.
+    drop(pipeline);
+    assert_eq!(store.high_water(&inbox()).unwrap(), 0);
+    drop(store);
+
+    std::fs::write(&release, b"").unwrap();
+    // The dropped pass's last task lets go of the store once the lane is closed (a process that
+    // died would let go at once).
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let ledger = loop {
+        match Store::open(&world.cfg.storage.state_path) {
+            Ok(store) => break store,
+            Err(e) if std::time::Instant::now() < deadline => {
+                assert!(matches!(e, mailroom::store::StoreError::Locked(_)), "{e}");
+                tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+            }
+            Err(e) => panic!("{e}"),
+        }
+    };
+    let pipeline = Pipeline::new(&world.cfg, Replier::new(&world.cfg).unwrap(), ledger).with_text_reader(reader);
+    let store = pipeline.store().clone();
+    mailbox.fetched_uids.clear();
+    let report = pipeline.pass(&mut mailbox, &Quiet, &stop).await.unwrap();
+    assert_eq!(mailbox.fetched_uids, vec![1], "only the scan is downloaded again");
+    assert_eq!((report.fetched, report.filed, report.duplicates), (1, 1, 0));
+    let mut rows: Vec<(u32, String)> = store.messages().unwrap().into_iter().map(|r| (r.0, r.1)).collect();
+    rows.sort();
+    let filed = |uid: u32| (uid, "filed".to_owned());
+    assert_eq!(rows, vec![filed(1), filed(2), filed(3)], "each message filed exactly once");
+    assert_eq!(store.high_water(&inbox()).unwrap(), 3);
+    // Nothing is filed twice on disk either: one .eml per message.
+    assert_eq!(world.files().iter().filter(|f| f.ends_with(".eml")).count(), 3, "{:?}", world.files());
+}
+
+#[tokio::test]
+async fn a_later_message_of_the_same_sender_waits_behind_their_scan() {
+    let world = World::new("");
+    let (reader, release) = held_ocr(world.dir.path());
+    let pipeline = world.pipeline().with_text_reader(reader);
+    // Camille's scanned CV, then her cover letter in a message of its own, then Paul.
+    let letter = application_eml(
+        "Camille Martin <camille.martin@example.test>",
+        "contact@example.test",
+        "Candidature stage : lettre de motivation",
+        "camille-2@example.test",
+        &[("Return-Path", "<camille.martin@example.test>")],
+        "Bonjour, voici ma lettre de motivation.",
+        &[("Lettre de motivation.pdf", "application/pdf", &pdf("lm"))],
+    );
+    let mut mailbox = FakeMailbox::with(
+        vec![scanned_application(), letter, applicant("Paul Morel", "paul.morel@example.test")],
+        Utc::now() + Duration::seconds(1),
+    );
+    let store = pipeline.store().clone();
+    let stop = never();
+    let (report, ()) = tokio::join!(pipeline.pass(&mut mailbox, &Quiet, &stop), async {
+        // Paul is not held up; Camille's letter is, behind her scan still being read.
+        until_recorded(&store, &[3]).await;
+        std::fs::write(&release, b"").unwrap();
+    });
+    let report = report.unwrap();
+    assert_eq!((report.fetched, report.filed), (3, 3), "{report:?}");
+    let order: Vec<u32> = store.messages().unwrap().iter().map(|r| r.0).collect();
+    assert_eq!(order, vec![3, 1, 2], "Camille's messages are recorded in the order she sent them");
+    assert_eq!(store.high_water(&inbox()).unwrap(), 3);
+}
+
+#[tokio::test]
+async fn mail_that_arrives_while_a_scan_is_read_is_filed_without_waiting_for_it() {
+    let world = World::new("");
+    let (reader, release) = held_ocr(world.dir.path());
+    let pipeline = world.pipeline().with_text_reader(reader);
+    let mut mailbox = FakeMailbox::with(vec![scanned_application()], Utc::now() + Duration::seconds(1));
+    let arriving = std::sync::Arc::clone(&mailbox.arriving);
+    let store = pipeline.store().clone();
+    let stop = never();
+    let (report, ()) = tokio::join!(pipeline.pass(&mut mailbox, &Quiet, &stop), async {
+        arriving.lock().unwrap().push(applicant("Paul Morel", "paul.morel@example.test"));
+        // The pass is still reading the scan (its OCR waits for `release`): Paul's application,
+        // which came after the pass started, is listed and committed all the same.
+        until_recorded(&store, &[2]).await;
+        assert_eq!(store.high_water(&inbox()).unwrap(), 0, "the mark stays below the scan");
+        std::fs::write(&release, b"").unwrap();
+    });
+    let report = report.unwrap();
+    assert_eq!((report.fetched, report.filed), (2, 2), "{report:?}");
+    assert_eq!(store.high_water(&inbox()).unwrap(), 2);
 }

@@ -1,9 +1,11 @@
 //! Recognising what was seen before: the same message under another UID (a UIDVALIDITY reset, a
 //! move to another server), and the folder a person's address was first filed in.
 
+use std::collections::BTreeSet;
+
 use rusqlite::{OptionalExtension, params};
 
-use super::{Store, StoreError};
+use super::{MailboxKey, Store, StoreError};
 
 /// The store in the role of the pipeline's memory of messages and people.
 pub trait Recognition {
@@ -20,6 +22,11 @@ pub trait Recognition {
     /// The candidate folder (relative to the data root) this address was first filed in for
     /// this posting: one address, one folder, whatever name it signs with later.
     fn folder_of(&self, address: &str, posting: &str) -> Result<Option<String>, StoreError>;
+
+    /// The UIDs of this mailbox above `after` that are recorded already: a message read aside
+    /// (OCR) holds the high-water mark below it while the ones after it commit, so after a crash
+    /// the next pass lists those again, and skips them by this.
+    fn recorded_after(&self, mailbox: &MailboxKey, after: u32) -> Result<BTreeSet<u32>, StoreError>;
 }
 
 impl Recognition for Store {
@@ -62,6 +69,14 @@ impl Recognition for Store {
                 |r| r.get(0),
             )
             .optional()?)
+    }
+
+    fn recorded_after(&self, mailbox: &MailboxKey, after: u32) -> Result<BTreeSet<u32>, StoreError> {
+        let conn = self.conn();
+        let mut stmt =
+            conn.prepare_cached("SELECT uid FROM messages WHERE mailbox = ?1 AND uidvalidity = ?2 AND uid > ?3")?;
+        let rows = stmt.query_map(params![mailbox.name, mailbox.uidvalidity, after], |r| r.get(0))?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 }
 

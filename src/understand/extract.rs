@@ -24,13 +24,16 @@
 //! The process tree stays bounded: every child is capped at [`CHILD_MEMORY`] of address space,
 //! and at most [`MAX_CHILDREN`] run at once across the whole process (a semaphore that every
 //! child takes before it starts), so the children's worst case is `MAX_CHILDREN × CHILD_MEMORY`.
+//! OCR programs may hold at most [`MAX_OCR_CHILDREN`] of those slots: a page of OCR takes about a
+//! second, reading a PDF's text a few milliseconds, so the text reader always keeps a slot of its
+//! own and ordinary PDFs never queue behind a backlog of scans.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 use std::process::{Command, ExitCode, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Condvar, Mutex, Once, mpsc};
+use std::sync::{Arc, Condvar, Mutex, Once, mpsc};
 use std::time::{Duration, Instant};
 
 use super::ocr::{self, OcrTools};
@@ -45,6 +48,8 @@ const EXEC_MODE: &str = "exec";
 pub const CHILD_MEMORY: u64 = 256 << 20;
 /// Children (PDF reader or OCR program) running at once across the whole process, at most.
 pub const MAX_CHILDREN: usize = 2;
+/// Of those, OCR programs (rasteriser, Tesseract) running at once, at most.
+pub const MAX_OCR_CHILDREN: usize = MAX_CHILDREN - 1;
 /// Descriptors a program run for OCR may hold: its libraries and language data are opened one at
 /// a time, so a few are enough; standard input, output and error are three of them.
 pub const PROGRAM_MAX_FILES: u64 = 32;
@@ -81,43 +86,59 @@ pub enum TextError {
     Unreadable(String),
     #[error("OCR is not available: {0}")]
     NoOcr(String),
+    /// A reader made by [`TextReader::deferring_ocr`] met a document only OCR can read: the
+    /// message is read again, with OCR, aside ([`super::aside`]).
+    #[error("OCR put off: the message is read aside")]
+    OcrDeferred,
 }
 
 /// The semaphore every child takes before it starts.
 struct Slots {
-    /// (running now, most ever running at once)
-    state: Mutex<(usize, usize)>,
+    state: Mutex<SlotState>,
     freed: Condvar,
 }
 
-static SLOTS: Slots = Slots { state: Mutex::new((0, 0)), freed: Condvar::new() };
+struct SlotState {
+    running: usize,
+    /// Of `running`, the OCR programs.
+    ocr: usize,
+    /// The most children ever running at once.
+    peak: usize,
+}
+
+static SLOTS: Slots = Slots { state: Mutex::new(SlotState { running: 0, ocr: 0, peak: 0 }), freed: Condvar::new() };
 
 /// A running child's place; dropping it lets the next one start.
-struct Slot;
+struct Slot {
+    ocr: bool,
+}
 
 impl Slots {
-    fn take(&self) -> Slot {
+    fn take(&self, ocr: bool) -> Slot {
         let mut state = self.state.lock().unwrap_or_else(|p| p.into_inner());
-        while state.0 >= MAX_CHILDREN {
+        while state.running >= MAX_CHILDREN || (ocr && state.ocr >= MAX_OCR_CHILDREN) {
             state = self.freed.wait(state).unwrap_or_else(|p| p.into_inner());
         }
-        state.0 += 1;
-        state.1 = state.1.max(state.0);
-        Slot
+        state.running += 1;
+        state.ocr += usize::from(ocr);
+        state.peak = state.peak.max(state.running);
+        Slot { ocr }
     }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         let mut state = SLOTS.state.lock().unwrap_or_else(|p| p.into_inner());
-        state.0 -= 1;
-        SLOTS.freed.notify_one();
+        state.running -= 1;
+        state.ocr -= usize::from(self.ocr);
+        // Waiters differ (OCR or not): wake them all, each checks its own rule.
+        SLOTS.freed.notify_all();
     }
 }
 
 /// The most children that have run at once in this process (for tests and benchmarks).
 pub fn children_peak() -> usize {
-    SLOTS.state.lock().unwrap_or_else(|p| p.into_inner()).1
+    SLOTS.state.lock().unwrap_or_else(|p| p.into_inner()).peak
 }
 
 /// Text read by OCR.
@@ -143,6 +164,8 @@ pub struct TextReader {
     env: Vec<(OsString, OsString)>,
     /// The OCR programs, or why there is no OCR.
     ocr: Result<OcrTools, String>,
+    /// Set instead of running OCR (see [`TextReader::deferring_ocr`]).
+    defer_ocr: Option<Arc<AtomicBool>>,
 }
 
 impl TextReader {
@@ -180,6 +203,7 @@ impl TextReader {
             max_memory: CHILD_MEMORY,
             env: Vec::new(),
             ocr: Err("not configured".into()),
+            defer_ocr: None,
         }
     }
 
@@ -187,6 +211,27 @@ impl TextReader {
     pub fn with_ocr(mut self, ocr: Result<OcrTools, String>) -> TextReader {
         self.ocr = ocr;
         self
+    }
+
+    /// The same reader, except that it never runs OCR: where OCR would read a document, it sets
+    /// the flag it returns and fails with [`TextError::OcrDeferred`]. The pipeline understands
+    /// with it first, so that a message that needs seconds of OCR can be read aside while the
+    /// others go on; when OCR is off on this machine nothing is deferred.
+    pub fn deferring_ocr(&self) -> (TextReader, Arc<AtomicBool>) {
+        let flag = Arc::new(AtomicBool::new(false));
+        let mut reader = self.clone();
+        reader.defer_ocr = Some(Arc::clone(&flag));
+        (reader, flag)
+    }
+
+    fn defer(&self) -> Result<(), TextError> {
+        match &self.defer_ocr {
+            Some(flag) => {
+                flag.store(true, Ordering::Relaxed);
+                Err(TextError::OcrDeferred)
+            }
+            None => Ok(()),
+        }
     }
 
     /// The OCR programs, or why there is no OCR.
@@ -226,6 +271,7 @@ impl TextReader {
         let rasterise = tools.rasterise_command().ok_or_else(|| {
             TextError::NoOcr("pdftoppm is not installed (Debian: poppler-utils), so PDFs cannot be rasterised".into())
         })?;
+        self.defer()?;
         // Three grey PNGs of text pages are a few hundred kilobytes; photos of pages, a few MB.
         let pngs = self.run_program(&rasterise, bytes, tools.page_timeout, 48 << 20)?;
         let pages = ocr::split_pngs(&pngs);
@@ -255,6 +301,7 @@ impl TextReader {
     /// The text of an image (a photographed or scanned page).
     pub fn ocr_image(&self, bytes: &[u8]) -> Result<Ocred, TextError> {
         let tools = self.ocr.as_ref().map_err(|why| TextError::NoOcr(why.clone()))?;
+        self.defer()?;
         let out = self.run_program(&tools.read_command(None), bytes, tools.page_timeout, 1 << 20)?;
         Ok(Ocred { text: String::from_utf8_lossy(&out).into_owned(), pages: 1, languages: tools.languages.clone() })
     }
@@ -287,7 +334,7 @@ impl TextReader {
         program: bool,
     ) -> Result<Vec<u8>, TextError> {
         let exe = self.program.as_ref().ok_or(TextError::NoExtractor)?;
-        let _slot = SLOTS.take();
+        let _slot = SLOTS.take(program);
         let mut child = Command::new(exe)
             .arg(SUBCOMMAND)
             .args(args)

@@ -19,6 +19,7 @@
 //! | [`classify`] | kinds from file names |
 //! | [`text`], [`extract`] | kinds from documents' text; the isolated PDF extractor |
 //! | [`ocr`] | scans read by Tesseract, through the same isolated child |
+//! | [`aside`] | the slow lane: messages that need OCR, read on their own threads so the others need not wait |
 //! | `body` | the message body as a cover letter |
 //! | [`zip`], [`tnef`] | archives and Outlook's winmail.dat, read under limits |
 //! | [`fingerprint`] | what makes two copies one message (the evidence a Message-ID needs) |
@@ -26,6 +27,7 @@
 //! | [`intent`] | whether a message reads as an application at all (who may be acknowledged) |
 //! | `robots` | who must never be answered |
 
+pub mod aside;
 mod body;
 pub(crate) mod classify;
 mod documents;
