@@ -338,3 +338,57 @@ fn the_fault_tests_ran() {
     }
     eprintln!("SKIPPED: the extractor fault tests need --features fault-injection");
 }
+
+/// How many processes run this program now (from /proc: the caged child replaced itself with it).
+fn running(program: &std::path::Path) -> usize {
+    let needle = program.to_string_lossy().into_owned();
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .filter_map(|e| std::fs::read(e.ok()?.path().join("cmdline")).ok())
+        .filter(|cmdline| String::from_utf8_lossy(cmdline).contains(&needle))
+        .count()
+}
+
+/// OCR programs hold at most `MAX_OCR_CHILDREN` of the child slots: while a backlog of scans
+/// waits for OCR, an ordinary PDF's text is still read at once.
+#[test]
+fn a_pdf_is_read_while_ocr_programs_queue_for_their_slot() {
+    use mailroom::understand::extract::{MAX_CHILDREN, MAX_OCR_CHILDREN};
+    use std::os::unix::fs::PermissionsExt;
+    assert!(MAX_OCR_CHILDREN < MAX_CHILDREN, "one slot is always left to the text reader");
+    let dir = tempfile::tempdir().unwrap();
+    let release = dir.path().join("release");
+    let program = dir.path().join("held-tesseract");
+    let script = format!(
+        "#!/usr/bin/python3\nimport os, sys, time\nsys.stdin.buffer.read()\n\
+         while not os.path.exists({release:?}):\n    time.sleep(0.02)\nprint('Curriculum vitae')\n",
+        release = release.display().to_string()
+    );
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let tools = mailroom::understand::ocr::OcrTools {
+        tesseract: program.clone(),
+        pdftoppm: None,
+        languages: "fra".into(),
+        env: None,
+        page_timeout: Duration::from_secs(120),
+    };
+    let r = reader().with_ocr(Ok(tools));
+    let photo = real("scan-lo-cv-fr.jpg");
+    std::thread::scope(|scope| {
+        let scans: Vec<_> = (0..3).map(|_| scope.spawn(|| r.ocr_image(&photo))).collect();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while running(&program) < MAX_OCR_CHILDREN {
+            assert!(Instant::now() < deadline, "the OCR stand-in never started");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        // Three scans wait for OCR; the PDF text reader does not wait for them.
+        let text = r.read(Format::Pdf, &cv_pdf()).unwrap();
+        assert!(text.contains("Expérience") || text.contains("Experience"), "{text}");
+        assert_eq!(running(&program), MAX_OCR_CHILDREN, "no more OCR programs than their share of the slots");
+        std::fs::write(&release, b"").unwrap();
+        for scan in scans {
+            assert!(scan.join().unwrap().unwrap().text.contains("Curriculum"));
+        }
+    });
+}

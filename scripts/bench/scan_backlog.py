@@ -222,6 +222,7 @@ def main():
     ap.add_argument("--rounds", type=int, default=1)
     ap.add_argument("--mailroom", default=os.path.join(ROOT, "target/release/mailroom"))
     ap.add_argument("--keep", action="store_true", help="keep the two folders and target/bench-scans/")
+    ap.add_argument("--json", metavar="PATH", help="also write the medians there (scripts/bench-backlog reads them)")
     a = ap.parse_args()
     mailroom = os.path.abspath(a.mailroom)
     if not os.path.exists(mailroom):
@@ -289,7 +290,22 @@ def main():
     plain, mixed_last = med("plain", "ordinary_last"), med("mixed", "ordinary_last")
     print()
     print(f"the scans delay the last ordinary application by {mixed_last - plain:+.1f} s "
-          f"({mixed_last / max(plain, 1e-9):.1f}x the time without them)")
+          f"({mixed_last / max(plain, 1e-9):.2f}x the time without them)")
+    if a.json:
+        summary = {
+            "rev": rev,
+            "ordinary": a.ordinary,
+            "scans": a.scans,
+            "rounds": a.rounds,
+            "plain_ordinary_last": plain,
+            "mixed_ordinary_last": mixed_last,
+            "mixed_scan_last": med("mixed", "scan_last") if results["mixed"][0]["scans"] else None,
+            "pages": med("mixed", "pages"),
+            "by_ocr": results["mixed"][0]["by_ocr"],
+            "not_filed": max(x["not_filed"] for x in results["plain"] + results["mixed"]),
+        }
+        with open(a.json, "w") as f:
+            json.dump(summary, f, indent=1)
     if not a.keep:
         for folder, _ in folders.values():
             subprocess.run(["doveadm", "-c", env["MAILSTACK_DOVECOT_CONF"], "mailbox", "delete", "-u",
