@@ -166,7 +166,9 @@ async fn watch<L, M, F, Fut>(
                 {
                     found?;
                 }
-                let report = pipeline.pass(&mut mailbox, monitor, &stop).await?;
+                // A pass may be long (a backlog; scans read aside): each step it makes is a sign of life.
+                let beating = Beating { inner: monitor, liveness, slot };
+                let report = pipeline.pass(&mut mailbox, &beating, &stop).await?;
                 record_outcome(pipeline.store(), &Ok::<_, PipelineError>(report));
                 failures = 0;
                 monitor.status(&status_line(pipeline.store(), &report));
@@ -291,6 +293,39 @@ pub fn auth_failing<S: AuthStore>(store: &S) -> Option<String> {
     let reasons: Vec<String> =
         failing.iter().map(|r| format!("{}: {}", r.part.label(), r.reason.as_deref().unwrap_or("failing"))).collect();
     Some(format!("auth failing since {}: {}", first.format("%Y-%m-%d %H:%M:%S UTC"), reasons.join("; ")))
+}
+
+/// The monitor a pass reports to: the daemon's, and every step of progress counts as a sign of
+/// life of its watch loop. A pass that stops making progress (hung) stops the pings.
+struct Beating<'a> {
+    inner: &'a dyn Monitor,
+    liveness: &'a Liveness,
+    slot: usize,
+}
+
+impl Monitor for Beating<'_> {
+    fn ready(&self) {
+        self.inner.ready();
+    }
+    fn status(&self, line: &str) {
+        self.inner.status(line);
+    }
+    fn watchdog_interval(&self) -> Option<Duration> {
+        self.inner.watchdog_interval()
+    }
+    fn watchdog(&self) {
+        self.inner.watchdog();
+    }
+    fn stopping(&self) {
+        self.inner.stopping();
+    }
+    fn progress(&self, done: usize, total: usize) {
+        self.inner.progress(done, total);
+        self.liveness.alive(self.slot, self.inner);
+    }
+    fn reloading(&self) {
+        self.inner.reloading();
+    }
 }
 
 /// The watchdog is pinged only when every watch loop has shown life within two intervals, so one

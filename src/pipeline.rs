@@ -10,7 +10,10 @@
 //!    set it aside;
 //! 2. **understand** ([`crate::understand`]): pure, one typed outcome per message; run on a few
 //!    threads as soon as a batch is downloaded (while the batch before it is still being filed),
-//!    handed on in order ([`InOrder`]);
+//!    handed on in order ([`InOrder`]). A message that needs OCR is read aside instead
+//!    ([`crate::understand::aside`]) and filed by the first commit after it is read; the
+//!    high-water mark stays below it until then, and a later message of the same sender waits
+//!    behind it;
 //! 3. **file** ([`file`], [`set_aside`], [`crate::filing`]): documents, `.eml`, metadata, or the
 //!    quarantine; the batch is made durable at once just before the commit;
 //! 4. **acknowledge** ([`acknowledge`], [`crate::reply`]): decide and render; nothing is sent;

@@ -309,3 +309,118 @@ fn sigkill_mid_backlog_loses_nothing_and_files_nothing_twice() {
         assert_eq!(on_disk, listed, "{f:?}: nothing more, nothing less");
     }
 }
+
+/// A Tesseract of the test's own, first on the daemon's PATH: it lists French and English, and
+/// reads a page (as a CV) only once the test creates `release`, so "the scan is still being read"
+/// is a state the test holds, not a guess about timing.
+fn held_tesseract(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let release = dir.join("release-ocr");
+    let script = format!(
+        "#!/usr/bin/python3\nimport os, sys, time\n\
+         if '--list-langs' in sys.argv:\n    print('List of available languages (2):')\n    print('eng')\n    print('fra')\n    sys.exit(0)\n\
+         sys.stdin.buffer.read()\n\
+         while not os.path.exists({release:?}):\n    time.sleep(0.02)\n\
+         print('Curriculum vitae Experience professionnelle Formation Competences Langues')\n",
+        release = release.display().to_string()
+    );
+    let program = bin.join("tesseract");
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (bin, release)
+}
+
+#[test]
+fn a_scan_being_read_does_not_hold_up_the_next_application() {
+    let Some(stack) = Stack::get() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let folder = stack.fresh_folder("contact@example.test", "scan");
+    let to = format!("contact+{folder}@example.test");
+    let imap = format!("{}\npoll_interval_secs = 3600", stack.imap_lines("contact@example.test", &folder, false));
+    let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
+    let (bin, release) = held_tesseract(dir.path());
+    let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    // Read at once, as systemd does: a notify socket nobody reads blocks its sender.
+    let heard = std::sync::Arc::new(std::sync::Mutex::new(Vec::<String>::new()));
+    let listening = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let listener = {
+        let (heard, listening) = (std::sync::Arc::clone(&heard), std::sync::Arc::clone(&listening));
+        std::thread::spawn(move || {
+            while listening.load(std::sync::atomic::Ordering::Relaxed) {
+                heard.lock().unwrap().extend(notifications(&socket));
+            }
+        })
+    };
+    let mut daemon = Daemon::start_with_env(
+        &config,
+        &[("PATH", &path), ("NOTIFY_SOCKET", socket_path.to_str().unwrap()), ("WATCHDOG_USEC", "3000000")],
+    );
+    wait_ready(&config);
+
+    // A photographed page under a name that tells nothing: only OCR can say it is a CV.
+    let photo =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/gen/real/scan-lo-cv-fr.jpg")).unwrap();
+    let scan_id = unique_id("scan");
+    stack.submit(
+        "bob@example.test",
+        &[&to],
+        &application_eml(
+            "Bob Roux <bob@example.test>",
+            &to,
+            "Candidature stage",
+            &scan_id,
+            &[],
+            "Bonjour, veuillez trouver ci-joint mon dossier.",
+            &[("IMG_2041.jpg", "image/jpeg", &photo)],
+        ),
+    );
+    wait_for("the scan handed to OCR (the stand-in running)", DEADLINE, || {
+        daemon.log_text().contains("needs OCR: read aside").then_some(())
+    });
+    let next_id = unique_id("after-scan");
+    stack.submit(
+        "carol@example.test",
+        &[&to],
+        &complete_application("carol@example.test", "Carol Blanc", &to, &next_id),
+    );
+    wait_for("the next application's acknowledgement while the scan is still read", DEADLINE, || {
+        (!stack.messages_with("carol@example.test", "INBOX", "In-Reply-To", &next_id).is_empty()).then_some(())
+    });
+    assert!(
+        stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &scan_id).is_empty(),
+        "the scan cannot have been answered: its OCR has not read a word yet"
+    );
+    assert_eq!(status_json(&config)["totals"]["filed"], 1);
+    // The pass lasts as long as the scan is read: it keeps showing life, so systemd's watchdog
+    // does not restart a daemon that is only waiting for OCR.
+    let pings = || heard.lock().unwrap().iter().filter(|m| m.contains("WATCHDOG=1")).count();
+    let before = pings();
+    wait_for("three WATCHDOG=1 while the pass waits for the scan", DEADLINE, || (pings() >= before + 3).then_some(()));
+    assert!(
+        stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &scan_id).is_empty(),
+        "still not answered: the watchdog pings came from a pass waiting for OCR"
+    );
+
+    std::fs::write(&release, b"").unwrap();
+    wait_for("the scan's acknowledgement once it is read", DEADLINE, || {
+        (!stack.messages_with("bob@example.test", "INBOX", "In-Reply-To", &scan_id).is_empty()).then_some(())
+    });
+    let status = daemon.terminate(Duration::from_secs(15));
+    assert!(status.success(), "exit status after SIGTERM: {status}\n{}", daemon.log_text());
+    listening.store(false, std::sync::atomic::Ordering::Relaxed);
+    listener.join().unwrap();
+    let s = status_json(&config);
+    assert_eq!(s["totals"]["filed"], 2, "{s}");
+    assert_eq!(s["totals"]["outbox_sent"], 2, "{s}");
+    let metadata: Vec<String> = common::files_under(&dir.path().join("data"))
+        .into_iter()
+        .filter(|f| f.ends_with("metadata.json"))
+        .map(|f| std::fs::read_to_string(dir.path().join("data").join(f)).unwrap())
+        .collect();
+    assert!(metadata.iter().any(|m| m.contains("OCR (")), "the scan was decided by OCR: {metadata:?}");
+}
