@@ -355,7 +355,7 @@ fn running(program: &std::path::Path) -> usize {
 fn a_pdf_is_read_while_ocr_programs_queue_for_their_slot() {
     use mailroom::understand::extract::{MAX_CHILDREN, MAX_OCR_CHILDREN};
     use std::os::unix::fs::PermissionsExt;
-    assert!(MAX_OCR_CHILDREN < MAX_CHILDREN, "one slot is always left to the text reader");
+    const { assert!(MAX_OCR_CHILDREN < MAX_CHILDREN, "one slot is always left to the text reader") };
     let dir = tempfile::tempdir().unwrap();
     let release = dir.path().join("release");
     let program = dir.path().join("held-tesseract");
