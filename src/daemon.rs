@@ -102,7 +102,7 @@ pub async fn run<L, M, C, F, Fut, B>(
         outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
         warm_on_incoming(pipeline.incoming(), courier, stop.clone()),
         publishing,
-        crate::memory::give_back(move || store.release_memory(), stop.clone())
+        crate::memory::give_back(move || store.release_memory(), || pipeline.batches_committed(), stop.clone())
     );
     monitor.stopping();
 }

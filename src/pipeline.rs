@@ -38,7 +38,7 @@
 //! (a download, the keyword) at once; the batch being filed locally finishes and commits.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, sync_channel};
 use std::sync::{Arc, Mutex, RwLock};
 
@@ -184,6 +184,8 @@ pub struct Pipeline<L: Ledger> {
     /// Woken when a pass finds new messages and replies are on: an SMTP connection can be opened
     /// while they are filed ([`crate::courier::Courier::warm`]).
     incoming: Arc<Notify>,
+    /// Batches committed since start: work done (the daemon gives memory back after it).
+    committed: AtomicU64,
 }
 
 impl<L: Ledger> Pipeline<L> {
@@ -208,6 +210,7 @@ impl<L: Ledger> Pipeline<L> {
             outbox_ready: Arc::new(Notify::new()),
             publish_ready: Arc::new(Notify::new()),
             incoming: Arc::new(Notify::new()),
+            committed: AtomicU64::new(0),
         }
     }
 
@@ -287,6 +290,11 @@ impl<L: Ledger> Pipeline<L> {
     /// Notified after each commit that filed something; the publisher waits on it.
     pub fn publish_ready(&self) -> &Arc<Notify> {
         &self.publish_ready
+    }
+
+    /// Batches committed since this pipeline was made (it only grows).
+    pub fn batches_committed(&self) -> u64 {
+        self.committed.load(Ordering::Relaxed)
     }
 
     /// Notified when a pass finds new messages while replies are on, before they are downloaded.
@@ -543,6 +551,7 @@ impl<L: Ledger> Pipeline<L> {
             // Every message of the batch went to the OCR lane (or nothing was read aside yet).
             return Ok(());
         }
+        self.committed.fetch_add(1, Ordering::Relaxed);
         tracing::info!(
             done,
             total,
