@@ -304,27 +304,10 @@ struct Beating<'a> {
 }
 
 impl Monitor for Beating<'_> {
-    fn ready(&self) {
-        self.inner.ready();
-    }
-    fn status(&self, line: &str) {
-        self.inner.status(line);
-    }
-    fn watchdog_interval(&self) -> Option<Duration> {
-        self.inner.watchdog_interval()
-    }
-    fn watchdog(&self) {
-        self.inner.watchdog();
-    }
-    fn stopping(&self) {
-        self.inner.stopping();
-    }
+    crate::service::forward_monitor!(inner; ready, status, watchdog_interval, watchdog, stopping, reloading);
     fn progress(&self, done: usize, total: usize) {
         self.inner.progress(done, total);
         self.liveness.alive(self.slot, self.inner);
-    }
-    fn reloading(&self) {
-        self.inner.reloading();
     }
 }
 

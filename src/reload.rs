@@ -27,7 +27,6 @@
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
 
 use chrono::Utc;
 use tokio::sync::{Notify, watch};
@@ -154,9 +153,7 @@ impl NotedMonitor {
 }
 
 impl Monitor for NotedMonitor {
-    fn ready(&self) {
-        self.inner.ready();
-    }
+    crate::service::forward_monitor!(inner; ready);
     fn status(&self, line: &str) {
         line.clone_into(&mut self.last.lock().unwrap_or_else(|p| p.into_inner()));
         match self.note.lock().unwrap_or_else(|p| p.into_inner()).as_deref() {
@@ -165,21 +162,7 @@ impl Monitor for NotedMonitor {
             None => self.inner.status(line),
         }
     }
-    fn watchdog_interval(&self) -> Option<Duration> {
-        self.inner.watchdog_interval()
-    }
-    fn watchdog(&self) {
-        self.inner.watchdog();
-    }
-    fn stopping(&self) {
-        self.inner.stopping();
-    }
-    fn progress(&self, done: usize, total: usize) {
-        self.inner.progress(done, total);
-    }
-    fn reloading(&self) {
-        self.inner.reloading();
-    }
+    crate::service::forward_monitor!(inner; watchdog_interval, watchdog, stopping, progress, reloading);
 }
 
 const RELOADS: &str = "mailroom_config_reloads_total";

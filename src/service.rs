@@ -33,6 +33,24 @@ pub trait Monitor: Send + Sync {
     fn reloading(&self) {}
 }
 
+/// Writes, inside an `impl Monitor for …` block, the methods named that only hand the call on to
+/// `self.<field>`: for adapters that change one or two methods and pass the rest through.
+macro_rules! forward_monitor {
+    ($inner:ident; $($method:ident),* $(,)?) => { $( $crate::service::forward_monitor!(@one $inner $method); )* };
+    (@one $inner:ident ready) => { fn ready(&self) { self.$inner.ready() } };
+    (@one $inner:ident status) => { fn status(&self, line: &str) { self.$inner.status(line) } };
+    (@one $inner:ident watchdog_interval) => {
+        fn watchdog_interval(&self) -> Option<std::time::Duration> { self.$inner.watchdog_interval() }
+    };
+    (@one $inner:ident watchdog) => { fn watchdog(&self) { self.$inner.watchdog() } };
+    (@one $inner:ident stopping) => { fn stopping(&self) { self.$inner.stopping() } };
+    (@one $inner:ident progress) => {
+        fn progress(&self, done: usize, total: usize) { self.$inner.progress(done, total) }
+    };
+    (@one $inner:ident reloading) => { fn reloading(&self) { self.$inner.reloading() } };
+}
+pub(crate) use forward_monitor;
+
 /// Reports nothing.
 pub struct Quiet;
 impl Monitor for Quiet {}

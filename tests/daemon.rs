@@ -310,28 +310,6 @@ fn sigkill_mid_backlog_loses_nothing_and_files_nothing_twice() {
     }
 }
 
-/// A Tesseract of the test's own, first on the daemon's PATH: it lists French and English, and
-/// reads a page (as a CV) only once the test creates `release`, so "the scan is still being read"
-/// is a state the test holds, not a guess about timing.
-fn held_tesseract(dir: &Path) -> (std::path::PathBuf, std::path::PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let bin = dir.join("bin");
-    std::fs::create_dir_all(&bin).unwrap();
-    let release = dir.join("release-ocr");
-    let script = format!(
-        "#!/usr/bin/python3\nimport os, sys, time\n\
-         if '--list-langs' in sys.argv:\n    print('List of available languages (2):')\n    print('eng')\n    print('fra')\n    sys.exit(0)\n\
-         sys.stdin.buffer.read()\n\
-         while not os.path.exists({release:?}):\n    time.sleep(0.02)\n\
-         print('Curriculum vitae Experience professionnelle Formation Competences Langues')\n",
-        release = release.display().to_string()
-    );
-    let program = bin.join("tesseract");
-    std::fs::write(&program, script).unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    (bin, release)
-}
-
 #[test]
 fn a_scan_being_read_does_not_hold_up_the_next_application() {
     let Some(stack) = Stack::get() else { return };
@@ -340,7 +318,9 @@ fn a_scan_being_read_does_not_hold_up_the_next_application() {
     let to = format!("contact+{folder}@example.test");
     let imap = format!("{}\npoll_interval_secs = 3600", stack.imap_lines("contact@example.test", &folder, false));
     let config = write_config(dir.path(), &imap, &stack.smtp_lines("contact@example.test", false), "");
-    let (bin, release) = held_tesseract(dir.path());
+    // A Tesseract of the test's own, first on the daemon's PATH.
+    let (tesseract, release) = common::held_tesseract(dir.path());
+    let bin = tesseract.parent().unwrap();
     let path = format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default());
     let socket_path = dir.path().join("notify.sock");
     let socket = UnixDatagram::bind(&socket_path).unwrap();

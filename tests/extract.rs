@@ -7,6 +7,8 @@
 // helpers go unused.
 #![cfg_attr(not(feature = "fault-injection"), allow(dead_code, unused_imports))]
 
+mod common;
+
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
@@ -354,26 +356,10 @@ fn running(program: &std::path::Path) -> usize {
 #[test]
 fn a_pdf_is_read_while_ocr_programs_queue_for_their_slot() {
     use mailroom::understand::extract::{MAX_CHILDREN, MAX_OCR_CHILDREN};
-    use std::os::unix::fs::PermissionsExt;
     const { assert!(MAX_OCR_CHILDREN < MAX_CHILDREN, "one slot is always left to the text reader") };
     let dir = tempfile::tempdir().unwrap();
-    let release = dir.path().join("release");
-    let program = dir.path().join("held-tesseract");
-    let script = format!(
-        "#!/usr/bin/python3\nimport os, sys, time\nsys.stdin.buffer.read()\n\
-         while not os.path.exists({release:?}):\n    time.sleep(0.02)\nprint('Curriculum vitae')\n",
-        release = release.display().to_string()
-    );
-    std::fs::write(&program, script).unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tools = mailroom::understand::ocr::OcrTools {
-        tesseract: program.clone(),
-        pdftoppm: None,
-        languages: "fra".into(),
-        env: None,
-        page_timeout: Duration::from_secs(120),
-    };
-    let r = reader().with_ocr(Ok(tools));
+    let (program, release) = common::held_tesseract(dir.path());
+    let r = reader().with_ocr(Ok(common::ocr_tools(program.clone())));
     let photo = real("scan-lo-cv-fr.jpg");
     std::thread::scope(|scope| {
         let scans: Vec<_> = (0..3).map(|_| scope.spawn(|| r.ocr_image(&photo))).collect();

@@ -971,29 +971,10 @@ async fn an_unreachable_antivirus_holds_messages_back_or_lets_them_through_as_co
     assert!(open.store().problems().unwrap().iter().any(|p| p.message.contains("fail_open")));
 }
 
-/// A Tesseract stand-in that reads nothing until the test lets it (the file `release` exists),
-/// run through mailroom's own caged child like the real one, so that "the scan is still being
-/// read" is a state the test holds, not a guess about timing.
+/// A reader whose OCR waits for the test ([`common::held_tesseract`]).
 fn held_ocr(dir: &std::path::Path) -> (mailroom::understand::extract::TextReader, std::path::PathBuf) {
-    use std::os::unix::fs::PermissionsExt;
-    let release = dir.join("release-ocr");
-    let program = dir.join("held-tesseract");
-    let script = format!(
-        "#!/usr/bin/python3\nimport os, sys, time\nsys.stdin.buffer.read()\n\
-         while not os.path.exists({release:?}):\n    time.sleep(0.02)\n\
-         print('Curriculum vitae Experience professionnelle Formation Competences Langues Centres d interet')\n",
-        release = release.display().to_string()
-    );
-    std::fs::write(&program, script).unwrap();
-    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
-    let tools = mailroom::understand::ocr::OcrTools {
-        tesseract: program,
-        pdftoppm: None,
-        languages: "fra".into(),
-        env: None,
-        page_timeout: std::time::Duration::from_secs(120),
-    };
-    let reader = mailroom::understand::extract::TextReader::locate().with_ocr(Ok(tools));
+    let (program, release) = common::held_tesseract(dir);
+    let reader = mailroom::understand::extract::TextReader::locate().with_ocr(Ok(common::ocr_tools(program)));
     assert!(reader.program().is_some(), "the mailroom binary (the caged child) is built beside the tests");
     (reader, release)
 }

@@ -57,6 +57,41 @@ pub(crate) fn raw_messages(messages: &FakeMessages, uids: &[u32]) -> Vec<mailroo
         .collect()
 }
 
+/// A Tesseract stand-in, `<dir>/held-bin/tesseract`: it answers `--list-langs` as the real one
+/// does (French and English, so a daemon finds it on its PATH), and reads a page (as a CV) only
+/// once the test creates the file it returns second. "The scan is still being read" is then a
+/// state the test holds, not a guess about timing. Run through mailroom's caged child like the
+/// real one. Returns (the program, the release file).
+pub(crate) fn held_tesseract(dir: &Path) -> (PathBuf, PathBuf) {
+    use std::os::unix::fs::PermissionsExt;
+    let bin = dir.join("held-bin");
+    std::fs::create_dir_all(&bin).unwrap();
+    let release = dir.join("release-ocr");
+    let script = format!(
+        "#!/usr/bin/python3\nimport os, sys, time\n\
+         if '--list-langs' in sys.argv:\n    print('List of available languages (2):')\n    print('eng')\n    print('fra')\n    sys.exit(0)\n\
+         sys.stdin.buffer.read()\n\
+         while not os.path.exists({release:?}):\n    time.sleep(0.02)\n\
+         print('Curriculum vitae Experience professionnelle Formation Competences Langues Centres d interet')\n",
+        release = release.display().to_string()
+    );
+    let program = bin.join("tesseract");
+    std::fs::write(&program, script).unwrap();
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+    (program, release)
+}
+
+/// OCR programs for a [`mailroom::understand::extract::TextReader`]: this Tesseract (no pdftoppm).
+pub(crate) fn ocr_tools(tesseract: PathBuf) -> mailroom::understand::ocr::OcrTools {
+    mailroom::understand::ocr::OcrTools {
+        tesseract,
+        pdftoppm: None,
+        languages: "fra".into(),
+        env: None,
+        page_timeout: Duration::from_secs(120),
+    }
+}
+
 /// A Message-ID no other test run uses (the process id and the clock).
 pub(crate) fn unique_id(tag: &str) -> String {
     format!("{tag}.{}.{}@example.test", std::process::id(), chrono::Utc::now().timestamp_nanos_opt().unwrap())
