@@ -7,16 +7,19 @@
 //! every [`CHECK_EVERY`] the resident size is read, and glibc is asked to give its free pages back
 //! (`malloc_trim`, in the `mailroom-trim` crate, the one call of the program that needs `unsafe`)
 //! when the size is [`GROWTH`] above the size at start *and* either it has moved since the last
-//! trim or work was done since (the caller counts it: batches committed).
+//! trim or work was done since and has stopped (the caller counts it: batches committed; none
+//! since the previous check).
 //!
 //! Why: a trim in the middle of a backlog leaves a high size behind, and the heap at the end of
 //! the backlog holds megabytes of free pages while the size may be lower than that (large buffers
 //! are unmapped by themselves), or about the same; a rule "grown since the last trim" never fires
 //! then (measured: 28 MB for good after the backlog), and "moved since the last trim" alone
 //! missed the second case in one run of three (28.6 MB during the backlog's last trim, 28.6 MB for
-//! good after it). "Work done since" fires once after the work ends, whatever the size did; and an
-//! idle daemon whose size stays flat is not trimmed again and again for nothing. A busy daemon
-//! trims at most once per check; memory is back within one check of the end of the work.
+//! good after it). "Work done since, and over" fires once after the work ends, whatever the size
+//! did: not at every check while applications trickle in (each trim also drops the store's caches,
+//! which the next message then rebuilds), and an idle daemon whose size stays flat is not trimmed
+//! again and again for nothing. A busy daemon trims at most once per check; memory is back within
+//! two checks of the end of the work.
 //!
 //! Before a trim the store is asked to drop its caches (SQLite's page cache, the prepared
 //! statements): measured after 300 applications, the heap kept 1.8 MB more than at start, and
@@ -43,11 +46,35 @@ pub fn resident_bytes() -> Option<u64> {
 }
 
 /// Whether to trim now: well above the size at start, and either not where the last trim left it
-/// or after work done since (otherwise a trim would find nothing new to give back).
-fn worth_a_trim(now: u64, at_start: u64, after_last_trim: Option<u64>, worked_since: bool) -> bool {
+/// or after work done since the last trim that is now over (otherwise a trim would find nothing
+/// new to give back).
+fn worth_a_trim(now: u64, at_start: u64, after_last_trim: Option<u64>, work_done_and_over: bool) -> bool {
     let above_start = now >= at_start.saturating_add(GROWTH);
     let moved = after_last_trim.is_none_or(|after| now.abs_diff(after) >= GROWTH / 2);
-    above_start && (moved || worked_since)
+    above_start && (moved || work_done_and_over)
+}
+
+/// The work counter as the checks saw it.
+struct WorkSeen {
+    at_last_trim: u64,
+    at_last_check: u64,
+}
+
+impl WorkSeen {
+    fn new(now: u64) -> WorkSeen {
+        WorkSeen { at_last_trim: now, at_last_check: now }
+    }
+
+    /// Work was done since the last trim, and none since the previous check.
+    fn done_and_over(&mut self, now: u64) -> bool {
+        let over = now != self.at_last_trim && now == self.at_last_check;
+        self.at_last_check = now;
+        over
+    }
+
+    fn trimmed(&mut self, now: u64) {
+        self.at_last_trim = now;
+    }
 }
 
 /// Runs until `stop` turns true: trims after work, as described above, calling `release` (the
@@ -60,7 +87,7 @@ where
 {
     let Some(at_start) = resident_bytes() else { return };
     let mut after_last_trim = None;
-    let mut work_at_last_trim = work();
+    let mut seen = WorkSeen::new(work());
     let mut ticker = tokio::time::interval(CHECK_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     while !*stop.borrow() {
@@ -70,10 +97,10 @@ where
         }
         let Some(now) = resident_bytes() else { return };
         let work_now = work();
-        if !worth_a_trim(now, at_start, after_last_trim, work_now != work_at_last_trim) {
+        if !worth_a_trim(now, at_start, after_last_trim, seen.done_and_over(work_now)) {
             continue;
         }
-        work_at_last_trim = work_now;
+        seen.trimmed(work_now);
         // It waits for the store's lock and walks the heap under the allocator's: not on the
         // runtime's threads.
         let release = release.clone();
@@ -126,10 +153,25 @@ mod tests {
     #[test]
     fn trims_after_work_even_when_the_size_did_not_move() {
         // Measured once: the backlog's last trim left 28.6 MB and the end of the backlog too, its
-        // heap full of free pages: flat, but work was done since that trim.
+        // heap full of free pages: flat, but work was done since that trim, and is over.
         let start = 14_000_000;
         assert!(worth_a_trim(28_600_000, start, Some(28_600_000), true));
         assert!(!worth_a_trim(28_600_000, start, Some(28_600_000), false));
+    }
+
+    #[test]
+    fn work_counts_once_it_is_over() {
+        let mut seen = WorkSeen::new(0);
+        assert!(!seen.done_and_over(0), "no work yet");
+        // Applications trickling in: work at every check, never over.
+        assert!(!seen.done_and_over(3));
+        assert!(!seen.done_and_over(5));
+        // A quiet check: the work is over.
+        assert!(seen.done_and_over(5));
+        seen.trimmed(5);
+        assert!(!seen.done_and_over(5), "trimmed since; nothing new");
+        assert!(!seen.done_and_over(6));
+        assert!(seen.done_and_over(6));
     }
 
     #[test]
