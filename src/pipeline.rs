@@ -514,7 +514,7 @@ impl<L: Ledger> Pipeline<L> {
             if !q.wait(NEW_MAIL_EVERY) {
                 return Ok((Report::default(), Vec::new()));
             }
-            process_batch(&stages, key, listed_last, &book, InOrder::none(), &q)
+            process_batch(&stages, key, listed_last, &book, InOrder::Empty, &q)
         });
         let joined = match unless_stopped(stop, &mut handle).await {
             Some(joined) => joined,
@@ -1138,18 +1138,21 @@ impl Deferring {
 
 /// Stage 2 for a batch, as an iterator that yields each message in the batch's order as soon as
 /// it is understood. A message that needs OCR is handed to the lane instead and yielded as
-/// [`Step::Aside`]: seconds of OCR never hold up the messages after it. Understanding is a pure function of each message and decoding a backlog's
-/// attachments is the pipeline's largest CPU cost, so up to [`UNDERSTAND_THREADS`] workers start
+/// [`Step::Aside`]: seconds of OCR never hold up the messages after it. Understanding is a pure
+/// function of each message and decoding a backlog's attachments is the pipeline's largest CPU
+/// cost, so up to [`UNDERSTAND_THREADS`] workers start
 /// on the batch as soon as it exists (the pipeline makes one per downloaded batch, while the batch
 /// before is still being filed) and work through all of it; the batch is in memory already, and
 /// its understood form is about as large. Dropping the iterator (a filing error ends the batch)
 /// stops the workers and waits for them, so drop it on a thread that may block.
 enum InOrder {
+    /// Nothing to understand (a call that only files what was read aside).
     Empty,
     /// One message, or one core: understood on the consumer's thread, as it asks.
     Inline {
         items: std::vec::IntoIter<Incoming>,
-        shared: Arc<(Rules, MailboxKey)>,
+        rules: Arc<Rules>,
+        mailbox: MailboxKey,
         deferring: Option<Box<Deferring>>,
     },
     Threads {
@@ -1166,11 +1169,12 @@ impl InOrder {
     /// `aside`: where messages that need OCR go; `None`: OCR is run in place.
     fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey, aside: Option<&AsideQueue>) -> InOrder {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
-        let shared = Arc::new((rules.clone(), mailbox.clone()));
-        let full = aside.map(|_| Arc::new(rules.clone()));
-        let deferring = || aside.zip(full.as_ref()).map(|(a, full)| Deferring::new(full, a));
+        // One copy of the rules for the batch's workers and the lane it hands messages to.
+        let rules = Arc::new(rules.clone());
+        let deferring = || aside.map(|a| Deferring::new(&rules, a));
         if threads < 2 || items.len() < 2 {
-            return InOrder::Inline { items: items.into_iter(), shared, deferring: deferring().map(Box::new) };
+            let deferring = deferring().map(Box::new);
+            return InOrder::Inline { items: items.into_iter(), rules, mailbox: mailbox.clone(), deferring };
         }
         let total = items.len();
         let slots: Arc<Vec<Mutex<Option<Incoming>>>> =
@@ -1180,9 +1184,8 @@ impl InOrder {
         let (tx, rx) = sync_channel(total);
         let workers = (0..threads.min(total))
             .map(|_| {
-                let (tx, slots, next, stop, shared) =
-                    (tx.clone(), Arc::clone(&slots), Arc::clone(&next), Arc::clone(&stop), Arc::clone(&shared));
-                let deferring = deferring();
+                let (tx, slots, next, stop) = (tx.clone(), Arc::clone(&slots), Arc::clone(&next), Arc::clone(&stop));
+                let (rules, mailbox, deferring) = (Arc::clone(&rules), mailbox.clone(), deferring());
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let i = next.fetch_add(1, Ordering::Relaxed);
@@ -1191,7 +1194,7 @@ impl InOrder {
                             break;
                         };
                         // The receiver is gone when the batch ended early: stop quietly.
-                        let step = understand_step(item, &shared.0, &shared.1, deferring.as_ref());
+                        let step = understand_step(item, &rules, &mailbox, deferring.as_ref());
                         if tx.send((i, step)).is_err() {
                             break;
                         }
@@ -1201,11 +1204,6 @@ impl InOrder {
             .collect();
         InOrder::Threads { rx: Some(rx), waiting: BTreeMap::new(), next: 0, total, stop, workers }
     }
-
-    /// Nothing to understand (a call that only files what was read aside).
-    fn none() -> InOrder {
-        InOrder::Empty
-    }
 }
 
 impl Iterator for InOrder {
@@ -1214,8 +1212,8 @@ impl Iterator for InOrder {
     fn next(&mut self) -> Option<Step> {
         match self {
             InOrder::Empty => None,
-            InOrder::Inline { items, shared, deferring } => {
-                items.next().map(|i| understand_step(i, &shared.0, &shared.1, deferring.as_deref()))
+            InOrder::Inline { items, rules, mailbox, deferring } => {
+                items.next().map(|i| understand_step(i, rules, mailbox, deferring.as_deref()))
             }
             InOrder::Threads { rx, waiting, next, total, .. } => loop {
                 if let Some(item) = waiting.remove(next) {
