@@ -5,7 +5,8 @@
                                   [--keep]
 
 On the real stack (scripts/mailstack, state in $MAILSTACK_DIR, by default
-target/mailstack-scans), two folders of contact@example.test are filled over LMTP, in order:
+target/mailstack-scans; a stack this script starts is stopped at the end unless --keep, one
+already up, as scripts/bench-backlog's, is left as it is), two folders of contact@example.test are filled over LMTP, in order:
 
   plain  M ordinary applications (scripts/bench/gen_backlog.py, seed 27: CVs and letters whose
          names tell what they are, so nothing is read by a child process);
@@ -50,12 +51,19 @@ def note(msg):
 
 
 def stack_env():
+    """Brings the stack up; returns its environment and whether this run started it (then the
+    caller stops it at the end: a stack that was already up, bench-backlog's, is left as it was)."""
     os.environ.setdefault("MAILSTACK_DIR", os.path.join(ROOT, "target/mailstack-scans"))
-    out = subprocess.run([os.path.join(ROOT, "scripts/mailstack"), "up"], check=True, capture_output=True,
-                         text=True).stdout
+    mailstack = os.path.join(ROOT, "scripts/mailstack")
+    was_up = subprocess.run([mailstack, "status"], capture_output=True).returncode == 0
+    out = subprocess.run([mailstack, "up"], check=True, capture_output=True, text=True).stdout
     env = dict(line.split("=", 1) for line in out.splitlines() if "=" in line)
     os.environ.update(env)
-    return env
+    return env, not was_up
+
+
+def stack_down():
+    subprocess.run([os.path.join(ROOT, "scripts/mailstack"), "down"], check=False, capture_output=True)
 
 
 def scan_fixtures():
@@ -227,7 +235,16 @@ def main():
     mailroom = os.path.abspath(a.mailroom)
     if not os.path.exists(mailroom):
         raise SystemExit(f"no {mailroom}: cargo build --release first, or pass --mailroom")
-    env = stack_env()
+    env, started = stack_env()
+    try:
+        measure(a, mailroom, env)
+    finally:
+        if started and not a.keep:
+            note(f"stopping the stack this run started ({os.environ['MAILSTACK_DIR']})")
+            stack_down()
+
+
+def measure(a, mailroom, env):
     work = os.path.join(ROOT, "target/bench-scans")
     subprocess.run(["rm", "-rf", work], check=True)
     os.makedirs(work)
