@@ -20,8 +20,9 @@ use std::time::{Duration, Instant};
 
 use tokio::sync::{Notify, watch};
 
-use crate::courier::Courier;
+use crate::courier::{Courier, SendError};
 use crate::error::{Classified, backoff};
+use crate::mail::OutgoingMail;
 use crate::mailbox::{Mailbox, MailboxError};
 use crate::outbox::{self, SendReport};
 use crate::pipeline::{Pipeline, PipelineError, Report};
@@ -97,12 +98,26 @@ pub async fn run<L, M, C, F, Fut, B>(
         }
     };
     let store = pipeline.store().clone();
+    let courier = Counted { inner: courier, delivered: AtomicU64::new(0) };
+    // Work, for the memory given back after it: the filing's commits and the acknowledgements'
+    // sends, which go on for seconds after the last commit of a backlog.
+    let work = || pipeline.batches_committed() + courier.delivered.load(Relaxed);
     tokio::join!(
         futures::future::join_all(watchers),
-        outbox::run(pipeline.store(), courier, pipeline.outbox_ready(), stop.clone()),
-        warm_on_incoming(pipeline.incoming(), courier, stop.clone()),
+        outbox::run(pipeline.store(), &courier, pipeline.outbox_ready(), stop.clone()),
+        warm_on_incoming(pipeline.incoming(), &courier, stop.clone()),
         publishing,
-        crate::memory::give_back(move || store.release_memory(), || pipeline.batches_committed(), stop.clone())
+        crate::memory::give_back(
+            || {
+                let (store, book) = (store.clone(), pipeline.rulebook());
+                move || {
+                    store.release_memory();
+                    book.replier.release_memory();
+                }
+            },
+            work,
+            stop.clone()
+        )
     );
     monitor.stopping();
 }
@@ -308,6 +323,28 @@ impl Monitor for Beating<'_> {
     fn progress(&self, done: usize, total: usize) {
         self.inner.progress(done, total);
         self.liveness.alive(self.slot, self.inner);
+    }
+}
+
+/// The daemon's courier, counting what it was asked to deliver.
+struct Counted<'a, C> {
+    inner: &'a C,
+    delivered: AtomicU64,
+}
+
+impl<C: Courier> Courier for Counted<'_, C> {
+    fn deliver(&self, mail: &OutgoingMail) -> impl Future<Output = Result<(), SendError>> + Send {
+        let delivery = self.inner.deliver(mail);
+        let delivered = &self.delivered;
+        async move {
+            let r = delivery.await;
+            delivered.fetch_add(1, Relaxed);
+            r
+        }
+    }
+
+    fn warm(&self) -> impl Future<Output = ()> + Send {
+        self.inner.warm()
     }
 }
 

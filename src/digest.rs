@@ -118,6 +118,8 @@ impl Digest {
         let now = Utc::now();
         digest.render(&DigestRows::default(), now, now)?;
         digest.render(&sample_rows(now), now, now)?;
+        // Compiled again for each digest: once a day is not worth keeping them (render.rs).
+        digest.templates.release();
         Ok(digest)
     }
 
@@ -158,7 +160,9 @@ impl Digest {
                 UpcomingPurge { candidate: p.address, name: p.name, postings, at }
             })
             .collect();
-        Ok(self.render(&rows, start, end)?)
+        let built = self.render(&rows, start, end);
+        self.templates.release();
+        Ok(built?)
     }
 
     /// The outbox entries that carry a built digest, one per recipient.

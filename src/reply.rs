@@ -210,7 +210,14 @@ impl Replier {
                 replier.render(lang, kind, &replier.sample_context(lang))?;
             }
         }
+        replier.release_memory();
         Ok(replier)
+    }
+
+    /// Drops the compiled templates, compiled again at their next use: for an idle daemon
+    /// (`crate::memory`), which needs none of them.
+    pub fn release_memory(&self) {
+        self.templates.release();
     }
 
     /// Whether acknowledgements are sent at all (`replies.enabled`).
