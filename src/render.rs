@@ -31,7 +31,7 @@ pub struct TemplateError {
 /// Every template is compiled once at start (its errors stop the start), then compiled again at
 /// its first use and kept until [`Templates::release`]: compiled, the daemon's templates take
 /// about 0.6 MB of heap, more than anything else it keeps while idle, and an idle daemon needs
-/// none of them (see `crate::memory`). Compiling one again costs a fraction of a millisecond.
+/// none of them (the memory given back after work, `memory.rs`). Compiling one again costs a fraction of a millisecond.
 pub(crate) struct Templates {
     env: RwLock<Environment<'static>>,
     /// What the environment's loader compiles from: built-in sources are borrowed from the
