@@ -317,9 +317,10 @@ pub fn main() -> ExitCode {
 /// idle) that mapping a fresh stack costs nothing measurable. And no per-thread cache of freed
 /// blocks (tcache): the runtime's thread keeps up to 7 freed blocks of each small size for itself,
 /// which `malloc_trim` cannot give back, and each pins a page of the heap: 0.6–0.9 MB after a
-/// backlog (RssAnon 4.7–4.8 MB with it, 3.9–4.0 MB without, against 4.1–4.2 MB at start). Without
+/// backlog (RssAnon 4,680–4,812 kB with it, 3,944–3,956 kB without, 4,052–4,204 kB at start). Without
 /// it, filing the benchmark's 2,000 applications took no longer (paired runs, `mailroom once`:
-/// 0.90 × the wall time, 0.92 × the user time; README, "Memory").
+/// 0.90 × the wall time, 0.92 × the user time; README, "Memory"). Open: with OCR taking a core,
+/// three paired runs hinted at a cost (the OCR row of the README's benchmark); not settled.
 const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:\
                                glibc.malloc.arena_max=1:glibc.pthread.stack_cache_size=0:glibc.malloc.tcache_count=0";
 
