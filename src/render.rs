@@ -84,7 +84,7 @@ impl Templates {
 
     /// Renders one whole template.
     pub(crate) fn render(&self, name: &str, ctx: &Value) -> Result<String, TemplateError> {
-        let env = self.env.read().unwrap_or_else(PoisonError::into_inner);
+        let env = read(&self.env);
         env.get_template(name)
             .and_then(|t| t.render(ctx))
             .map_err(|e| TemplateError { name: self.location(name), message: describe(&e) })
@@ -98,7 +98,7 @@ impl Templates {
         ctx: &Value,
     ) -> Result<[String; N], TemplateError> {
         let fail = |e: minijinja::Error| TemplateError { name: self.location(name), message: describe(&e) };
-        let env = self.env.read().unwrap_or_else(PoisonError::into_inner);
+        let env = read(&self.env);
         let template = env.get_template(name).map_err(fail)?;
         let mut captured = template.render_captured(ctx).map_err(fail)?;
         captured
