@@ -190,15 +190,21 @@ pub struct SmtpCourier {
     auth: Auth,
     host: String,
     port: u16,
-    tls: TlsMode,
-    /// For STARTTLS (lettre upgrades its own stream).
-    starttls: TlsParameters,
-    /// For implicit TLS (we wrap the socket before lettre reads the greeting).
-    implicit: tokio_rustls::TlsConnector,
+    tls: Tls,
     timeout: Duration,
     hello: ClientId,
     pool: Arc<Pool>,
     from: Mailbox,
+}
+
+/// How a connection is secured: only the mode configured is built, since each holds a parsed copy
+/// of the trusted roots (lettre builds its own for STARTTLS; implicit TLS shares the process's,
+/// see the tls module).
+enum Tls {
+    /// lettre upgrades its own stream.
+    Starttls(TlsParameters),
+    /// We wrap the socket before lettre reads the greeting.
+    Implicit(tokio_rustls::TlsConnector),
 }
 
 /// Idle connections, most recently used last.
@@ -391,16 +397,23 @@ impl SmtpCourier {
     pub fn with_auth(cfg: &Config, auth: Auth) -> Result<SmtpCourier, ConfigError> {
         let smtp: &SmtpConfig = &cfg.smtp;
         let invalid = |key: &str, message: String| ConfigError::Invalid { key: key.into(), message };
-        let mut tls = TlsParameters::builder(smtp.host.clone());
-        if let Some(ca) = &smtp.ca_file {
-            let pem = std::fs::read(ca).map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
-            let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
-            tls = tls.add_root_certificate(cert);
-        }
-        let starttls = tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?;
-        let implicit =
-            crate::tls::client_config(smtp.ca_file.as_deref()).map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
+        let tls = match smtp.tls {
+            TlsMode::Starttls => {
+                let mut tls = TlsParameters::builder(smtp.host.clone());
+                if let Some(ca) = &smtp.ca_file {
+                    let pem =
+                        std::fs::read(ca).map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
+                    let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
+                        .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
+                    tls = tls.add_root_certificate(cert);
+                }
+                Tls::Starttls(tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?)
+            }
+            TlsMode::Implicit => Tls::Implicit(tokio_rustls::TlsConnector::from(
+                crate::tls::client_config(smtp.ca_file.as_deref())
+                    .map_err(|e| invalid("smtp.ca_file", e.to_string()))?,
+            )),
+        };
         if smtp.auth == crate::config::AuthMethod::Password {
             // A missing password file is a configuration error at start, not a send failure later.
             cfg.smtp_password()?;
@@ -410,9 +423,7 @@ impl SmtpCourier {
             auth,
             host: smtp.host.clone(),
             port: smtp.port,
-            tls: smtp.tls,
-            starttls,
-            implicit: tokio_rustls::TlsConnector::from(implicit),
+            tls,
             timeout: Duration::from_secs(smtp.timeout_secs),
             hello: ClientId::default(),
             pool: Arc::new(Pool::default()),
@@ -450,11 +461,11 @@ impl SmtpCourier {
             };
         tcp.set_nodelay(true).map_err(|e| io("cannot set TCP_NODELAY on the connection to", e))?;
         let tcp = QuickAck(tcp);
-        let mut conn = match self.tls {
-            TlsMode::Implicit => {
+        let mut conn = match &self.tls {
+            Tls::Implicit(implicit) => {
                 let name = rustls_pki_types::ServerName::try_from(self.host.clone())
                     .map_err(|e| SmtpFailure::Io(format!("{}: not a valid server name: {e}", self.host)))?;
-                let tls = match tokio::time::timeout(self.timeout, self.implicit.connect(name, tcp)).await {
+                let tls = match tokio::time::timeout(self.timeout, implicit.connect(name, tcp)).await {
                     Ok(Ok(tls)) => tls,
                     Ok(Err(e)) => return Err(io("TLS with", e)),
                     Err(_) => return Err(SmtpFailure::Timeout(self.timeout)),
@@ -462,11 +473,11 @@ impl SmtpCourier {
                 let socket: Box<dyn AsyncTokioStream> = Box::new(TlsSocket(tls));
                 step(self.timeout, AsyncSmtpConnection::connect_with_transport(socket, &self.hello)).await?
             }
-            TlsMode::Starttls => {
+            Tls::Starttls(starttls) => {
                 let socket: Box<dyn AsyncTokioStream> = Box::new(tcp);
                 let mut conn =
                     step(self.timeout, AsyncSmtpConnection::connect_with_transport(socket, &self.hello)).await?;
-                step(self.timeout, conn.starttls(self.starttls.clone(), &self.hello)).await?;
+                step(self.timeout, conn.starttls(starttls.clone(), &self.hello)).await?;
                 conn
             }
         };
