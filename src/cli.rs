@@ -319,8 +319,8 @@ pub fn main() -> ExitCode {
 /// which `malloc_trim` cannot give back, and each pins a page of the heap: 0.6–0.9 MB after a
 /// backlog (RssAnon 4,680–4,812 kB with it, 3,944–3,956 kB without, 4,052–4,204 kB at start). Without
 /// it, filing the benchmark's 2,000 applications took no longer (paired runs, `mailroom once`:
-/// 0.90 × the wall time, 0.92 × the user time; README, "Memory"). Open: with OCR taking a core,
-/// three paired runs hinted at a cost (the OCR row of the README's benchmark); not settled.
+/// 0.90 × the wall time, 0.92 × the user time; README, "Memory"), nor with scans being read
+/// beside it (9 runs alternating 0, 2 and 7 blocks per size: the same delay within the noise).
 const MALLOC_TUNABLES: &str = "glibc.malloc.mmap_threshold=131072:glibc.malloc.trim_threshold=131072:\
                                glibc.malloc.arena_max=1:glibc.pthread.stack_cache_size=0:glibc.malloc.tcache_count=0";
 
