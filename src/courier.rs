@@ -401,11 +401,12 @@ impl SmtpCourier {
             TlsMode::Starttls => {
                 let mut tls = TlsParameters::builder(smtp.host.clone());
                 if let Some(ca) = &smtp.ca_file {
-                    let pem =
-                        std::fs::read(ca).map_err(|e| invalid("smtp.ca_file", format!("{}: {e}", ca.display())))?;
-                    let cert = lettre::transport::smtp::client::Certificate::from_pem(&pem)
-                        .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
-                    tls = tls.add_root_certificate(cert);
+                    // Read as every other user of a CA file reads it (the errors name the file).
+                    for cert in crate::tls::load_ca_file(ca).map_err(|e| invalid("smtp.ca_file", e.to_string()))? {
+                        let cert = lettre::transport::smtp::client::Certificate::from_der(cert.to_vec())
+                            .map_err(|e| invalid("smtp.ca_file", e.to_string()))?;
+                        tls = tls.add_root_certificate(cert);
+                    }
                 }
                 Tls::Starttls(tls.build_rustls().map_err(|e| invalid("smtp.tls", e.to_string()))?)
             }
