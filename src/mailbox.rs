@@ -22,7 +22,7 @@ use async_imap::{Client, Session};
 use chrono::{DateTime, Utc};
 use futures::TryStreamExt;
 use rustls_pki_types::ServerName;
-use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::io::{AsyncRead, AsyncWrite, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
@@ -176,7 +176,12 @@ pub fn uid_set(uids: &[u32]) -> String {
     out
 }
 
-type Stream = TlsStream<Watched<TcpStream>>;
+type Stream = TlsStream<Watched<BufReader<TcpStream>>>;
+
+/// Read from the socket in pieces this large. rustls asks for 4 KiB at a time, and Dovecot sends
+/// 4 KiB TLS records: read straight from the socket, a 500 kB message took some 250 reads and
+/// 125 trips through epoll. Buffered below TLS, it takes a few dozen.
+const SOCKET_READ_BUFFER: usize = 64 * 1024;
 
 /// When a connection last received a byte: commands time out on silence, not on length.
 #[derive(Debug, Clone)]
@@ -338,7 +343,7 @@ impl ImapMailbox {
             .with_interval(Duration::from_secs(15))
             .with_retries(4);
         let _ = socket2::SockRef::from(&tcp).set_tcp_keepalive(&keepalive);
-        let tcp = Watched { inner: tcp, progress: progress.clone() };
+        let tcp = Watched { inner: BufReader::with_capacity(SOCKET_READ_BUFFER, tcp), progress: progress.clone() };
 
         let tcp = match imap.tls {
             TlsMode::Implicit => tcp,
