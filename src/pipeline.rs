@@ -1168,7 +1168,11 @@ enum InOrder {
 impl InOrder {
     /// `aside`: where messages that need OCR go; `None`: OCR is run in place.
     fn new(items: Vec<Incoming>, rules: &Rules, mailbox: &MailboxKey, aside: Option<&AsideQueue>) -> InOrder {
-        let threads = std::thread::available_parallelism().map_or(1, |n| n.get()).min(UNDERSTAND_THREADS);
+        // Asked once: the standard library reads the cgroup's CPU quota from /proc and /sys at
+        // every call (a dozen system calls), on the way to every new application.
+        static CORES: std::sync::OnceLock<usize> = std::sync::OnceLock::new();
+        let cores = *CORES.get_or_init(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        let threads = cores.min(UNDERSTAND_THREADS);
         // One copy of the rules for the batch's workers and the lane it hands messages to.
         let rules = Arc::new(rules.clone());
         let deferring = || aside.map(|a| Deferring::new(&rules, a));
