@@ -401,6 +401,10 @@ impl TextReader {
                 out.truncate(max_output);
                 return Ok(out);
             }
+            // The child's output ends as it exits, a moment before it can be reaped: a first
+            // pause of 5 ms here was 5 ms more on an application's way to its acknowledgement
+            // whenever the exit was not quite done, so the pauses start short and grow.
+            let mut pause = Duration::from_micros(50);
             let status = loop {
                 match child.try_wait() {
                     Ok(Some(status)) => break status,
@@ -408,7 +412,10 @@ impl TextReader {
                         stop(&mut child);
                         return Err(TextError::Timeout(timeout));
                     }
-                    Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+                    Ok(None) => {
+                        std::thread::sleep(pause);
+                        pause = (pause * 2).min(Duration::from_millis(5));
+                    }
                     Err(e) => {
                         stop(&mut child);
                         return Err(TextError::Crashed(e.to_string()));
